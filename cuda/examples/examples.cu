@@ -1,0 +1,380 @@
+// Example kernels that exercise the CUDA emulator, with host wrappers over host vectors; built by
+// nvcc (evo::cuda::examples) and against the emulator (evo::emu::examples). Not used by evo itself.
+#include "cuda/compat.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstddef>
+#include <vector>
+
+#include "cuda/examples/examples.h"
+#include "evo/error.h"
+
+namespace evo::EVO_GPU_NS::examples {
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+// x: [n] -> block_sums: [gridDim.x]. The classic two-stage block reduction: a shared-memory tree
+// halves the active threads until one warp's worth of partial sums is left, then that warp
+// finishes in registers with shuffles, which need neither shared memory nor __syncthreads.
+template <int kThreads>
+__global__ void reduce_sum_kernel(const float* __restrict__ x, float* __restrict__ block_sums,
+                                  int n) {
+  __shared__ float partial[kThreads];
+  const int tid = threadIdx.x;
+  float v = 0.f;
+  for (int i = blockIdx.x * kThreads + tid; i < n; i += gridDim.x * kThreads) v += x[i];
+  partial[tid] = v;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride >= 32; stride /= 2) {
+    if (tid < stride) partial[tid] += partial[tid + stride];
+    __syncthreads();
+  }
+  if (tid < 32) {
+    v = partial[tid];
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (tid == 0) block_sums[blockIdx.x] = v;
+  }
+}
+
+// a: [m, k], b: [k, n] -> c: [m, n], row-major; block (16, 16) computes one 16 x 16 tile of c.
+// Each step stages a tile of a and of b in shared memory, so every value fetched from global
+// memory is reused by 16 threads; out-of-range elements are staged as zeros.
+constexpr int kTile = 16;
+__global__ void tiled_matmul_kernel(const float* __restrict__ a, const float* __restrict__ b,
+                                    float* __restrict__ c, int m, int n, int k) {
+  __shared__ float as[kTile][kTile];
+  __shared__ float bs[kTile][kTile];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int row = blockIdx.y * kTile + ty, col = blockIdx.x * kTile + tx;
+  float acc = 0.f;
+  for (int t = 0; t < k; t += kTile) {
+    as[ty][tx] = (row < m && t + tx < k) ? a[row * k + t + tx] : 0.f;
+    bs[ty][tx] = (t + ty < k && col < n) ? b[(t + ty) * n + col] : 0.f;
+    __syncthreads();
+    for (int i = 0; i < kTile; ++i) acc += as[ty][i] * bs[i][tx];
+    __syncthreads();  // nobody may overwrite the tiles while others still read them
+  }
+  if (row < m && col < n) c[row * n + col] = acc;
+}
+
+// x: [n] values in [0, bins) -> counts: [bins]. Shared-memory atomics are cheap and contended only
+// within a block; each block then adds its histogram to the global one once per bin.
+__global__ void histogram_kernel(const unsigned* __restrict__ x, int n,
+                                 unsigned* __restrict__ counts, int bins) {
+  EVO_EXTERN_SHARED(unsigned, local);  // [bins]
+  for (int i = threadIdx.x; i < bins; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    atomicAdd(&local[x[i]], 1u);
+  __syncthreads();
+  for (int i = threadIdx.x; i < bins; i += blockDim.x)
+    if (local[i]) atomicAdd(&counts[i], local[i]);
+}
+
+// One thread per element; threads past the end still vote (false): every lane named in a full
+// mask must call the intrinsic.
+__global__ void vote_kernel(const float* __restrict__ x, int n, float threshold,
+                            unsigned* __restrict__ ballot, int* __restrict__ any,
+                            int* __restrict__ all, int* __restrict__ block_count) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int pred = i < n && x[i] > threshold;
+  const unsigned mask = __ballot_sync(0xffffffffu, pred);
+  const int some = __any_sync(0xffffffffu, pred);
+  const int every = __all_sync(0xffffffffu, pred);
+  const int count = __syncthreads_count(pred);
+  if (threadIdx.x % 32 == 0) {
+    ballot[i / 32] = mask;
+    any[i / 32] = some;
+    all[i / 32] = every;
+  }
+  if (threadIdx.x == 0) block_count[blockIdx.x] = count;
+}
+
+__global__ void shuffle_kernel(const float* __restrict__ x, float* __restrict__ out, int op,
+                               int param, int width) {
+  const int t = threadIdx.x;
+  const float v = x[t];
+  float r = 0.f;
+  switch (op) {  // uniform across the block: every lane takes the same branch
+    case 0:
+      r = __shfl_sync(0xffffffffu, v, param, width);
+      break;
+    case 1:
+      r = __shfl_up_sync(0xffffffffu, v, unsigned(param), width);
+      break;
+    case 2:
+      r = __shfl_down_sync(0xffffffffu, v, unsigned(param), width);
+      break;
+    default:
+      r = __shfl_xor_sync(0xffffffffu, v, param, width);
+      break;
+  }
+  out[t] = r;
+}
+
+__global__ void split_warp_shuffle_kernel(const float* __restrict__ x, float* __restrict__ out) {
+  const int t = threadIdx.x;
+  const float v = x[t];
+  if (t % 32 < 16)
+    out[t] = __shfl_xor_sync(0x0000ffffu, v, 1);
+  else
+    out[t] = __shfl_xor_sync(0xffff0000u, v, 2);
+}
+
+__global__ void partial_warp_shuffle_kernel(const float* __restrict__ x, float* __restrict__ out,
+                                            int delta) {
+  const int t = threadIdx.x;
+  out[t] = __shfl_down_sync(0xffffffffu, x[t], unsigned(delta));
+}
+
+// out: [blocks * threads, 7]. The last value, taken from lane 0 of the warp by a shuffle, checks
+// that lanes and warps are numbered as on the hardware: by the linear thread index, x fastest.
+__global__ void thread_indices_kernel(int* __restrict__ out) {
+  const int threads = blockDim.x * blockDim.y * blockDim.z;
+  const int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const int warp_first = __shfl_sync(__activemask(), t, 0);
+  int* o = out + (std::size_t(block) * threads + t) * 7;
+  o[0] = threadIdx.x;
+  o[1] = threadIdx.y;
+  o[2] = threadIdx.z;
+  o[3] = blockIdx.x;
+  o[4] = blockIdx.y;
+  o[5] = blockIdx.z;
+  o[6] = warp_first;
+}
+
+__global__ void atomics_kernel(const int* __restrict__ x, int n, int* sum, int* max_value,
+                               int* min_value, unsigned long long* cas_sum, float* float_sum,
+                               unsigned* wrap_count) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int v = x[i];
+    atomicAdd(sum, v);
+    atomicMax(max_value, v);
+    atomicMin(min_value, v);
+    // Any read-modify-write can be made atomic with a compare-and-swap loop: retry until nobody
+    // changed the value between our read and our swap.
+    unsigned long long old = 0, assumed = 0;
+    do {
+      assumed = old;
+      old = atomicCAS(cas_sum, assumed, assumed + static_cast<unsigned long long>(v));
+    } while (old != assumed);
+    atomicAdd(float_sum, v / 8.f);
+    atomicInc(wrap_count, 999u);
+  }
+}
+
+__global__ void shared_isolation_kernel(int* __restrict__ ok, long long spin) {
+  __shared__ int owner[1024];
+  const int t = threadIdx.x;
+  owner[t] = blockIdx.x;
+  __syncthreads();
+  if (t == 0) {
+    const long long start = clock64();
+    while (clock64() - start < spin) {
+    }
+  }
+  __syncthreads();
+  int good = 1;
+  for (int i = 0; i < int(blockDim.x); ++i) good &= owner[i] == int(blockIdx.x);
+  ok[blockIdx.x * blockDim.x + t] = good;
+}
+
+// Wrong on purpose (see examples.inc): a GPU may hang on these.
+__global__ void broken_barrier_kernel(int mode, int active) {
+  const int t = threadIdx.x;
+  if (mode == 0) {
+    if (t >= active) return;
+    __syncthreads();
+  } else if (mode == 1) {
+    if (t < active) __syncthreads();
+  } else if (mode == 2) {
+    if (t < active) {
+      const float v = __shfl_sync(0xffffffffu, float(t), 0);
+      (void)v;
+    } else {
+      __syncthreads();
+    }
+  } else {
+    if (t < active) return;
+    __syncthreads();
+  }
+}
+
+__global__ void empty_kernel() {}
+
+// ---- host wrappers ------------------------------------------------------------------------------
+
+namespace {
+
+// Device memory for one wrapper call, freed on every path (a launch that throws must not leak).
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t n) : n_(n) {
+    EVO_CUDA_CHECK(cudaMalloc(&p_, std::max<std::size_t>(n, 1) * sizeof(T)));
+  }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    if (n_) EVO_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  ~DeviceBuffer() { EVO_CUDA_CHECK_PRINT(cudaFree(p_)); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* get() const { return p_; }
+  std::vector<T> to_host() const {
+    std::vector<T> h(n_);
+    if (n_) EVO_CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_;
+};
+
+template <int kThreads>
+void launch_reduce(int blocks, const float* x, float* sums, int n) {
+  EVO_LAUNCH(reduce_sum_kernel<kThreads>, blocks, kThreads, 0, nullptr, x, sums, n);
+}
+
+}  // namespace
+
+std::vector<float> reduce_sum(const std::vector<float>& x, int blocks, int threads) {
+  DeviceBuffer<float> dx(x), sums(static_cast<std::size_t>(blocks));
+  const int n = int(x.size());
+  switch (threads) {
+    case 64:
+      launch_reduce<64>(blocks, dx.get(), sums.get(), n);
+      break;
+    case 128:
+      launch_reduce<128>(blocks, dx.get(), sums.get(), n);
+      break;
+    case 256:
+      launch_reduce<256>(blocks, dx.get(), sums.get(), n);
+      break;
+    case 512:
+      launch_reduce<512>(blocks, dx.get(), sums.get(), n);
+      break;
+    case 1024:
+      launch_reduce<1024>(blocks, dx.get(), sums.get(), n);
+      break;
+    default:
+      throw Error("reduce_sum: threads must be 64, 128, 256, 512 or 1024");
+  }
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return sums.to_host();
+}
+
+std::vector<float> tiled_matmul(const std::vector<float>& a, const std::vector<float>& b, int m,
+                                int n, int k) {
+  DeviceBuffer<float> da(a), db(b), dc(std::size_t(m) * n);
+  const dim3 block(kTile, kTile);
+  const dim3 grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile);
+  EVO_LAUNCH(tiled_matmul_kernel, grid, block, 0, nullptr, da.get(), db.get(), dc.get(), m, n, k);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return dc.to_host();
+}
+
+std::vector<unsigned> histogram(const std::vector<unsigned>& x, int bins, int blocks, int threads,
+                                bool opt_in) {
+  DeviceBuffer<unsigned> dx(x), counts(std::vector<unsigned>(std::size_t(bins), 0u));
+  const std::size_t smem = std::size_t(bins) * sizeof(unsigned);
+  if (opt_in)
+    EVO_CUDA_CHECK(cudaFuncSetAttribute(histogram_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  EVO_LAUNCH(histogram_kernel, blocks, threads, smem, nullptr, dx.get(), int(x.size()),
+             counts.get(), bins);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return counts.to_host();
+}
+
+void vote(const std::vector<float>& x, float threshold, int threads, std::vector<unsigned>& ballot,
+          std::vector<int>& any, std::vector<int>& all, std::vector<int>& block_count) {
+  const int n = int(x.size());
+  const int blocks = (n + threads - 1) / threads;
+  const std::size_t warps = std::size_t(blocks) * std::size_t(threads / 32);
+  DeviceBuffer<float> dx(x);
+  DeviceBuffer<unsigned> dballot(warps);
+  DeviceBuffer<int> dany(warps), dall(warps), dcount(static_cast<std::size_t>(blocks));
+  EVO_LAUNCH(vote_kernel, blocks, threads, 0, nullptr, dx.get(), n, threshold, dballot.get(),
+             dany.get(), dall.get(), dcount.get());
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  ballot = dballot.to_host();
+  any = dany.to_host();
+  all = dall.to_host();
+  block_count = dcount.to_host();
+}
+
+std::vector<float> shuffle(const std::vector<float>& x, int op, int param, int width) {
+  DeviceBuffer<float> dx(x), out(x.size());
+  EVO_LAUNCH(shuffle_kernel, 1, int(x.size()), 0, nullptr, dx.get(), out.get(), op, param, width);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.to_host();
+}
+
+std::vector<float> split_warp_shuffle(const std::vector<float>& x) {
+  DeviceBuffer<float> dx(x), out(x.size());
+  EVO_LAUNCH(split_warp_shuffle_kernel, 1, int(x.size()), 0, nullptr, dx.get(), out.get());
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.to_host();
+}
+
+std::vector<float> partial_warp_shuffle(const std::vector<float>& x, int delta) {
+  DeviceBuffer<float> dx(x), out(x.size());
+  EVO_LAUNCH(partial_warp_shuffle_kernel, 1, int(x.size()), 0, nullptr, dx.get(), out.get(), delta);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.to_host();
+}
+
+std::vector<int> thread_indices(int gx, int gy, int gz, int bx, int by, int bz) {
+  const std::size_t threads = std::size_t(gx) * gy * gz * bx * by * bz;
+  DeviceBuffer<int> out(threads * 7);
+  EVO_LAUNCH(thread_indices_kernel, dim3(unsigned(gx), unsigned(gy), unsigned(gz)),
+             dim3(unsigned(bx), unsigned(by), unsigned(bz)), 0, nullptr, out.get());
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.to_host();
+}
+
+std::vector<double> atomics(const std::vector<int>& x, int blocks, int threads) {
+  DeviceBuffer<int> dx(x), sum(std::vector<int>{0}), max_value(std::vector<int>{INT_MIN}),
+      min_value(std::vector<int>{INT_MAX});
+  DeviceBuffer<unsigned long long> cas_sum(std::vector<unsigned long long>{0});
+  DeviceBuffer<float> float_sum(std::vector<float>{0.f});
+  DeviceBuffer<unsigned> wrap_count(std::vector<unsigned>{0});
+  EVO_LAUNCH(atomics_kernel, blocks, threads, 0, nullptr, dx.get(), int(x.size()), sum.get(),
+             max_value.get(), min_value.get(), cas_sum.get(), float_sum.get(), wrap_count.get());
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return {double(sum.to_host()[0]),       double(max_value.to_host()[0]),
+          double(min_value.to_host()[0]), double(static_cast<long long>(cas_sum.to_host()[0])),
+          double(float_sum.to_host()[0]), double(wrap_count.to_host()[0])};
+}
+
+std::vector<int> shared_isolation(int blocks, int threads, long long spin) {
+  DeviceBuffer<int> ok(std::size_t(blocks) * std::size_t(threads));
+  EVO_LAUNCH(shared_isolation_kernel, blocks, threads, 0, nullptr, ok.get(), spin);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return ok.to_host();
+}
+
+void broken_barrier(int mode, int blocks, int threads, int active) {
+  EVO_LAUNCH(broken_barrier_kernel, blocks, threads, 0, nullptr, mode, active);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void empty_launch(int bx, int by, int bz, std::size_t smem_bytes) {
+  EVO_LAUNCH(empty_kernel, 1, dim3(unsigned(bx), unsigned(by), unsigned(bz)), smem_bytes, nullptr);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace evo::EVO_GPU_NS::examples

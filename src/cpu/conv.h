@@ -1,0 +1,31 @@
+// The CPU convolutions beside the default ones of ops.h: the readable reference and the fast path.
+// Not a dispatch table: conv2d_forward & co. (ops.h) call the fast path; tests and benches pick.
+#pragma once
+
+#include "evo/ops.h"
+
+namespace evo::cpu {
+
+// Plain loops, one output element at a time: the version to read first and the one to trust.
+// Same arguments and layouts as the ops.h functions, so either can stand in for the other.
+void conv2d_forward_reference(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
+                              float* y);
+void conv2d_backward_data_reference(Context& ctx, const ConvGeometry& g, const float* dy,
+                                    const float* w, float* dx);
+void conv2d_backward_filter_reference(Context& ctx, const ConvGeometry& g, const float* x,
+                                      const float* dy, float* dw);
+
+// im2col + OpenBLAS SGEMM over chunks of the batch (1x1 stride-1 convolutions skip im2col): what
+// conv2d_forward, conv2d_backward_data and conv2d_backward_filter run.
+void conv2d_forward_gemm(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
+                         float* y);
+void conv2d_backward_data_gemm(Context& ctx, const ConvGeometry& g, const float* dy, const float* w,
+                               float* dx);
+void conv2d_backward_filter_gemm(Context& ctx, const ConvGeometry& g, const float* x,
+                                 const float* dy, float* dw);
+
+// Checks what ops.h promises of a geometry (odd filters, power-of-two stride, positive sizes) and
+// throws evo::Error naming the offending field otherwise.
+void check_conv_geometry(const ConvGeometry& g, const char* op);
+
+}  // namespace evo::cpu

@@ -1,0 +1,126 @@
+// CPU memory-bound ops: ReLU, the N-way skip sum, nearest resize, channel truncate/zero-pad and
+// global average pooling, forward and backward. Not batch norm's fused ReLU (batchnorm.cpp).
+#include <algorithm>
+#include <cstring>
+
+#include "evo/ops.h"
+
+namespace evo::cpu {
+
+namespace {
+// Below this many elements a parallel region costs more than it saves (~1 us of fork/join).
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+}  // namespace
+
+void relu_forward(Context&, int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i], 0.f);
+}
+
+void relu_backward(Context&, int64_t n, const float* y, const float* dy, float* dx) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+}
+
+// Summed in input order (inputs[0] + inputs[1] + ...), the order every backend uses. y may be one
+// of the inputs: each element is read from all inputs before it is written.
+void add_n(Context&, int64_t n, const float* const* inputs, int count, float* y) {
+#pragma omp parallel for schedule(static) if (n * count >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float sum = inputs[0][i];
+    for (int j = 1; j < count; ++j) sum += inputs[j][i];
+    y[i] = sum;
+  }
+}
+
+// y[n, i, j, :] = x[n, i*H/OH, j*W/OW, :] (integer division = floor for these non-negatives).
+void resize_nearest_forward(Context&, int n, int h, int w, int c, int oh, int ow, const float* x,
+                            float* y) {
+  const int64_t rows = int64_t(n) * oh;
+#pragma omp parallel for schedule(static) if (rows * ow * c >= kParallelMin)
+  for (int64_t t = 0; t < rows; ++t) {
+    const int64_t b = t / oh;
+    const int i = int(t % oh);
+    const int64_t sy = int64_t(i) * h / oh;
+    const float* xrow = x + (b * h + sy) * w * c;
+    float* yrow = y + t * ow * c;
+    for (int j = 0; j < ow; ++j)
+      std::memcpy(yrow + int64_t(j) * c, xrow + int64_t(j) * w / ow * c, c * sizeof(float));
+  }
+}
+
+// Output row i reads input row floor(i*H/OH), so input row r is read by the output rows
+// i in [ceil(r*OH/H), ceil((r+1)*OH/H)): the gather's bounds, summed in (i, j) order.
+void resize_nearest_backward(Context&, int n, int h, int w, int c, int oh, int ow, const float* dy,
+                             float* dx) {
+  auto first_reader = [](int64_t r, int64_t in, int64_t out) { return (r * out + in - 1) / in; };
+  const int64_t rows = int64_t(n) * h;
+#pragma omp parallel for schedule(static) if (rows * w * c >= kParallelMin)
+  for (int64_t t = 0; t < rows; ++t) {
+    const int64_t b = t / h;
+    const int r = int(t % h);
+    const int64_t i0 = first_reader(r, h, oh), i1 = first_reader(r + 1, h, oh);
+    for (int s = 0; s < w; ++s) {
+      const int64_t j0 = first_reader(s, w, ow), j1 = first_reader(s + 1, w, ow);
+      float* d = dx + (t * w + s) * c;
+      for (int ch = 0; ch < c; ++ch) d[ch] = 0.f;
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) {
+          const float* g = dy + ((b * oh + i) * ow + j) * c;
+#pragma omp simd
+          for (int ch = 0; ch < c; ++ch) d[ch] += g[ch];
+        }
+    }
+  }
+}
+
+namespace {
+// dst[m, dst_c] = src[m, src_c] for the first min(src_c, dst_c) channels, zeros after them.
+void copy_channels(int64_t m, int src_c, int dst_c, const float* src, float* dst) {
+  const int keep = std::min(src_c, dst_c);
+#pragma omp parallel for schedule(static) if (m * dst_c >= kParallelMin)
+  for (int64_t r = 0; r < m; ++r) {
+    std::memcpy(dst + r * dst_c, src + r * src_c, keep * sizeof(float));
+    std::memset(dst + r * dst_c + keep, 0, (dst_c - keep) * sizeof(float));
+  }
+}
+}  // namespace
+
+void channel_resize_forward(Context&, int64_t m, int c_in, int c_out, const float* x, float* y) {
+  copy_channels(m, c_in, c_out, x, y);
+}
+
+// The adjoint: kept channels pass their gradient back, truncated ones receive zero, and the
+// gradient of padding channels is dropped.
+void channel_resize_backward(Context&, int64_t m, int c_in, int c_out, const float* dy, float* dx) {
+  copy_channels(m, c_out, c_in, dy, dx);
+}
+
+void global_avg_pool_forward(Context&, int n, int hw, int c, const float* x, float* y) {
+  const float inv = 1.f / float(hw);
+#pragma omp parallel for schedule(static) if (int64_t(n) * hw * c >= kParallelMin)
+  for (int b = 0; b < n; ++b) {
+    float* yb = y + int64_t(b) * c;
+    const float* xb = x + int64_t(b) * hw * c;
+    for (int ch = 0; ch < c; ++ch) yb[ch] = 0.f;
+    for (int p = 0; p < hw; ++p) {
+#pragma omp simd
+      for (int ch = 0; ch < c; ++ch) yb[ch] += xb[int64_t(p) * c + ch];
+    }
+    for (int ch = 0; ch < c; ++ch) yb[ch] *= inv;
+  }
+}
+
+void global_avg_pool_backward(Context&, int n, int hw, int c, const float* dy, float* dx) {
+  const float inv = 1.f / float(hw);
+  const int64_t rows = int64_t(n) * hw;
+#pragma omp parallel for schedule(static) if (rows * c >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = dy + (r / hw) * c;
+    float* d = dx + r * c;
+#pragma omp simd
+    for (int ch = 0; ch < c; ++ch) d[ch] = g[ch] * inv;
+  }
+}
+
+}  // namespace evo::cpu

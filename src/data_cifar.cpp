@@ -1,0 +1,61 @@
+// The binary CIFAR-10 / CIFAR-100 batches: fixed-size records, planar RGB turned into NHWC.
+// Not the python-pickle versions (use the binary download), nor file discovery (data.cpp).
+//
+// A record: `label_bytes` label bytes (CIFAR-10: the class; CIFAR-100: coarse, then fine), then
+// 1024 red, 1024 green and 1024 blue bytes, each plane a row-major 32x32 image.
+#include "evo/data.h"
+
+namespace evo {
+
+namespace {
+constexpr int kCifarSide = 32;
+constexpr int kCifarPlane = kCifarSide * kCifarSide;  // 1024
+constexpr int kCifarPixels = 3 * kCifarPlane;         // 3072
+constexpr int kCifar100Coarse = 20;                   // superclasses, checked but not used
+}  // namespace
+
+ImageSet read_cifar(const std::vector<std::string>& paths, int label_bytes, int classes) {
+  ImageSet s;
+  s.h = s.w = kCifarSide;
+  s.c = 3;
+  const std::size_t record = std::size_t(label_bytes) + kCifarPixels;
+  for (const std::string& path : paths) {
+    bool gz = false;
+    const std::vector<uint8_t> b = read_file_bytes(path, &gz);
+    const std::string where = gz ? " (in the uncompressed data)" : "";
+    if (b.empty()) throw DataError(path, 0, "the file is empty; it should hold CIFAR records");
+    if (b.size() % record != 0)
+      throw DataError(
+          path, int64_t(b.size()),
+          "the file ends" + where + " inside record " + std::to_string(b.size() / record) +
+              " (records are " + std::to_string(label_bytes) + " label byte" +
+              (label_bytes > 1 ? "s" : "") + " + 3072 pixel bytes = " + std::to_string(record) +
+              " bytes); it is truncated, download it again");
+    const int count = int(b.size() / record);
+    const std::size_t first = s.pixels.size();
+    s.pixels.resize(first + std::size_t(count) * kCifarPixels);
+    for (int r = 0; r < count; ++r) {
+      const uint8_t* rec = b.data() + std::size_t(r) * record;
+      const std::size_t label_at = std::size_t(label_bytes) - 1;  // CIFAR-100: the fine label
+      if (rec[label_at] >= classes)
+        throw DataError(path, int64_t(std::size_t(r) * record + label_at),
+                        "label " + std::to_string(rec[label_at]) + " of record " +
+                            std::to_string(r) + " is not a class (0 to " +
+                            std::to_string(classes - 1) + "); is this the right CIFAR version?");
+      if (label_bytes == 2 && rec[0] >= kCifar100Coarse)
+        throw DataError(path, int64_t(std::size_t(r) * record),
+                        "coarse label " + std::to_string(rec[0]) + " of record " +
+                            std::to_string(r) + " is not a CIFAR-100 superclass (0 to 19)");
+      s.labels.push_back(rec[label_at]);
+      // [3, 32, 32] planes -> [32, 32, 3] channels last.
+      const uint8_t* planes = rec + label_bytes;
+      uint8_t* out = s.pixels.data() + first + std::size_t(r) * kCifarPixels;
+      for (int p = 0; p < kCifarPlane; ++p)
+        for (int ch = 0; ch < 3; ++ch) out[p * 3 + ch] = planes[ch * kCifarPlane + p];
+    }
+    s.n += count;
+  }
+  return s;
+}
+
+}  // namespace evo

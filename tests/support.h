@@ -1,0 +1,65 @@
+// Test helpers: the one comparison helper (atol + rtol, NaN never passes), random inputs, and the
+// list of backends a test can run on. Not production code.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "evo/device.h"
+
+namespace evo::test {
+
+// Passes when |out[i] - ref[i]| <= atol + rtol * |ref[i]| for every i. NaN or infinity in `out`
+// never passes. On failure, prints the first few mismatches and the largest error (capped).
+template <typename Ref>
+bool all_close(const std::vector<float>& out, const std::vector<Ref>& ref, double atol,
+               double rtol, const std::string& what = "output") {
+  if (out.size() != ref.size()) {
+    std::printf("%s: size %zu, expected %zu\n", what.c_str(), out.size(), ref.size());
+    return false;
+  }
+  std::size_t bad = 0, worst = 0;
+  double max_err = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const double o = out[i], r = double(ref[i]);
+    const double err = std::fabs(o - r);
+    const bool ok = std::isfinite(o) && err <= atol + rtol * std::fabs(r);
+    if (!std::isfinite(o) || err > max_err) {
+      max_err = std::isfinite(o) ? err : INFINITY;
+      worst = i;
+    }
+    if (!ok) {
+      if (bad < 5)
+        std::printf("%s mismatch at %zu: got %.8g, expected %.8g (err %.3g)\n", what.c_str(), i,
+                    o, r, err);
+      ++bad;
+    }
+  }
+  if (bad)
+    std::printf("%s: %zu of %zu elements mismatch; max error %.3g at %zu\n", what.c_str(), bad,
+                out.size(), max_err, worst);
+  return bad == 0;
+}
+
+// Fresh random values each run (seeded from Catch's --rng-seed, which is random by default in CI).
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 gen(Catch::rngSeed() ? Catch::rngSeed() : std::random_device{}());
+  return gen;
+}
+
+inline std::vector<float> random_vector(std::size_t n, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng());
+  return v;
+}
+
+// The devices this machine can test on: cpu and emu always, cuda:0 when a GPU is visible.
+std::vector<Device> test_devices();
+
+}  // namespace evo::test

@@ -1,0 +1,498 @@
+// Tests of the CUDA emulator: example kernels against plain CPU loops (emulated, and on a GPU when
+// one is visible), what a GPU would hang or fail on, shuffle semantics, the runtime and cuBLAS
+// shims. Not benchmarks: emulated speed is measured, never asserted.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <thread>
+
+#include "cuda/emu/runtime.h"
+#include "cuda/examples/examples.h"
+#include "evo/error.h"
+#include "support.h"
+
+using namespace evo;
+using Catch::Matchers::Contains;
+
+namespace {
+
+// The example wrappers of one build (the signatures are the same in both namespaces).
+struct Api {
+  const char* name;
+  decltype(&emu::examples::reduce_sum) reduce_sum;
+  decltype(&emu::examples::tiled_matmul) tiled_matmul;
+  decltype(&emu::examples::histogram) histogram;
+  decltype(&emu::examples::vote) vote;
+  decltype(&emu::examples::shuffle) shuffle;
+  decltype(&emu::examples::split_warp_shuffle) split_warp_shuffle;
+  decltype(&emu::examples::partial_warp_shuffle) partial_warp_shuffle;
+  decltype(&emu::examples::thread_indices) thread_indices;
+  decltype(&emu::examples::atomics) atomics;
+  decltype(&emu::examples::shared_isolation) shared_isolation;
+  decltype(&emu::examples::empty_launch) empty_launch;
+};
+#define EVO_EXAMPLES_API(label, ns)                                                          \
+  Api {                                                                                      \
+    label, &ns::examples::reduce_sum, &ns::examples::tiled_matmul, &ns::examples::histogram, \
+        &ns::examples::vote, &ns::examples::shuffle, &ns::examples::split_warp_shuffle,      \
+        &ns::examples::partial_warp_shuffle, &ns::examples::thread_indices,                  \
+        &ns::examples::atomics, &ns::examples::shared_isolation, &ns::examples::empty_launch \
+  }
+
+// The emulator always; the real GPU too when this build has CUDA and the machine has a GPU.
+std::vector<Api> apis() {
+  std::vector<Api> v{EVO_EXAMPLES_API("emu", evo::emu)};
+#if defined(EVO_HAVE_CUDA)
+  if (cuda::examples::device_count() > 0) v.push_back(EVO_EXAMPLES_API("cuda", evo::cuda));
+#endif
+  return v;
+}
+
+int uniform_int(int lo, int hi) {
+  return std::uniform_int_distribution<int>(lo, hi)(test::rng());
+}
+
+}  // namespace
+
+TEST_CASE("shared-memory tree reduction finished with warp shuffles", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      for (int threads : {64, 256, 1024}) {
+        const int blocks = uniform_int(1, 40);
+        const int n = uniform_int(1, 60000);
+        const std::vector<float> x = test::random_vector(std::size_t(n));
+        std::vector<double> ref(std::size_t(blocks), 0.0);
+        for (int i = 0; i < n; ++i) ref[std::size_t(i / threads % blocks)] += x[std::size_t(i)];
+        INFO("threads " << threads << ", blocks " << blocks << ", n " << n);
+        CHECK(test::all_close(api.reduce_sum(x, blocks, threads), ref, 1e-3, 1e-4, "block sums"));
+      }
+    }
+  }
+}
+
+TEST_CASE("shared-memory tiled matrix multiply", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      for (int rep = 0; rep < 4; ++rep) {
+        // Sizes that are not multiples of the 16 x 16 tile exercise the edge guards.
+        const int m = uniform_int(1, 70), n = uniform_int(1, 70), k = uniform_int(1, 90);
+        const std::vector<float> a = test::random_vector(std::size_t(m) * k);
+        const std::vector<float> b = test::random_vector(std::size_t(k) * n);
+        std::vector<double> ref(std::size_t(m) * n, 0.0);
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < n; ++j)
+            for (int p = 0; p < k; ++p)
+              ref[std::size_t(i) * n + j] +=
+                  double(a[std::size_t(i) * k + p]) * b[std::size_t(p) * n + j];
+        INFO("m " << m << ", n " << n << ", k " << k);
+        CHECK(test::all_close(api.tiled_matmul(a, b, m, n, k), ref, 1e-4, 1e-4, "C"));
+      }
+    }
+  }
+}
+
+TEST_CASE("histogram with shared and global atomics", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int bins = uniform_int(1, 4096);
+      const int n = uniform_int(1000, 80000);
+      std::vector<unsigned> x(static_cast<std::size_t>(n));
+      for (unsigned& v : x) v = unsigned(uniform_int(0, bins - 1));
+      std::vector<unsigned> ref(std::size_t(bins), 0);
+      for (unsigned v : x) ++ref[v];
+      INFO("bins " << bins << ", n " << n);
+      CHECK(api.histogram(x, bins, uniform_int(1, 48), 256, false) == ref);
+    }
+  }
+}
+
+TEST_CASE("dynamic shared memory beyond 48 KiB needs the opt-in attribute", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int bins = 20000;  // 80,000 bytes of dynamic shared memory
+      std::vector<unsigned> x(50000);
+      for (unsigned& v : x) v = unsigned(uniform_int(0, bins - 1));
+      std::vector<unsigned> ref(bins, 0);
+      for (unsigned v : x) ++ref[v];
+      // Before the opt-in (the attribute sticks to the kernel afterwards, as on a GPU).
+      CHECK_THROWS_AS(api.histogram(x, bins, 8, 256, false), evo::Error);
+      CHECK(api.histogram(x, bins, 8, 256, true) == ref);
+      CHECK_THROWS_AS(api.empty_launch(32, 1, 1, 48 * 1024 + 1), evo::Error);
+      CHECK_NOTHROW(api.empty_launch(32, 1, 1, 48 * 1024));
+    }
+  }
+}
+
+TEST_CASE("ballot, any, all and __syncthreads_count", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int threads = uniform_int(0, 1) ? 64 : 256;
+      const int n = uniform_int(100, 5000);  // usually not a multiple of 32: a partial last warp
+      // Per warp, all above, all below, or mixed: so that any and all are both 0 and 1 somewhere.
+      const float threshold = std::uniform_real_distribution<float>(-0.5f, 0.5f)(test::rng());
+      std::vector<float> x = test::random_vector(std::size_t(n));
+      for (int w = 0; w * 32 < n; ++w) {
+        const int kind = uniform_int(0, 2);
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+          if (kind == 0)
+            x[std::size_t(i)] = threshold + 0.25f + std::fabs(x[std::size_t(i)]);
+          else if (kind == 1)
+            x[std::size_t(i)] = threshold - 0.25f - std::fabs(x[std::size_t(i)]);
+      }
+      std::vector<unsigned> ballot;
+      std::vector<int> any, all, count;
+      api.vote(x, threshold, threads, ballot, any, all, count);
+
+      const int blocks = (n + threads - 1) / threads;
+      REQUIRE(ballot.size() == std::size_t(blocks * threads / 32));
+      REQUIRE(count.size() == std::size_t(blocks));
+      std::vector<int> ref_count(std::size_t(blocks), 0);
+      int mismatches = 0;
+      for (int w = 0; w < blocks * threads / 32; ++w) {
+        unsigned mask = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int i = w * 32 + l;
+          const bool pred = i < n && x[std::size_t(i)] > threshold;
+          if (pred) {
+            mask |= 1u << l;
+            ++ref_count[std::size_t(i / threads)];
+          }
+        }
+        if (ballot[std::size_t(w)] != mask || any[std::size_t(w)] != (mask != 0) ||
+            all[std::size_t(w)] != (mask == 0xffffffffu)) {
+          if (++mismatches <= 5)
+            std::printf("warp %d: ballot %08x any %d all %d, expected %08x %d %d\n", w,
+                        ballot[std::size_t(w)], any[std::size_t(w)], all[std::size_t(w)], mask,
+                        mask != 0, mask == 0xffffffffu);
+        }
+      }
+      CHECK(mismatches == 0);
+      CHECK(count == ref_count);
+    }
+  }
+}
+
+TEST_CASE("shuffle semantics: idx, up, down, xor with every width", "[emulator]") {
+  // The reference is the CUDA Programming Guide's wording, written independently of the
+  // emulator's PTX-style lane arithmetic: `width` splits a warp into independent subsections.
+  auto reference = [](const std::vector<float>& x, int op, int param, int width) {
+    std::vector<float> out(x.size());
+    for (int t = 0; t < int(x.size()); ++t) {
+      const int lane = t % 32, warp_base = t - lane, sub = lane / width * width;
+      int src = lane;
+      switch (op) {
+        case 0:
+          src = sub + ((param % width) + width) % width;
+          break;  // srcLane modulo width
+        case 1:
+          src = lane - sub >= param ? lane - param : lane;
+          break;  // not below the subsection
+        case 2:
+          src = lane - sub + param < width ? lane + param : lane;
+          break;  // nor above it
+        default: {
+          const int s = lane ^ param;  // later subsections are out of reach: own value
+          src = s / width > lane / width ? lane : s;
+        }
+      }
+      out[std::size_t(t)] = x[std::size_t(warp_base + src)];
+    }
+    return out;
+  };
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const std::vector<float> x = test::random_vector(64);  // two warps: they must not mix
+      int failures = 0;
+      for (int width : {1, 2, 4, 8, 16, 32}) {
+        for (int param = -40; param <= 40; param += 3)
+          failures += !test::all_close(
+              api.shuffle(x, 0, param, width), reference(x, 0, param, width), 0, 0,
+              "shfl width " + std::to_string(width) + " src " + std::to_string(param));
+        for (int op = 1; op <= 3; ++op)
+          for (int param = 0; param < 32; ++param)
+            failures += !test::all_close(
+                api.shuffle(x, op, param, width), reference(x, op, param, width), 0, 0,
+                "op " + std::to_string(op) + " width " + std::to_string(width) + " param " +
+                    std::to_string(param));
+      }
+      CHECK(failures == 0);
+    }
+  }
+}
+
+TEST_CASE("warp groups: split masks, partial warps, lane numbering in 3-D blocks", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      {
+        const std::vector<float> x = test::random_vector(96);
+        std::vector<float> ref(x.size());
+        for (std::size_t t = 0; t < x.size(); ++t) ref[t] = x[t % 32 < 16 ? t ^ 1 : t ^ 2];
+        CHECK(test::all_close(api.split_warp_shuffle(x), ref, 0, 0, "split warp"));
+      }
+      {
+        const int n = 32 + uniform_int(1, 31), delta = uniform_int(1, 16);
+        const std::vector<float> x = test::random_vector(std::size_t(n));
+        const std::vector<float> out = api.partial_warp_shuffle(x, delta);
+        std::vector<float> got, ref;
+        for (int t = 0; t < n; ++t) {
+          const int src = t % 32 + delta < 32 ? t + delta : t;
+          if (src < n) {  // reading a lane past the block's end is undefined: not compared
+            got.push_back(out[std::size_t(t)]);
+            ref.push_back(x[std::size_t(src)]);
+          } else if (std::string(api.name) == "emu") {
+            CHECK(std::isnan(out[std::size_t(t)]));  // the emulator makes it visible
+          }
+        }
+        INFO("n " << n << ", delta " << delta);
+        CHECK(test::all_close(got, ref, 0, 0, "partial warp"));
+      }
+      {
+        const int gx = 3, gy = 2, gz = 2, bx = 5, by = 3, bz = 4;  // 60 threads: 2 warps, 1 partial
+        const std::vector<int> got = api.thread_indices(gx, gy, gz, bx, by, bz);
+        std::vector<int> ref;
+        for (int b = 0; b < gx * gy * gz; ++b)
+          for (int t = 0; t < bx * by * bz; ++t)
+            ref.insert(ref.end(), {t % bx, t / bx % by, t / (bx * by), b % gx, b / gx % gy,
+                                   b / (gx * gy), t - t % 32});
+        CHECK(got == ref);
+      }
+    }
+  }
+}
+
+TEST_CASE("atomics from many blocks in parallel", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int n = uniform_int(10000, 60000);
+      std::vector<int> x(static_cast<std::size_t>(n));
+      for (int& v : x) v = uniform_int(-1000, 1000);
+      long long sum = 0;
+      double float_sum = 0;
+      for (int v : x) {
+        sum += v;
+        float_sum += v / 8.0;
+      }
+      const std::vector<double> got = api.atomics(x, uniform_int(16, 96), 256);
+      REQUIRE(got.size() == 6);
+      CHECK(got[0] == double(sum));
+      CHECK(got[1] == *std::max_element(x.begin(), x.end()));
+      CHECK(got[2] == *std::min_element(x.begin(), x.end()));
+      CHECK(got[3] == double(sum));
+      // Float atomics add in whatever order the blocks run: close, not exact.
+      CHECK(std::fabs(got[4] - float_sum) <= 2.0 + 1e-5 * std::fabs(float_sum));
+      CHECK(got[5] == n % 1000);
+    }
+  }
+}
+
+TEST_CASE("static __shared__ belongs to one block, even with blocks running concurrently",
+          "[emulator]") {
+  emu::reset_emu_stats();
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const std::vector<int> ok = api.shared_isolation(12, 256, 2'000'000);
+      CHECK(std::count(ok.begin(), ok.end(), 1) == long(ok.size()));
+    }
+  }
+  const emu::EmuStats stats = emu::emu_stats();
+  if (stats.host_threads >= 2) CHECK(stats.max_concurrent_blocks >= 2);
+}
+
+TEST_CASE("launch limits a GPU enforces: threads per block and block shape", "[emulator]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      CHECK_NOTHROW(api.empty_launch(1024, 1, 1, 0));
+      CHECK_NOTHROW(api.empty_launch(32, 32, 1, 0));
+      CHECK_THROWS_AS(api.empty_launch(32, 33, 1, 0), evo::Error);  // 1056 threads
+      CHECK_THROWS_AS(api.empty_launch(1025, 1, 1, 0), evo::Error);
+      CHECK_THROWS_AS(api.empty_launch(1, 1, 65, 0), evo::Error);
+      CHECK_THROWS_AS(api.empty_launch(0, 1, 1, 0), evo::Error);
+    }
+  }
+  CHECK_THROWS_WITH(emu::examples::empty_launch(16, 16, 8, 0),
+                    Contains("2048 threads") && Contains("empty_kernel"));
+}
+
+TEST_CASE("a barrier some threads never reach is an error, not a hang", "[emulator]") {
+  // Emulator only: on a GPU these kernels hang or corrupt the block.
+  SECTION("threads return early before a __syncthreads") {
+    CHECK_THROWS_WITH(emu::examples::broken_barrier(0, 3, 64, 40),
+                      Contains("broken_barrier_kernel") && Contains("block (0,0,0)") &&
+                          Contains("thread 40 exited while 40 threads wait at __syncthreads"));
+  }
+  SECTION("threads reach a __syncthreads after others returned") {
+    CHECK_THROWS_WITH(emu::examples::broken_barrier(3, 2, 96, 8),
+                      Contains("thread 8 reached __syncthreads after thread 0 exited"));
+  }
+  SECTION("__syncthreads inside a branch") {
+    CHECK_THROWS_AS(emu::examples::broken_barrier(1, 5, 128, 16), emu::EmuError);
+    CHECK_THROWS_WITH(emu::examples::broken_barrier(1, 1, 128, 16),
+                      Contains("block (0,0,0)") && Contains("__syncthreads"));
+  }
+  SECTION("a full-mask shuffle while the rest of the warp waits at __syncthreads") {
+    CHECK_THROWS_WITH(emu::examples::broken_barrier(2, 2, 64, 16),
+                      Contains("deadlock") && Contains("__shfl_sync") &&
+                          Contains("threads 0-15 wait") && Contains("broken_barrier_kernel"));
+  }
+  // The emulator is still usable afterwards (stacks and state were recovered).
+  const std::vector<float> x = test::random_vector(5000);
+  double ref = 0;
+  for (float v : x) ref += v;
+  CHECK(
+      test::all_close(emu::examples::reduce_sum(x, 1, 256), std::vector<double>{ref}, 1e-3, 1e-4));
+}
+
+TEST_CASE("kernels launched from several host threads at once", "[emulator]") {
+  // Like the search's workers: each launches on its own while the block pool is shared.
+  const std::vector<float> x = test::random_vector(30000);
+  std::vector<double> ref(7, 0.0);
+  for (std::size_t i = 0; i < x.size(); ++i) ref[i / 128 % 7] += x[i];
+  std::vector<int> good(3, 0);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 3; ++w)
+    workers.emplace_back([&, w] {
+      for (int rep = 0; rep < 20; ++rep)
+        good[std::size_t(w)] +=
+            test::all_close(emu::examples::reduce_sum(x, 7, 128), ref, 1e-3, 1e-4);
+    });
+  for (std::thread& t : workers) t.join();
+  CHECK(good == std::vector<int>{20, 20, 20});
+}
+
+TEST_CASE("emulated runtime reports what a GPU would reject", "[emulator]") {
+  using namespace evo::emu;
+  float* d = nullptr;
+  REQUIRE(cudaMalloc(&d, 64 * sizeof(float)) == cudaSuccess);
+  std::vector<float> h(64, 1.f);
+  // Fresh device memory is garbage on a GPU; the emulator fills it with NaN.
+  std::vector<float> fresh(64, 0.f);
+  REQUIRE(cudaMemcpy(fresh.data(), d, 256, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(std::isnan(fresh[0]));
+  CHECK(cudaMemcpy(d, h.data(), 256, cudaMemcpyHostToDevice) == cudaSuccess);
+  CHECK(cudaMemcpy(h.data(), d, 256, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // swapped
+  CHECK_THAT(cudaGetErrorString(cudaGetLastError()), Contains("is not device memory"));
+  CHECK(cudaMemcpy(d + 1, h.data(), 256, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+  CHECK_THAT(cudaGetErrorString(cudaErrorInvalidValue), Contains("run past the end"));
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);  // reading the error clears it
+  CHECK(cudaMemset(d, 0, 257) == cudaErrorInvalidValue);
+  CHECK(cudaFree(d) == cudaSuccess);
+  CHECK(cudaFree(d) == cudaErrorInvalidValue);  // freed twice
+  (void)cudaGetLastError();
+
+  cudaStream_t s = nullptr;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&e0) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&e1) == cudaSuccess);
+  CHECK(cudaEventRecord(e0, s) == cudaSuccess);
+  CHECK(cudaEventRecord(e1, s) == cudaSuccess);
+  float ms = -1.f;
+  CHECK(cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess);
+  CHECK(ms >= 0.f);
+  CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(cudaEventDestroy(e0) == cudaSuccess);
+  CHECK(cudaEventDestroy(e1) == cudaSuccess);
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+  CHECK(cudaStreamSynchronize(s) == cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+
+  int count = 0;
+  CHECK(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(count >= 1);
+  cudaDeviceProp prop{};
+  CHECK(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  CHECK(prop.warpSize == 32);
+  CHECK(prop.maxThreadsPerBlock == 1024);
+  CHECK(cudaSetDevice(count) == cudaErrorInvalidDevice);
+  (void)cudaGetLastError();
+}
+
+TEST_CASE("cuBLAS SGEMM shim matches naive column-major loops for every transpose", "[emulator]") {
+  using namespace evo::emu;
+  cublasHandle_t handle = nullptr;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  auto device_copy = [](const std::vector<float>& h) {
+    float* d = nullptr;
+    REQUIRE(cudaMalloc(&d, h.size() * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice) ==
+            cudaSuccess);
+    return d;
+  };
+  for (cublasOperation_t ta : {CUBLAS_OP_N, CUBLAS_OP_T}) {
+    for (cublasOperation_t tb : {CUBLAS_OP_N, CUBLAS_OP_T}) {
+      for (bool zero_beta : {false, true}) {
+        DYNAMIC_SECTION("op(A) " << (ta == CUBLAS_OP_N ? "N" : "T") << " op(B) "
+                                 << (tb == CUBLAS_OP_N ? "N" : "T")
+                                 << (zero_beta ? " beta 0" : "")) {
+          const int m = uniform_int(1, 40), n = uniform_int(1, 40), k = uniform_int(1, 40);
+          // Stored shapes (column-major): A is m x k, or k x m when transposed; padding rows
+          // beyond each leading dimension's minimum catch ld mix-ups.
+          const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+          const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+          const int lda = a_rows + uniform_int(0, 3), ldb = b_rows + uniform_int(0, 3),
+                    ldc = m + uniform_int(0, 3);
+          const std::vector<float> a = test::random_vector(std::size_t(lda) * a_cols);
+          const std::vector<float> b = test::random_vector(std::size_t(ldb) * b_cols);
+          std::vector<float> c = test::random_vector(std::size_t(ldc) * n);
+          const float alpha = std::uniform_real_distribution<float>(0.5f, 2.f)(test::rng());
+          const float beta =
+              zero_beta ? 0.f : std::uniform_real_distribution<float>(-2.f, -0.5f)(test::rng());
+          if (zero_beta)
+            for (int j = 0; j < n; ++j)
+              for (int i = 0; i < m; ++i) c[std::size_t(j) * ldc + i] = NAN;  // must be ignored
+
+          std::vector<double> ref(c.begin(), c.end());
+          for (int j = 0; j < n; ++j)
+            for (int i = 0; i < m; ++i) {
+              double acc = 0;
+              for (int p = 0; p < k; ++p) {
+                const double av =
+                    ta == CUBLAS_OP_N ? a[std::size_t(p) * lda + i] : a[std::size_t(i) * lda + p];
+                const double bv =
+                    tb == CUBLAS_OP_N ? b[std::size_t(j) * ldb + p] : b[std::size_t(p) * ldb + j];
+                acc += av * bv;
+              }
+              const double old = zero_beta ? 0.0 : c[std::size_t(j) * ldc + i];
+              ref[std::size_t(j) * ldc + i] = alpha * acc + beta * old;
+            }
+
+          float* da = device_copy(a);
+          float* db = device_copy(b);
+          float* dc = device_copy(c);
+          REQUIRE(cublasSgemm(handle, ta, tb, m, n, k, &alpha, da, lda, db, ldb, &beta, dc, ldc) ==
+                  CUBLAS_STATUS_SUCCESS);
+          std::vector<float> out(c.size());
+          REQUIRE(cudaMemcpy(out.data(), dc, out.size() * sizeof(float), cudaMemcpyDeviceToHost) ==
+                  cudaSuccess);
+          // The reference keeps C's padding rows (i >= m), so they must come back untouched.
+          INFO("m " << m << " n " << n << " k " << k << " lda " << lda << " ldb " << ldb << " ldc "
+                    << ldc);
+          CHECK(test::all_close(out, ref, 1e-4, 1e-4, zero_beta ? "C (beta 0, old C NaN)" : "C"));
+          CHECK(cudaFree(da) == cudaSuccess);
+          CHECK(cudaFree(db) == cudaSuccess);
+          CHECK(cudaFree(dc) == cudaSuccess);
+        }
+      }
+    }
+  }
+  SECTION("invalid arguments, as cuBLAS checks them") {
+    float* d = nullptr;
+    REQUIRE(cudaMalloc(&d, 64 * sizeof(float)) == cudaSuccess);
+    const float one = 1.f, zero = 0.f;
+    CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d, 3, d, 4, &zero, d, 4) ==
+          CUBLAS_STATUS_INVALID_VALUE);  // lda < m
+    CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, 4, 4, 5, &one, d, 4, d, 5, &zero, d, 4) ==
+          CUBLAS_STATUS_INVALID_VALUE);  // lda < k for op(A) = A^T
+    CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, -1, 4, 4, &one, d, 4, d, 4, &zero, d, 4) ==
+          CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemm(nullptr, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d, 4, d, 4, &zero, d, 4) ==
+          CUBLAS_STATUS_NOT_INITIALIZED);
+    std::vector<float> host(16, 1.f);
+    CHECK_THROWS_AS(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host.data(), 4, d,
+                                4, &zero, d, 4),
+                    EmuError);  // a host pointer would fault on a GPU
+    CHECK(cudaFree(d) == cudaSuccess);
+  }
+  CHECK(cublasDestroy(handle) == CUBLAS_STATUS_SUCCESS);
+}

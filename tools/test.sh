@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs evo's whole test suite on the tree tools/setup.sh built: ctest on build/, then the emulated
+# CUDA kernels again under AddressSanitizer (build-asan/). Not benchmarks.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${EVO_BUILD_DIR:-$root/build}"
+jobs="${EVO_JOBS:-$(nproc)}"
+
+echo "== ctest ($build)"
+ctest --test-dir "$build" --output-on-failure -j "$jobs"
+
+if [ "${EVO_SKIP_ASAN:-0}" != 1 ]; then
+    # Out-of-bounds accesses in CUDA kernels only show under the emulator with ASan.
+    asan="$root/build-asan"
+    echo "== emulated CUDA kernels under AddressSanitizer ($asan)"
+    if [ ! -f "$asan/CMakeCache.txt" ]; then
+        cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVO_CUDA=OFF \
+              -DEVO_EMU_ASAN=ON -DEVO_BUILD_BENCH=OFF >/dev/null
+    fi
+    cmake --build "$asan" -j "$jobs" --target test_emulator
+    ctest --test-dir "$asan" --output-on-failure -R '^test_emulator$'
+fi
