@@ -77,10 +77,13 @@ void timed_loop(benchmark::State& state, double work, const char* counter,
 // OpenBLAS SGEMM of the forward pass's GEMM  [M, K] x [N, K]^T  with its own threads on every
 // core: the ceiling for all three passes of a convolution of that shape (they are GEMMs of the
 // same M, N, K, transposed). Measured once per shape, median of >= 5 runs and >= 0.3 s.
-double sgemm_ceiling(int64_t m, int64_t n, int64_t k) {
+// Rows are capped so A stays under 512 MiB (batch 256 of 32x32x256 5x5 would need 6.7 GB): SGEMM's
+// rate is flat in M long before that many rows.
+double sgemm_ceiling(int64_t full_m, int64_t n, int64_t k) {
   static std::map<std::tuple<int64_t, int64_t, int64_t>, double> cache;
-  const auto key = std::make_tuple(m, n, k);
+  const auto key = std::make_tuple(full_m, n, k);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
+  const int64_t m = std::min(full_m, (int64_t(512) << 20) / (4 * k));
   openblas_set_num_threads(omp_get_max_threads());
   const std::vector<float> a = random_floats(m * k), b = random_floats(n * k);
   std::vector<float> c(m * n);
@@ -393,8 +396,10 @@ void register_all(bool full) {
         register_conv(conv_geometry(n, hw, c, c, 3, 1, 1));
       }
     }
-    // A reduction: the stride-2 3x3 that INSERT-CONVOLUTION draws half the time.
+    // A reduction: the stride-2 3x3 that INSERT-CONVOLUTION draws half the time; and a first
+    // layer, on the 3-channel image.
     register_conv(conv_geometry(n, 32, 32, 64, 3, 3, 2));
+    register_conv(conv_geometry(n, 32, 3, 32, 3, 3, 1));
   }
   // The readable reference, to show what the fast path buys (one small shape; it is slow).
   {

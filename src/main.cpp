@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "evo/backend.h"
+#include "evo/commands.h"
+#include "evo/data.h"
 #include "evo/device.h"
 #include "evo/error.h"
 #include "evo/tensor.h"
@@ -54,9 +56,8 @@ int print_status(bool json) {
       std::filesystem::path(kFashionMnistDir) / "train-images-idx3-ubyte.gz");
   const std::vector<std::pair<std::string, std::string>> pending = {
       {"search", "issue 6: evolution, population store, workers"},
-      {"train / eval / show", "issue 5: DNA, models, autograd, data sets"},
       {"mutate / report", "issue 6"},
-      {"layer ops (conv, batch norm, ...)", "issue 4"}};
+      {"layer ops on emu / cuda", "issue 4: the CUDA kernels"}};
 
   if (json) {
     nlohmann::json j;
@@ -81,8 +82,8 @@ int print_status(bool json) {
   std::printf("\ndata\n  fashion-mnist  %s\n", have_data
                                                   ? kFashionMnistDir
                                                   : "missing (tools/setup.sh installs it)");
-  std::printf("\nworks today: tensors on cpu/emu/cuda, per-worker contexts (stream, cuBLAS, arena,\n"
-              "             Philox RNG), GPU discovery, this command line\n");
+  std::printf("\nworks today: evo train / eval / show (DNA -> model -> SGD on the CPU backend),\n"
+              "             tensors and contexts on cpu/emu/cuda, GPU discovery\n");
   std::printf("not built yet:\n");
   for (const auto& [what, where] : pending)
     std::printf("  %-34s %s\n", what.c_str(), where.c_str());
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
                "on GPUs or the CPU, with no deep-learning library. With no subcommand: search."};
   app.set_version_flag("--version", std::string("evo ") + EVO_VERSION);
   app.require_subcommand(0, 1);
+  app.fallthrough();  // `evo show FILE --json`: subcommands pass --json up to the top level
   bool json = false;
   app.add_flag("--json", json, "Print one JSON object instead of the human summary");
 
@@ -144,25 +146,41 @@ int main(int argc, char** argv) {
   CLI::App* search = app.add_subcommand("search", "Run the evolutionary search (the default)");
   add_search_options(search, sub);
 
-  std::string dna, weights, data = "fashion-mnist", device = "cpu", out, split = "val", mutation;
-  int steps = 25600;
-  uint64_t seed = 0;
-  bool dot = false;
+  evo::TrainCommand tc;
   CLI::App* train = app.add_subcommand("train", "Train one DNA and save its weights and metrics");
-  train->add_option("--dna", dna, "DNA file (JSON)")->required();
-  train->add_option("--weights", weights, "Start from these weights");
-  train->add_option("--data", data, "Data set")->capture_default_str();
-  train->add_option("--steps", steps, "SGD steps of batch 50")->capture_default_str();
-  train->add_option("--device", device, "cpu, emu or cuda:N")->capture_default_str();
-  train->add_option("--out", out, "Output folder");
+  train->add_option("--dna", tc.dna, "DNA file (JSON), e.g. data/dna/four_conv.json")->required();
+  train->add_option("--weights", tc.weights, "Start from these weights instead of fresh ones");
+  train->add_option("--data", tc.data, std::string("Data set: ") + evo::kDataSpecHelp)
+      ->capture_default_str();
+  train->add_option("--steps", tc.steps, "SGD steps (the paper: 25,600)")->capture_default_str();
+  train->add_option("--batch", tc.batch, "Images per step (the paper: 50)")->capture_default_str();
+  train->add_option("--max-train", tc.max_train, "Train on a random subset of this many images");
+  train->add_option("--val-fraction", tc.val_fraction, "Share of the training files held out")
+      ->capture_default_str();
+  train->add_option("--device", tc.device, "cpu, emu or cuda:N")->capture_default_str();
+  train->add_option("--out", tc.out, "Folder for weights.evow, metrics.json and dna.json");
+  train->add_option("--seed", tc.seed, "Random seed (weights, batches, augmentation, split)");
+
+  evo::EvalCommand ec;
   CLI::App* eval = app.add_subcommand("eval", "Evaluate a trained DNA on a split");
-  eval->add_option("--dna", dna, "DNA file (JSON)")->required();
-  eval->add_option("--weights", weights, "Weights file")->required();
-  eval->add_option("--data", data, "Data set")->capture_default_str();
-  eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+  eval->add_option("--dna", ec.dna, "DNA file (JSON)")->required();
+  eval->add_option("--weights", ec.weights, "Weights file")->required();
+  eval->add_option("--data", ec.data, "Data set")->capture_default_str();
+  eval->add_option("--split", ec.split, "val or test")->check(CLI::IsMember({"val", "test"}))
+      ->capture_default_str();
+  eval->add_option("--device", ec.device, "cpu, emu or cuda:N")->capture_default_str();
+  eval->add_option("--seed", ec.seed, "The seed used in training (it chose the val split)");
+  eval->add_option("--val-fraction", ec.val_fraction, "As in training")->capture_default_str();
+
+  evo::ShowCommand sc;
   CLI::App* show = app.add_subcommand("show", "Print a DNA: layers, shapes, parameters, FLOPs");
-  show->add_option("file", dna, "DNA file (JSON)")->required();
-  show->add_flag("--dot", dot, "Print Graphviz instead");
+  show->add_option("file", sc.dna, "DNA file (JSON)")->required();
+  show->add_flag("--dot", sc.dot, "Print Graphviz (dot) instead");
+  show->add_option("--input", sc.input, "Image shape HxWxC")->capture_default_str();
+  show->add_option("--classes", sc.classes, "Number of classes")->capture_default_str();
+
+  std::string dna, mutation;
+  uint64_t seed = 0;
   CLI::App* mutate = app.add_subcommand("mutate", "Apply one named mutation and print the child");
   mutate->add_option("file", dna, "DNA file (JSON)")->required();
   mutate->add_option("--mutation", mutation, "Mutation name")->required();
@@ -184,11 +202,18 @@ int main(int argc, char** argv) {
       // Validate before anything else: a GPU that is not there is a usage error, not a crash.
       evo::parse_gpu_list(opts.gpus, evo::discover_gpus());
     }
-    if (train->parsed()) (void)evo::parse_device(device);
-
-    if (train->parsed()) not_built("train", "issue 5");
-    if (eval->parsed()) not_built("eval", "issue 5");
-    if (show->parsed()) not_built("show", "issue 5");
+    if (train->parsed()) {
+      tc.json = json;
+      return evo::run_train(tc);
+    }
+    if (eval->parsed()) {
+      ec.json = json;
+      return evo::run_eval(ec);
+    }
+    if (show->parsed()) {
+      sc.json = json;
+      return evo::run_show(sc);
+    }
     if (mutate->parsed()) not_built("mutate", "issue 6");
     if (report->parsed()) not_built("report", "issue 6");
     if (search->parsed() || argc > 1 + (json ? 1 : 0)) not_built("search", "issue 6");

@@ -10,8 +10,25 @@
 
 namespace evo {
 
-std::size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
-const char* dtype_name(DType dtype) { return dtype == DType::F32 ? "f32" : "bf16"; }
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return 4;
+    case DType::BF16: return 2;
+    case DType::U8: return 1;
+    case DType::I32: return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "f32";
+    case DType::BF16: return "bf16";
+    case DType::U8: return "u8";
+    case DType::I32: return "i32";
+  }
+  return "?";
+}
 
 Shape::Shape(std::initializer_list<int64_t> dims) : Shape(std::vector<int64_t>(dims)) {}
 
@@ -83,23 +100,42 @@ Tensor Tensor::from_host(const std::vector<float>& values, const Shape& shape, D
   return t;
 }
 
+Tensor Tensor::from_host_bytes(const void* data, const Shape& shape, Device device, DType dtype) {
+  Tensor t = empty(shape, device, dtype);
+  t.storage_->backend->copy(t.raw(), data, t.bytes(), CopyKind::HostToDevice, nullptr);
+  t.storage_->backend->synchronize(nullptr);
+  return t;
+}
+
 void* Tensor::raw() const {
   if (!storage_) throw Error("use of an undefined (empty) tensor");
   return storage_->ptr;
 }
 
-template <>
-float* Tensor::data<float>() const {
-  if (dtype_ != DType::F32)
-    throw Error(std::string("tensor holds ") + dtype_name(dtype_) + ", not f32");
-  return static_cast<float*>(raw());
+namespace {
+template <typename T>
+T* typed(const Tensor& t, DType want) {
+  if (t.dtype() != want)
+    throw Error(std::string("tensor holds ") + dtype_name(t.dtype()) + ", not " + dtype_name(want));
+  return static_cast<T*>(t.raw());
 }
+}  // namespace
 
 template <>
+float* Tensor::data<float>() const {
+  return typed<float>(*this, DType::F32);
+}
+template <>
 uint16_t* Tensor::data<uint16_t>() const {
-  if (dtype_ != DType::BF16)
-    throw Error(std::string("tensor holds ") + dtype_name(dtype_) + ", not bf16");
-  return static_cast<uint16_t*>(raw());
+  return typed<uint16_t>(*this, DType::BF16);
+}
+template <>
+uint8_t* Tensor::data<uint8_t>() const {
+  return typed<uint8_t>(*this, DType::U8);
+}
+template <>
+int32_t* Tensor::data<int32_t>() const {
+  return typed<int32_t>(*this, DType::I32);
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {

@@ -71,7 +71,7 @@ TEST_CASE("evo with no arguments reports the devices; unbuilt subcommands say so
   r = run_evo("search --gpus none");
   CHECK(r.code == 3);
   CHECK(r.output.find("not built yet") != std::string::npos);
-  r = run_evo("show data/dna/initial.json");
+  r = run_evo("report some/run");
   CHECK(r.code == 3);
-  CHECK(r.output.find("`evo show` is not built yet") != std::string::npos);
+  CHECK(r.output.find("`evo report` is not built yet") != std::string::npos);
 }

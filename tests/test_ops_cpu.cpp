@@ -430,6 +430,8 @@ TEST_CASE("CPU He init draws the documented Philox numbers with the right moment
       CHECK(other != w);
     }
   }
+  std::vector<float> w(4);
+  CHECK_THROWS_WITH(cpu::he_init(ctx, 4, 0, rng, w.data()), Catch::Contains("fan_in 0"));
 }
 
 TEST_CASE("CPU augmentation: pad, random crop, random flip, standardisation", "[augment]") {
@@ -509,4 +511,7 @@ TEST_CASE("CPU augmentation: pad, random crop, random flip, standardisation", "[
       }
   }
   CHECK(offsets.size() == std::size_t((2 * pad + 1) * (2 * pad + 1)));
+  CHECK_THROWS_AS(cpu::augment_batch(ctx, images.data(), indices.data(), 1, h, w, c, -1, false,
+                                     mean.data(), inv_std.data(), rng, shifted.data()),
+                  Error);
 }

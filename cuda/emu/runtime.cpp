@@ -282,7 +282,7 @@ cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, i
                         std::to_string(kSharedMemPerBlockOptin));
       {
         std::lock_guard<std::mutex> lock(g_attr_mutex);
-        g_smem_limits[kernel] = std::max<std::size_t>(std::size_t(value), kSharedMemPerBlock);
+        g_smem_limits[kernel] = std::size_t(value);  // lower than 48 KiB lowers it, as on a GPU
       }
       return cudaSuccess;
     case cudaFuncAttributePreferredSharedMemoryCarveout:

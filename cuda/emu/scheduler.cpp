@@ -9,7 +9,9 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +58,7 @@ struct WarpState {
 // What a shuffle returns from a lane that does not take part (exited, outside the mask, past the
 // end of a partial warp): undefined on a GPU, all ones here (NaN as float), so that using it shows.
 constexpr std::uint64_t kPoison = ~std::uint64_t(0);
+static_assert((kMaxThreadsPerBlock & (kMaxThreadsPerBlock - 1)) == 0, "the ready ring masks");
 
 std::atomic<std::uint64_t> g_kernels{0}, g_blocks{0}, g_threads{0}, g_switches{0};
 std::atomic<int> g_running_blocks{0}, g_max_running_blocks{0};
@@ -219,14 +222,16 @@ class BlockRunner {
   void release_stack(Fiber* f);
   void abandon();
 
+  // A fiber is queued at most once, so 1024 slots (a power of two: a mask, not a division, on
+  // this hot path) always suffice.
   void push_ready(Fiber* f) {
-    ready_[(head_ + count_) % n_] = f;
+    ready_[(head_ + count_) & (kMaxThreadsPerBlock - 1)] = f;
     ++count_;
   }
   Fiber* pop_ready() {
     if (count_ == 0) return nullptr;
     Fiber* f = ready_[head_];
-    head_ = (head_ + 1) % n_;
+    head_ = (head_ + 1) & (kMaxThreadsPerBlock - 1);
     --count_;
     return f;
   }

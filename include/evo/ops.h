@@ -78,7 +78,8 @@ struct LossResult {
   void relu_forward(Context& ctx, int64_t n, const float* x, float* y);                          \
   /* dx = dy where y > 0, else 0 (y is the forward output; x may alias y) */                      \
   void relu_backward(Context& ctx, int64_t n, const float* y, const float* dy, float* dx);       \
-  /* y = sum of `count` inputs of n elements each (count >= 1) */                                 \
+  /* y = sum of `count` inputs of n elements each (count >= 1); `inputs` is a host array of      \
+     device pointers; y may alias any input (the model accumulates in place) */                  \
   void add_n(Context& ctx, int64_t n, const float* const* inputs, int count, float* y);          \
   /* Nearest-neighbour ("zeroth-order") resize of x[N,H,W,C] to y[N,OH,OW,C]:                     \
      y[i][j] = x[floor(i*H/OH)][floor(j*W/OW)]. */                                                \

@@ -13,7 +13,9 @@
 
 namespace evo {
 
-enum class DType { F32, BF16 };
+// F32 for everything learned; BF16 reserved for mixed precision; U8 and I32 for data sets
+// (images and labels resident on the device).
+enum class DType { F32, BF16, U8, I32 };
 std::size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
 
@@ -45,6 +47,8 @@ class Tensor {
   static Tensor empty(const Shape& shape, Device device, DType dtype = DType::F32);
   static Tensor zeros(const Shape& shape, Device device, DType dtype = DType::F32);
   static Tensor from_host(const std::vector<float>& values, const Shape& shape, Device device);
+  // shape.numel() elements of `dtype` copied from host memory at `data`.
+  static Tensor from_host_bytes(const void* data, const Shape& shape, Device device, DType dtype);
 
   const Shape& shape() const { return shape_; }
   Device device() const { return device_; }
@@ -80,9 +84,13 @@ class Tensor {
 }  // namespace evo
 
 namespace evo {
-// f32 tensors hand out float*, bf16 tensors their raw 16-bit words.
+// f32 tensors hand out float*, bf16 tensors their raw 16-bit words, u8 and i32 their own.
 template <>
 float* Tensor::data<float>() const;
 template <>
 uint16_t* Tensor::data<uint16_t>() const;
+template <>
+uint8_t* Tensor::data<uint8_t>() const;
+template <>
+int32_t* Tensor::data<int32_t>() const;
 }  // namespace evo

@@ -1,5 +1,8 @@
 // CPU batch assembly from a uint8 data set: pad, random crop, random mirror, standardisation.
 // Not data loading or shuffling: the caller passes the images and picks the indices.
+#include <string>
+
+#include "evo/error.h"
 #include "evo/ops.h"
 #include "src/cpu/draws.h"
 
@@ -12,6 +15,7 @@ namespace evo::cpu {
 void augment_batch(Context&, const uint8_t* images, const int32_t* indices, int n, int h, int w,
                    int c, int pad, bool flip, const float* mean, const float* inv_std,
                    PhiloxState rng, float* out) {
+  if (pad < 0) throw Error("augment_batch: pad " + std::to_string(pad) + " must be >= 0");
   const int64_t image_size = int64_t(h) * w * c;
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {

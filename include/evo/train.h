@@ -1,0 +1,81 @@
+// Training and evaluation of one individual with the paper's recipe, on any backend, with the data
+// set resident on the device. Not the search: one DNA, one set of weights, one context.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "evo/context.h"
+#include "evo/data.h"
+#include "evo/model.h"
+
+namespace evo {
+
+// One split of a data set on a device: uint8 images [n, H, W, C] and int32 labels.
+struct DeviceSplit {
+  int n = 0;
+  Tensor images;  // u8 [n, H, W, C]
+  Tensor labels;  // i32 [n]
+  Tensor order;   // i32 [n]: 0, 1, ..., n-1 (the indices of an evaluation pass)
+};
+
+// The whole data set on the context's device, with the per-channel standardisation constants.
+struct DeviceDataset {
+  std::string name;
+  int h = 0, w = 0, c = 0, classes = 0;
+  DeviceSplit train, val, test;
+  Tensor mean;     // [C], in 0..1 units
+  Tensor inv_std;  // [C]
+  std::vector<int32_t> host_train_labels;
+
+  static DeviceDataset upload(const Dataset& data, Device device);
+  const DeviceSplit& split(const std::string& name) const;  // "train", "val", "test"
+};
+
+// The paper's recipe (Real et al. 2017, section 4): SGD with momentum 0.9, batch 50, weight decay
+// 1e-4, 25,600 steps, the learning rate from the DNA; augmentation as in He et al. 2016.
+struct TrainOptions {
+  int steps = 25600;
+  int batch = 50;
+  float momentum = 0.9f;
+  float weight_decay = 1e-4f;
+  int pad = 4;        // random-crop padding (pixels)
+  bool flip = true;   // random horizontal flips
+  int check_every = 100;  // read the loss back (and check it is finite) every this many steps
+  // Called after each check with (step, the loss of that step's batch, images per second since
+  // the previous check).
+  std::function<void(int, double, double)> on_progress;
+};
+
+struct TrainResult {
+  int steps_done = 0;
+  double final_loss = 0;  // training loss of the last checked batch
+  double seconds = 0;
+  double flops = 0;       // training FLOPs, counted as the paper does (per-step FLOPs x steps)
+  bool failed = false;
+  std::string failure;    // why training stopped early ("loss is NaN at step 1200", ...)
+};
+
+// Trains `model` (bound to its weights) in place. A NaN or infinite loss ends training with
+// failed = true and the reason; it does not throw.
+TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
+                        const TrainOptions& opts, float learning_rate);
+
+struct EvalResult {
+  int n = 0;
+  int correct = 0;
+  double loss = 0;  // mean cross-entropy
+  double accuracy() const { return n ? double(correct) / n : 0; }
+  double flops = 0;  // forward FLOPs of the evaluation
+  // Softmax probabilities [n, classes] when asked for (ensembles average them).
+  std::vector<float> probabilities;
+};
+
+// Evaluates in inference mode (running batch-norm statistics) on a split, in batches of the
+// model's capacity.
+EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::string& split,
+                          Context& ctx, bool keep_probabilities = false);
+
+}  // namespace evo

@@ -1,0 +1,180 @@
+// The training loop (the paper's recipe) and evaluation of one model on a device-resident data set.
+// Not the search's bookkeeping: no population, no files except what the caller saves.
+#include "evo/train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+namespace evo {
+
+namespace {
+
+DeviceSplit upload_split(const ImageSet& set, Device device) {
+  DeviceSplit s;
+  s.n = set.n;
+  const int64_t n = std::max(set.n, 1);
+  // An empty split still gets (unused) one-element buffers so pointers are never null.
+  std::vector<uint8_t> pixels = set.pixels;
+  std::vector<int32_t> labels = set.labels;
+  pixels.resize(std::size_t(n * std::max<int64_t>(set.image_size(), 1)));
+  labels.resize(std::size_t(n));
+  s.images = Tensor::from_host_bytes(pixels.data(), {int64_t(pixels.size())}, device, DType::U8);
+  s.labels = Tensor::from_host_bytes(labels.data(), {n}, device, DType::I32);
+  std::vector<int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  s.order = Tensor::from_host_bytes(order.data(), {n}, device, DType::I32);
+  return s;
+}
+
+LossResult read_loss(const Model& model, Context& ctx) {
+  LossResult r{};
+  ctx.backend().copy(&r, model.loss_result(), sizeof r, CopyKind::DeviceToHost, ctx.stream());
+  ctx.synchronize();
+  return r;
+}
+
+}  // namespace
+
+DeviceDataset DeviceDataset::upload(const Dataset& data, Device device) {
+  DeviceDataset d;
+  d.name = data.name;
+  d.h = data.train.h;
+  d.w = data.train.w;
+  d.c = data.train.c;
+  d.classes = data.classes;
+  d.train = upload_split(data.train, device);
+  d.val = upload_split(data.val, device);
+  d.test = upload_split(data.test, device);
+  d.host_train_labels = data.train.labels;
+  // The loaders give statistics in pixel units; the kernels standardise v/255.
+  std::vector<float> mean(std::size_t(d.c)), inv_std(std::size_t(d.c));
+  for (int c = 0; c < d.c; ++c) {
+    mean[c] = data.mean[c] / 255.0f;
+    inv_std[c] = 255.0f / std::max(data.std[c], 1e-3f);
+  }
+  d.mean = Tensor::from_host(mean, {d.c}, device);
+  d.inv_std = Tensor::from_host(inv_std, {d.c}, device);
+  return d;
+}
+
+const DeviceSplit& DeviceDataset::split(const std::string& which) const {
+  if (which == "train") return train;
+  if (which == "val") return val;
+  if (which == "test") return test;
+  throw UsageError("unknown split '" + which + "': expected train, val or test");
+}
+
+TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
+                        const TrainOptions& opts, float learning_rate) {
+  TrainResult result;
+  const int batch = std::min(opts.batch, model.max_batch());
+  if (data.train.n < batch)
+    throw Error("training set of " + std::to_string(data.train.n) + " images is smaller than a batch");
+  const OpTable& op = ops(ctx.device().kind);
+  const auto start = std::chrono::steady_clock::now();
+
+  // A fresh permutation of the training set each epoch, on the device; batches are slices of it.
+  const int per_epoch = data.train.n / batch;
+  std::vector<int32_t> perm(std::size_t(data.train.n));
+  std::iota(perm.begin(), perm.end(), 0);
+  const Philox4 seed_bits = ctx.rng().take(1).block(0);
+  std::mt19937_64 shuffler((uint64_t(seed_bits.v[0]) << 32) | seed_bits.v[1]);
+  std::vector<int32_t> perm_labels(perm.size());
+  Tensor perm_dev = Tensor::empty({int64_t(perm.size())}, ctx.device(), DType::I32);
+  Tensor perm_labels_dev = Tensor::empty({int64_t(perm.size())}, ctx.device(), DType::I32);
+
+  auto last_check = start;
+  int last_check_step = 0;
+  for (int step = 0; step < opts.steps; ++step) {
+    const int slot = step % per_epoch;
+    if (slot == 0) {
+      std::shuffle(perm.begin(), perm.end(), shuffler);
+      for (std::size_t i = 0; i < perm.size(); ++i)
+        perm_labels[i] = data.host_train_labels[std::size_t(perm[i])];
+      ctx.synchronize();  // the previous epoch's batches may still read the old permutation
+      ctx.backend().copy(perm_dev.raw(), perm.data(), perm.size() * 4, CopyKind::HostToDevice,
+                         ctx.stream());
+      ctx.backend().copy(perm_labels_dev.raw(), perm_labels.data(), perm.size() * 4,
+                         CopyKind::HostToDevice, ctx.stream());
+    }
+    const int32_t* indices = perm_dev.data<int32_t>() + int64_t(slot) * batch;
+    const PhiloxState aug_rng = ctx.rng().take(uint64_t(batch));
+    op.augment_batch(ctx, data.train.images.data<uint8_t>(), indices, batch, data.h, data.w,
+                     data.c, opts.pad, opts.flip, data.mean.data<float>(),
+                     data.inv_std.data<float>(), aug_rng, model.input());
+    model.forward(batch, true);
+    model.loss(perm_labels_dev.data<int32_t>() + int64_t(slot) * batch, batch, true);
+    model.backward(batch);
+    model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
+    result.steps_done = step + 1;
+
+    const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
+    if (check) {
+      const LossResult r = read_loss(model, ctx);
+      const double loss = r.loss_sum / batch;
+      if (!std::isfinite(loss)) {
+        result.failed = true;
+        result.failure = "training loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
+                         " at step " + std::to_string(step + 1) + " (learning rate " +
+                         std::to_string(learning_rate) + ")";
+        break;
+      }
+      result.final_loss = loss;
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - last_check).count();
+      const double img_s = dt > 0 ? double(step + 1 - last_check_step) * batch / dt : 0;
+      if (opts.on_progress) opts.on_progress(step + 1, loss, img_s);
+      last_check = now;
+      last_check_step = step + 1;
+    }
+  }
+  ctx.synchronize();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.flops = model.plan().train_flops * double(batch) * double(result.steps_done);
+  return result;
+}
+
+EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::string& split_name,
+                          Context& ctx, bool keep_probabilities) {
+  const DeviceSplit& split = data.split(split_name);
+  const OpTable& op = ops(ctx.device().kind);
+  EvalResult result;
+  const int classes = model.plan().classes;
+  if (keep_probabilities) result.probabilities.resize(std::size_t(split.n) * classes);
+  std::vector<float> logits;
+  double loss_sum = 0;
+  for (int i = 0; i < split.n; i += model.max_batch()) {
+    const int b = std::min(model.max_batch(), split.n - i);
+    op.augment_batch(ctx, split.images.data<uint8_t>(), split.order.data<int32_t>() + i, b, data.h,
+                     data.w, data.c, 0, false, data.mean.data<float>(), data.inv_std.data<float>(),
+                     PhiloxState{}, model.input());
+    model.forward(b, false);
+    model.loss(split.labels.data<int32_t>() + i, b, false);
+    const LossResult r = read_loss(model, ctx);
+    loss_sum += r.loss_sum;
+    result.correct += r.correct;
+    result.n += b;
+    if (keep_probabilities) {
+      logits.resize(std::size_t(b) * classes);
+      ctx.backend().copy(logits.data(), model.logits(), logits.size() * 4,
+                         CopyKind::DeviceToHost, ctx.stream());
+      ctx.synchronize();
+      for (int j = 0; j < b; ++j) {
+        const float* z = logits.data() + std::size_t(j) * classes;
+        float* p = result.probabilities.data() + (std::size_t(i) + j) * classes;
+        const float zmax = *std::max_element(z, z + classes);
+        double total = 0;
+        for (int k = 0; k < classes; ++k) total += (p[k] = std::exp(z[k] - zmax));
+        for (int k = 0; k < classes; ++k) p[k] = float(p[k] / total);
+      }
+    }
+  }
+  result.loss = result.n ? loss_sum / result.n : 0;
+  result.flops = model.plan().forward_flops * double(result.n);
+  return result;
+}
+
+}  // namespace evo

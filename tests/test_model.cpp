@@ -1,0 +1,178 @@
+// Tests of the model built from a DNA: whole-model gradients against finite differences (skips and
+// mismatched shapes included), weight files and inheritance. Not training quality (test_train).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "evo/model.h"
+#include "support.h"
+
+using namespace evo;
+
+namespace {
+
+std::string source_path(const std::string& rel) { return std::string(EVO_SOURCE_DIR) + "/" + rel; }
+
+// Mean loss of one training-mode forward pass on the CPU backend.
+double mean_loss(Model& model, const int32_t* labels, int n) {
+  model.forward(n, true);
+  model.loss(labels, n, false);
+  return double(model.loss_result()->loss_sum) / n;
+}
+
+void check_model_gradients(const Dna& dna, int h, int w, int c, int classes, int n) {
+  const CompiledDna plan = compile(dna, h, w, c, classes);
+  Context ctx(Device::cpu(), test::rng()());
+  Weights weights = init_weights(plan, ctx);
+  // Random (not unit) batch-norm scales and shifts, so their gradients are exercised too.
+  for (const ParamInfo& p : plan.params) {
+    if (p.kind == ParamKind::BnGamma || p.kind == ParamKind::BnBeta) {
+      const std::vector<float> v = test::random_vector(std::size_t(p.elements()), 0.5f, 1.5f);
+      weights.tensors[p.key] = Tensor::from_host(v, Shape(p.shape), Device::cpu());
+    }
+  }
+  Model model(plan, n, ctx);
+  model.bind(weights);
+  const std::vector<float> x = test::random_vector(std::size_t(n) * h * w * c);
+  std::copy(x.begin(), x.end(), model.input());
+  std::vector<int32_t> labels(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) labels[std::size_t(i)] = int32_t(test::rng()() % classes);
+
+  model.forward(n, true);
+  model.loss(labels.data(), n, true);
+  model.backward(n);
+
+  // Central differences on random elements of every trainable tensor. The forward runs in float32
+  // and ReLU kinks within a step of some points bend their finite differences (the difference then
+  // drifts toward the backward value as the step shrinks), so the rule is statistical: nearly all
+  // elements agree tightly and none is grossly off. An indexing or missing-term bug in any
+  // backward breaks most elements of the tensors behind it.
+  auto central = [&](float* value, std::size_t i, float eps) {
+    const float saved = value[i];
+    value[i] = saved + eps;
+    const double up = mean_loss(model, labels.data(), n);
+    value[i] = saved - eps;
+    const double down = mean_loss(model, labels.data(), n);
+    value[i] = saved;
+    return (up - down) / (2.0 * double(eps));
+  };
+  int checked = 0, close = 0, far = 0;
+  for (const ParamInfo& p : plan.params) {
+    if (!p.trainable()) continue;
+    float* value = weights.tensors[p.key].data<float>();
+    const float* grad = model.gradient(p.key);
+    for (int k = 0; k < 6; ++k) {
+      const std::size_t i = std::size_t(test::rng()() % uint64_t(p.elements()));
+      const double fd = central(value, i, 1e-3f);
+      const double err = std::abs(grad[i] - fd);
+      INFO(p.key << "[" << i << "]: backward " << grad[i] << ", finite difference " << fd);
+      if (err > 2e-3 + 0.25 * std::abs(fd)) {
+        UNSCOPED_INFO("far off: " << p.key << "[" << i << "]: backward " << grad[i]
+                                  << ", finite difference " << fd);
+        ++far;
+      }
+      close += err <= 5e-4 + 2e-2 * std::abs(fd);
+      ++checked;
+    }
+  }
+  INFO(close << " of " << checked << " elements agree within 2%");
+  CHECK(close >= 0.85 * checked);
+  CHECK(far <= 1);  // one point may sit right on a kink
+}
+
+}  // namespace
+
+TEST_CASE("Whole-model gradients match finite differences: plain conv net", "[model]") {
+  const Dna dna = load_dna(source_path("data/dna/four_conv.json"));
+  check_model_gradients(dna, 12, 12, 1, 5, 3);
+}
+
+TEST_CASE("Whole-model gradients match finite differences: skips with mismatched shapes",
+          "[model]") {
+  const Dna dna = load_dna(source_path("data/dna/skips.json"));
+  check_model_gradients(dna, 9, 7, 2, 4, 3);
+}
+
+TEST_CASE("Whole-model gradients, linear activations (no kinks): skips", "[model]") {
+  Dna dna = load_dna(source_path("data/dna/skips.json"));
+  for (Vertex& v : dna.vertices) v.activation = Activation::Linear;
+  check_model_gradients(dna, 9, 7, 2, 4, 3);
+}
+
+TEST_CASE("Whole-model gradients: the initial individual (pool + fully connected only)",
+          "[model]") {
+  check_model_gradients(initial_dna(), 5, 5, 3, 6, 4);
+}
+
+TEST_CASE("Weight files round-trip and reject corrupt, truncated or foreign files", "[weights]") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("evo_weights_" + std::to_string(test::rng()()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "w.evow").string();
+  const CompiledDna plan = compile(load_dna(source_path("data/dna/skips.json")), 12, 12, 1, 10);
+  Context ctx(Device::cpu(), 5);
+  const Weights w = init_weights(plan, ctx);
+  save_weights(w, path);
+  const Weights back = load_weights(path, plan, Device::cpu());
+  for (const auto& [key, t] : w.tensors) CHECK(back.at(key).to_host() == t.to_host());
+
+  std::string bytes;
+  {
+    std::ifstream f(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  auto write = [&](const std::string& b) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), std::streamsize(b.size()));
+  };
+  write(bytes.substr(0, bytes.size() / 2));
+  CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()), Catch::Contains("truncated"));
+  write(bytes.substr(0, 5));
+  CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()), Catch::Contains("truncated at offset 5"));
+  std::string flipped = bytes;
+  flipped[bytes.size() - 100] ^= 0x40;
+  write(flipped);
+  CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()), Catch::Contains("CRC-32 mismatch"));
+  std::string bad_magic = bytes;
+  bad_magic[0] = 'X';
+  write(bad_magic);
+  CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()), Catch::Contains("bad magic"));
+  write(bytes);
+  const CompiledDna other = compile(load_dna(source_path("data/dna/four_conv.json")), 12, 12, 1, 10);
+  CHECK_THROWS_WITH(load_weights(path, other, Device::cpu()),
+                    Catch::Contains("written for another DNA"));
+  CHECK_THROWS_WITH(load_weights((dir / "missing.evow").string(), plan, Device::cpu()),
+                    Catch::Contains("cannot open"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Inheritance keeps tensors whose id and shape are unchanged", "[weights]") {
+  const Dna parent_dna = load_dna(source_path("data/dna/four_conv.json"));
+  const CompiledDna parent = compile(parent_dna, 16, 16, 1, 10);
+  Context ctx(Device::cpu(), 9);
+  const Weights pw = init_weights(parent, ctx);
+
+  // The child doubles the channels of the second convolution: its filter and everything whose
+  // input channels follow from it change shape; the first convolution and its vertex do not.
+  Dna child_dna = parent_dna;
+  child_dna.edges[1].depth_factor *= 2;
+  const CompiledDna child = compile(child_dna, 16, 16, 1, 10);
+  int kept = 0;
+  const Weights cw = inherit_weights(parent, pw, child, ctx, &kept);
+  int expected = 0;
+  for (const ParamInfo& p : child.params) {
+    const ParamInfo* q = parent.find_param(p.key);
+    const bool same = q && q->shape == p.shape;
+    expected += same;
+    const std::vector<float> cv = cw.at(p.key).to_host();
+    if (same) {
+      CHECK(cv == pw.at(p.key).to_host());
+    } else if (p.kind == ParamKind::ConvFilter || p.kind == ParamKind::FcWeight) {
+      CHECK(cv.size() == std::size_t(p.elements()));  // freshly drawn, of the new shape
+    }
+  }
+  CHECK(kept == expected);
+  CHECK(kept > 0);
+  CHECK(kept < int(child.params.size()));
+  CHECK(cw.at(parent_dna.edges[0].id).to_host() == pw.at(parent_dna.edges[0].id).to_host());
+}

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The one prepared check for a machine with a GPU and no network: builds evo for its GPU from the
+# .deb files tools/gpu_bundle.sh fetched, runs the GPU tests, compute-sanitizer, the GPU benchmarks
+# and a PyTorch/cuDNN baseline, and writes a markdown table to bench/results/. Not for CI (no GPU).
+#
+#   tools/gpu_bundle.sh      # on a machine with network: third_party/debs/*.deb
+#   tools/gpu_check.sh       # on the GPU machine (~8 minutes on an H100, build included)
+#
+# Every step runs even when an earlier one failed (except when the build itself failed: nothing
+# else can run then); the summary lists the failed steps and the exit code is 1 when any failed.
+# Environment: JOBS (build parallelism, default all cores), EVO_CHECK_BUILD (build dir, default
+# build-gpu), EVO_BENCH_FULL=1 (every benchmark shape: much longer).
+set -u
+set -o pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 1
+build="${EVO_CHECK_BUILD:-build-gpu}"
+prefix="$root/$build/prefix"
+logs="$root/$build/logs"
+jobs="${JOBS:-$(nproc)}"
+start_time=$(date +%s)
+failed=()
+
+say() { printf '\n== gpu_check: %s (%ds)\n' "$*" "$(( $(date +%s) - start_time ))"; }
+# step NAME CMD...: runs CMD with its output in the terminal and in $logs/NAME.log; records a
+# failure instead of stopping.
+step() {
+  local name="$1"
+  shift
+  say "$name"
+  "$@" 2>&1 | tee "$logs/$name.log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "gpu_check: step '$name' FAILED (exit $rc; log: $logs/$name.log)"
+    failed+=("$name")
+  fi
+  return "$rc"
+}
+
+# ---- 0. is there a GPU at all? -----------------------------------------------------------------
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  echo "gpu_check: no GPU: nvidia-smi is not installed; this script needs a machine with an NVIDIA GPU"
+  exit 1
+fi
+if ! gpu_list="$(nvidia-smi -L 2>&1)" || ! grep -q '^GPU ' <<<"$gpu_list"; then
+  echo "gpu_check: no GPU: nvidia-smi -L failed or lists none:"
+  printf '  %s\n' "$gpu_list"
+  exit 1
+fi
+mkdir -p "$logs" "$root/bench/results"
+gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)"
+echo "gpu_check: $(grep -c '^GPU ' <<<"$gpu_list") GPU(s); using $gpu_name"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$logs/gpu.txt"
+
+nvcc_bin="$(command -v nvcc || true)"
+[ -z "$nvcc_bin" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_bin=/usr/local/cuda/bin/nvcc
+cuda_bin="$(dirname "${nvcc_bin:-/usr/local/cuda/bin/nvcc}")"
+sanitizer="$(command -v compute-sanitizer || true)"
+[ -z "$sanitizer" ] && [ -x "$cuda_bin/compute-sanitizer" ] && sanitizer="$cuda_bin/compute-sanitizer"
+
+# ---- 1. the bundled Debian packages, unpacked into a private prefix ----------------------------
+unpack_debs() {
+  shopt -s nullglob
+  local debs=("$root"/third_party/debs/*.deb)
+  if [ "${#debs[@]}" -eq 0 ]; then
+    echo "no .deb files in third_party/debs (run tools/gpu_bundle.sh on a machine with network);"
+    echo "trying the system's own packages"
+    return 0
+  fi
+  mkdir -p "$prefix"
+  local deb tmp
+  for deb in "${debs[@]}"; do
+    if command -v dpkg >/dev/null 2>&1 && dpkg -x "$deb" "$prefix"; then
+      continue
+    fi
+    # No dpkg (e.g. a RHEL image): a .deb is an ar archive holding data.tar.*.
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && ar x "$deb" && tar -xf data.tar.* -C "$prefix") || {
+      echo "cannot unpack $deb"
+      rm -rf "$tmp"
+      return 1
+    }
+    rm -rf "$tmp"
+  done
+  local lib="$prefix/usr/lib/x86_64-linux-gnu"
+  # zlib1g-dev's libz.so points at the absolute /lib/x86_64-linux-gnu/libz.so.1.2.13 of Debian 12;
+  # on another distribution point it at the system's own zlib runtime instead.
+  if [ -L "$lib/libz.so" ] && [ ! -e "$lib/libz.so" ]; then
+    local sysz
+    for sysz in /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1 \
+      /usr/lib64/libz.so.1; do
+      if [ -e "$sysz" ]; then
+        ln -sf "$sysz" "$lib/libz.so" && echo "libz.so -> $sysz"
+        break
+      fi
+    done
+  fi
+  echo "unpacked ${#debs[@]} packages into $prefix"
+}
+step unpack unpack_debs
+
+# ---- 2. configure and build for this GPU -------------------------------------------------------
+lib="$prefix/usr/lib/x86_64-linux-gnu"
+export LD_LIBRARY_PATH="$lib/openblas-pthread:$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$cuda_bin:$PATH:$prefix/usr/bin"  # the bundled ninja only when there is no other
+generator="Unix Makefiles"
+command -v ninja >/dev/null 2>&1 && generator="Ninja"
+configure() {
+  cmake -S "$root" -B "$root/$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DEVO_CUDA=ON \
+    -DCMAKE_PREFIX_PATH="$prefix/usr" \
+    ${nvcc_bin:+-DCMAKE_CUDA_COMPILER="$nvcc_bin"} \
+    -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$lib -Wl,-rpath-link,$lib/openblas-pthread -Wl,-rpath,$lib/openblas-pthread:$lib"
+}
+build_all() { cmake --build "$root/$build" -j "$jobs"; }
+if ! step configure configure || ! step build build_all; then
+  echo "gpu_check: the build failed; nothing else can run."
+  echo "gpu_check: FAILED steps: ${failed[*]}"
+  exit 1
+fi
+bin="$root/$build"
+
+# ---- 3. tests: the GPU-tagged suite (emulator, then cuda:0), and the emulator's GPU comparison --
+step tests "$bin/tests/test_ops_gpu" "[gpu]" --durations yes
+step test_emulator "$bin/tests/test_emulator"
+
+# ---- 4. compute-sanitizer on the short GPU tests (cuda:0 only) --------------------------------
+if [ -n "$sanitizer" ]; then
+  for tool in memcheck racecheck synccheck; do
+    step "sanitizer_$tool" env EVO_GPU_TEST_DEVICES=cuda "$sanitizer" --tool "$tool" \
+      --error-exitcode 1 "$bin/tests/test_ops_gpu" "[gpu][sanitize]"
+  done
+else
+  echo "gpu_check: compute-sanitizer not found next to nvcc; sanitizer steps skipped"
+  failed+=("sanitizer_missing")
+fi
+
+# ---- 5. benchmarks: ours, and PyTorch/cuDNN on the same convolutions --------------------------
+stamp="$(date +%Y-%m-%d)"
+gpu_slug="$(tr -c 'A-Za-z0-9\n' '-' <<<"$gpu_name" | tr -s '-' | sed 's/-$//')"
+ours_json="$root/bench/results/gpu-$stamp-$gpu_slug-ours.json"
+torch_json="$root/bench/results/gpu-$stamp-$gpu_slug-cudnn.json"
+table="$root/bench/results/gpu-$stamp-$gpu_slug.md"
+full_flag=()
+[ "${EVO_BENCH_FULL:-0}" = "1" ] && full_flag=(--full)
+step bench "$bin/bench/bench_ops_gpu" "${full_flag[@]}" --benchmark_out="$ours_json" \
+  --benchmark_out_format=json
+if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  step torch_baseline python3 "$root/bench/torch_conv_baseline.py" "${full_flag[@]}" \
+    --out "$torch_json"
+else
+  echo "gpu_check: python3 with a CUDA PyTorch not found; no cuDNN column"
+  failed+=("torch_missing")
+fi
+
+# ---- 6. the table ---------------------------------------------------------------------------
+make_table() {
+  python3 - "$ours_json" "$torch_json" "$gpu_name" "$stamp" <<'PY'
+import json, os, re, sys
+
+ours_path, torch_path, gpu, stamp = sys.argv[1:5]
+ours = json.load(open(ours_path))
+cudnn = {}
+meta = ""
+if os.path.exists(torch_path):
+    t = json.load(open(torch_path))
+    cudnn = {r["name"]: r["ms"] for r in t["results"]}
+    meta = f"PyTorch {t['torch']}, cuDNN {t['cudnn']}, FP32 (TF32 off), channels_last"
+scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+print(f"# evo GPU ops on {gpu} ({stamp})\n")
+print(f"Ours: bench_ops_gpu (CUDA events, GPU time). Baseline: {meta or 'none (no PyTorch)'}.")
+print("ratio = ours / cuDNN (below 1: we are faster). SGEMM: cuBLAS FP32 on the conv's GEMM shape.\n")
+print("| op | shape | ours ms | cuDNN ms | ratio | ours GFLOP/s | SGEMM GFLOP/s | GB/s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for b in ours.get("benchmarks", []):
+    if b.get("run_type", "iteration") != "iteration":
+        continue
+    parts = [p for p in b["name"].split("/") if ":" not in p and p not in ("manual_time", "real_time")]
+    # conv_fwd_v2_implicit_gemm/... is compared with cuDNN's conv_fwd/... of the same shape.
+    key = "/".join([re.sub(r"_v[0-9]+_[a-z_]+$", "", parts[0])] + parts[1:])
+    ms = b["real_time"] * scale[b.get("time_unit", "ns")]
+    ref = cudnn.get(key)
+    fmt = lambda v, d=1: "" if v is None else f"{v:.{d}f}"
+    print(f"| {parts[0]} | {' '.join(parts[1:])} | {ms:.4f} | {fmt(ref, 4)} | "
+          f"{fmt(ms / ref if ref else None, 2)} | {fmt(b.get('GFLOP/s'))} | "
+          f"{fmt(b.get('sgemm_GFLOP/s'))} | {fmt(b.get('GB/s'))} |")
+PY
+}
+if [ -f "$ours_json" ]; then
+  say "table"
+  if make_table >"$table"; then
+    cat "$table"
+    echo "gpu_check: table written to $table"
+  else
+    failed+=("table")
+  fi
+else
+  failed+=("table")
+fi
+
+# ---- summary ---------------------------------------------------------------------------------
+say "done"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "gpu_check: FAILED steps: ${failed[*]} (logs in $logs)"
+  exit 1
+fi
+echo "gpu_check: every step passed (logs in $logs)"
