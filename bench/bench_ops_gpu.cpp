@@ -1,16 +1,16 @@
-// Google Benchmark of every CUDA op (cuda/) on cuda:0 over the shapes of evolved CIFAR-10 nets,
-// with ceilings measured in the same run: cuBLAS SGEMM of each convolution's GEMM shape, and a
-// device-to-device copy. Not a test (tests/ checks values); on a machine without a GPU it says so
-// and exits 0, so it can be built and run everywhere.
+// Google Benchmark of every CUDA op on cuda:0 beside cuBLAS SGEMM and device-copy ceilings. Not a
+// test; on a machine without a GPU it prints "no GPU" and exits 0, so it builds and runs anywhere.
 //
-//   bench_ops_gpu                                 # default set: batch 50 and 256, ~1-2 minutes
+//   bench_ops_gpu                                 # default set (paired sizes), batch 50 and 256
 //   bench_ops_gpu --full  (or EVO_BENCH_FULL=1)   # every channel count at every size (long)
 //   bench_ops_gpu --benchmark_out=gpu.json --benchmark_out_format=json
 //   python3 bench/to_markdown.py gpu.json         # the README's table
 //
-// Times come from CUDA events recorded on the context's stream around one op, so they are GPU
-// time, not launch overhead. Convolutions run the library's own kernels (the default version,
-// and versions 1 and 2 on the 3x3 batch-50 shapes to show what each step buys).
+// Shapes: 32x32, 16x16 and 8x8 activations, 16..256 channels, batch 50 and 256; 1x1, 3x3, 5x5,
+// 1x3 and 3x1 filters. Times come from CUDA events recorded on the context's stream around one op,
+// so they are GPU time, not launch overhead. Convolutions run the library's own kernels: the
+// default version everywhere, and every version by name on the 3x3 batch-50 shapes (what each
+// step of cuda/conv/N_*.cu buys).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

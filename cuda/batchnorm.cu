@@ -25,7 +25,8 @@ namespace evo::EVO_GPU_NS {
 namespace {
 
 constexpr int kChannels = 32, kLanes = 8;  // partial-sum block: 32 channels x 8 row lanes
-constexpr int kFinalizeThreads = 256;      // power of two (tree reduction)
+constexpr int kPartialThreads = kChannels * kLanes;
+constexpr int kFinalizeThreads = 256;  // power of two (tree reduction)
 constexpr float kUpdate = 1.f - kBatchNormMomentum;
 
 // Rows per partial-sum block: at least 64, and at most 512 row blocks, so that the finalize step
@@ -39,7 +40,7 @@ int rows_per_block(int64_t m) {
 // partial: [2][c][row_blocks] doubles. kBackward: term 0 = g, term 1 = g * xhat, with g = dy
 // masked by the ReLU; else term 0 = x, term 1 = x^2.
 template <bool kBackward>
-__global__ void __launch_bounds__(kChannels* kLanes)
+__global__ void __launch_bounds__(kPartialThreads)
     partial_sums_kernel(int m, int c, int rows, const float* __restrict__ x,
                         const float* __restrict__ y, const float* __restrict__ dy,
                         const float* __restrict__ mean, const float* __restrict__ invstd, bool relu,
@@ -103,13 +104,12 @@ __device__ void sum_row_blocks(const double* __restrict__ partial, int c, int bl
   s1 = tree[1][0];
 }
 
-// One block per channel. coef: [2][c] = scale, shift.
+// One block per channel. scale[c] = gamma * invstd.
 __global__ void __launch_bounds__(kFinalizeThreads)
     finalize_forward_kernel(int64_t m, int c, int blocks, const double* __restrict__ partial,
-                            const float* __restrict__ gamma, const float* __restrict__ beta,
-                            float* __restrict__ save_mean, float* __restrict__ save_invstd,
-                            float* __restrict__ running_mean, float* __restrict__ running_var,
-                            float* __restrict__ coef) {
+                            const float* __restrict__ gamma, float* __restrict__ save_mean,
+                            float* __restrict__ save_invstd, float* __restrict__ running_mean,
+                            float* __restrict__ running_var, float* __restrict__ scale) {
   const int ch = blockIdx.x;
   double sum, sum_sq;
   sum_row_blocks(partial, c, blocks, ch, sum, sum_sq);
@@ -120,34 +120,34 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   const double invstd = 1.0 / sqrt(var + double(kBatchNormEps));
   save_mean[ch] = float(mean);
   save_invstd[ch] = float(invstd);
-  coef[ch] = float(double(gamma[ch]) * invstd);
-  coef[c + ch] = float(double(beta[ch]) - mean * double(gamma[ch]) * invstd);
+  scale[ch] = float(double(gamma[ch]) * invstd);
   // The running variance is the unbiased estimate (ops.h); one row has none, keep the biased.
   const double unbiased = m > 1 ? var * double(m) / double(m - 1) : var;
   running_mean[ch] = kBatchNormMomentum * running_mean[ch] + kUpdate * float(mean);
   running_var[ch] = kBatchNormMomentum * running_var[ch] + kUpdate * float(unbiased);
 }
 
-// coef: [2][c] = scale, shift from the running statistics (float, as the CPU computes them).
-__global__ void infer_coefficients_kernel(int c, const float* __restrict__ gamma,
-                                          const float* __restrict__ beta,
-                                          const float* __restrict__ running_mean,
-                                          const float* __restrict__ running_var,
-                                          float* __restrict__ coef) {
+// scale[c] = gamma / sqrt(running_var + eps) (float, as the CPU computes it).
+__global__ void infer_scale_kernel(int c, const float* __restrict__ gamma,
+                                   const float* __restrict__ running_var,
+                                   float* __restrict__ scale) {
   const int ch = blockIdx.x * blockDim.x + threadIdx.x;
   if (ch >= c) return;
   const float invstd = 1.f / sqrtf(running_var[ch] + kBatchNormEps);
-  coef[ch] = gamma[ch] * invstd;
-  coef[c + ch] = beta[ch] - running_mean[ch] * gamma[ch] * invstd;
+  scale[ch] = gamma[ch] * invstd;
 }
 
-// y = x * scale[ch] + shift[ch], then max(0, .) when relu. y may alias x.
+// y = (x - mean[ch]) * scale[ch] + beta[ch], then max(0, .) when relu. y may alias x.
+// Centred first: the folded x * scale + (beta - mean * scale) cancels catastrophically when
+// |mean| >> std (both terms are then ~|mean| / std times larger than y).
 __global__ void apply_forward_kernel(int total, FastDiv c, const float* x,
-                                     const float* __restrict__ coef, bool relu, float* y) {
+                                     const float* __restrict__ mean,
+                                     const float* __restrict__ scale,
+                                     const float* __restrict__ beta, bool relu, float* y) {
   for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
     uint32_t r;
     const int ch = int(fast_divmod(c, uint32_t(e), r));
-    const float v = x[e] * coef[ch] + coef[c.d + ch];
+    const float v = (x[e] - mean[ch]) * scale[ch] + beta[ch];
     y[e] = relu ? (v < 0.f ? 0.f : v) : v;
   }
 }
@@ -199,15 +199,15 @@ void batchnorm_forward_train(Context& ctx, int64_t m, int c, const float* x, con
   const int blocks = int((m + rows - 1) / rows);
   Arena::Scope scope(ctx.arena());  // stream-ordered: reused only by work queued after ours
   double* partial = ctx.arena().allocate_n<double>(std::size_t(2) * c * blocks);
-  float* coef = ctx.arena().allocate_n<float>(std::size_t(2) * c);
+  float* scale = ctx.arena().allocate_n<float>(c);
   const cudaStream_t s = stream_of(ctx);
   EVO_LAUNCH(partial_sums_kernel<false>, dim3((c + kChannels - 1) / kChannels, blocks),
              dim3(kChannels, kLanes), 0, s, int(m), c, rows, x, nullptr, nullptr, nullptr, nullptr,
              false, partial);
-  EVO_LAUNCH(finalize_forward_kernel, c, kFinalizeThreads, 0, s, m, c, blocks, partial, gamma, beta,
-             save_mean, save_invstd, running_mean, running_var, coef);
+  EVO_LAUNCH(finalize_forward_kernel, c, kFinalizeThreads, 0, s, m, c, blocks, partial, gamma,
+             save_mean, save_invstd, running_mean, running_var, scale);
   EVO_LAUNCH(apply_forward_kernel, blocks_for(m * c), kThreads, 0, s, int(m * c), make_fastdiv(c),
-             x, coef, relu, y);
+             x, save_mean, scale, beta, relu, y);
 }
 
 void batchnorm_forward_infer(Context& ctx, int64_t m, int c, const float* x, const float* gamma,
@@ -216,12 +216,12 @@ void batchnorm_forward_infer(Context& ctx, int64_t m, int c, const float* x, con
   check_int32(m * c, "batchnorm_forward_infer");
   if (m * c == 0) return;
   Arena::Scope scope(ctx.arena());
-  float* coef = ctx.arena().allocate_n<float>(std::size_t(2) * c);
+  float* scale = ctx.arena().allocate_n<float>(c);
   const cudaStream_t s = stream_of(ctx);
-  EVO_LAUNCH(infer_coefficients_kernel, (c + kThreads - 1) / kThreads, kThreads, 0, s, c, gamma,
-             beta, running_mean, running_var, coef);
+  EVO_LAUNCH(infer_scale_kernel, (c + kThreads - 1) / kThreads, kThreads, 0, s, c, gamma,
+             running_var, scale);
   EVO_LAUNCH(apply_forward_kernel, blocks_for(m * c), kThreads, 0, s, int(m * c), make_fastdiv(c),
-             x, coef, relu, y);
+             x, running_mean, scale, beta, relu, y);
 }
 
 void batchnorm_backward(Context& ctx, int64_t m, int c, const float* x, const float* y,

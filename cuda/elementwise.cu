@@ -104,7 +104,8 @@ __global__ void copy_channels_kernel(int total, int src_c, FastDiv dst_c, const 
 // column 32*bx + tx (a warp reads 32 consecutive columns of a row: coalesced), then the eight
 // partial sums are added in ty order.
 constexpr int kColsPerBlock = 32, kRowLanes = 8;
-__global__ void __launch_bounds__(kColsPerBlock* kRowLanes)
+constexpr int kColumnSumThreads = kColsPerBlock * kRowLanes;
+__global__ void __launch_bounds__(kColumnSumThreads)
     column_sums_kernel(int rows, int cols, float scale, const float* x, float* y) {
   __shared__ float part[kRowLanes][kColsPerBlock + 1];
   const int col = blockIdx.x * kColsPerBlock + threadIdx.x;

@@ -1,6 +1,10 @@
 // The evo command line: parses the subcommands of the spec and reports what this build can do.
 // Not the work itself: each subcommand calls into the library (search, train, ...) as they land.
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <thread>
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +15,9 @@
 #include "evo/backend.h"
 #include "evo/commands.h"
 #include "evo/data.h"
+#include "evo/mutation.h"
+#include "evo/report.h"
+#include "evo/search.h"
 #include "evo/device.h"
 #include "evo/error.h"
 #include "evo/tensor.h"
@@ -18,7 +25,6 @@
 namespace {
 
 constexpr int kExitUsage = 2;           // bad invocation: unknown option, missing GPU, ...
-constexpr int kExitNotImplemented = 3;  // a subcommand of the spec that is not built yet
 constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
 struct BackendStatus {
@@ -56,7 +62,6 @@ int print_status(bool json) {
       std::filesystem::path(kFashionMnistDir) / "train-images-idx3-ubyte.gz");
   const std::vector<std::pair<std::string, std::string>> pending = {
       {"search", "issue 6: evolution, population store, workers"},
-      {"mutate / report", "issue 6"},
       {"layer ops on emu / cuda", "issue 4: the CUDA kernels"}};
 
   if (json) {
@@ -84,22 +89,156 @@ int print_status(bool json) {
                                                   : "missing (tools/setup.sh installs it)");
   std::printf("\nworks today: evo train / eval / show (DNA -> model -> SGD on the CPU backend),\n"
               "             tensors and contexts on cpu/emu/cuda, GPU discovery\n");
-  std::printf("not built yet:\n");
   for (const auto& [what, where] : pending)
-    std::printf("  %-34s %s\n", what.c_str(), where.c_str());
-  std::printf("\nThe search itself is not built yet: `evo` will run it with these defaults once it\n"
-              "lands. `evo --help` lists the subcommands.\n");
+    std::printf("not built yet: %-34s %s\n", what.c_str(), where.c_str());
+  std::printf("\n`evo` with no arguments runs the search; `evo --help` lists the subcommands.\n");
   return 0;
 }
 
-// A subcommand of the spec that is not built yet: say so and fail, never pretend.
-struct NotBuilt : evo::Error {
-  using evo::Error::Error;
+void print_summary(const evo::SearchSummary& s, const std::string& run_dir) {
+  if (s.best_id.empty()) {
+    std::printf("no trained individual in %s yet\n", run_dir.c_str());
+    return;
+  }
+  if (s.seconds > 0)
+    std::printf("\nsearch finished after %.1f minutes: %d children trained here (%d failed)\n",
+                s.seconds / 60, s.children + s.failed, s.failed);
+  std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy %.2f%%\n",
+              s.best_id.c_str(), 100 * s.best_val, 100 * s.best_test);
+  std::printf("ensemble of top %d: test accuracy %.2f%%\n", s.ensemble_size, 100 * s.ensemble_test);
+  std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
+              s.children_per_hour);
+  if (!s.report_path.empty()) std::printf("report            %s\n", s.report_path.c_str());
+}
+
+// "30m", "2h", "1h30m", "90s", or plain seconds; 0 or "none" = no limit.
+double parse_duration(const std::string& text) {
+  if (text == "none" || text == "0") return 0;
+  double total = 0, number = 0;
+  bool have_number = false, any = false;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t used = 0;
+    try {
+      number = std::stod(text.substr(i), &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || number < 0) break;
+    i += used;
+    have_number = true;
+    double unit = 1;
+    if (i < text.size()) {
+      const char u = text[i];
+      if (u == 'h' || u == 'm' || u == 's' || u == 'd') {
+        unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
+        ++i;
+      } else {
+        break;
+      }
+    }
+    total += number * unit;
+    have_number = false;
+    any = true;
+  }
+  if (!any || have_number || i != text.size())
+    throw evo::UsageError("--time-limit '" + text + "': expected a duration like 30m, 2h, 1h30m, "
+                          "90s or none");
+  return total;
+}
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_interrupt(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C: leave at once
+  const char msg[] = "\nevo: stopping: finishing or abandoning the children in flight "
+                     "(Ctrl-C again to quit at once)\n";
+  (void)!write(2, msg, sizeof msg - 1);
+}
+
+struct SearchArgs {
+  std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit, selection = "tournament";
+  int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
+  int max_train = 0, max_val = 0;
+  uint64_t seed = 0;
 };
 
-[[noreturn]] void not_built(const std::string& name, const std::string& issue) {
-  throw NotBuilt("`evo " + name + "` is not built yet (" + issue +
-                   "); run `evo` with no arguments to see what this build can do");
+void add_search_options(CLI::App* a, SearchArgs& o) {
+  a->add_option("--data", o.data, std::string("Data set: ") + evo::kDataSpecHelp)
+      ->capture_default_str();
+  a->add_option("--gpus", o.gpus, "GPUs to use: 0-7, 0,2,5, all, or none (CPU); default: all "
+                                  "visible GPUs, else none");
+  a->add_option("--workers-per-gpu", o.workers_per_gpu, "Workers (CUDA streams) per GPU")
+      ->capture_default_str();
+  a->add_option("--workers", o.workers, "CPU workers with --gpus none (default: one per core)");
+  a->add_option("--population", o.population,
+                "Population size (default: 1000 on GPUs as in the paper, 16 on the CPU)");
+  a->add_option("--steps", o.steps,
+                "Training steps per child (default: 25,600 on GPUs as in the paper, 300 on the CPU)");
+  a->add_option("--run-dir", o.run_dir, "Population folder (may be shared by many machines; an "
+                                        "existing population is resumed)")->capture_default_str();
+  a->add_option("--time-limit", o.time_limit,
+                "Stop after this long: 30m, 2h, none (default: none on GPUs, 30m on the CPU)");
+  a->add_option("--max-children", o.max_children, "Stop after this process trained this many");
+  a->add_option("--selection", o.selection, "tournament (the paper's) or aging (Real et al. 2019)")
+      ->check(CLI::IsMember({"tournament", "aging"}))->capture_default_str();
+  a->add_option("--sample-size", o.sample, "Individuals sampled per selection (tournament: 2; "
+                                           "aging: default 5)");
+  a->add_option("--max-train", o.max_train, "Train on a random subset of this many images");
+  a->add_option("--max-val", o.max_val, "Validate on a random subset of this many images");
+  a->add_option("--seed", o.seed, "Random seed");
+}
+
+int run_search_command(const SearchArgs& a, bool json) {
+  const evo::GpuInventory inv = evo::discover_gpus();
+  std::vector<int> gpus;
+  if (a.gpus.empty()) {
+    for (int i = 0; i < inv.count; ++i) gpus.push_back(i);
+  } else {
+    gpus = evo::parse_gpu_list(a.gpus, inv);
+  }
+  const bool on_gpu = !gpus.empty();
+  evo::SearchOptions o;
+  o.data = a.data;
+  o.run_dir = a.run_dir;
+  if (on_gpu) {
+    for (int g : gpus)
+      for (int k = 0; k < std::max(1, a.workers_per_gpu); ++k) o.devices.push_back(evo::Device::cuda(g));
+  } else {
+    if (a.gpus.empty())
+      std::fprintf(stderr, "evo: no GPU (%s): searching on the CPU\n", inv.reason.c_str());
+    const int n = a.workers > 0 ? a.workers : std::max(1, int(std::thread::hardware_concurrency()));
+    for (int k = 0; k < n; ++k) o.devices.push_back(evo::Device::cpu());
+  }
+  // The paper's settings on GPUs; on a CPU a small search that visibly improves in 30 minutes.
+  o.population = a.population > 0 ? a.population : on_gpu ? 1000 : 16;
+  o.steps = a.steps > 0 ? a.steps : on_gpu ? 25600 : 300;
+  o.time_limit = parse_duration(a.time_limit.empty() ? (on_gpu ? "none" : "30m") : a.time_limit);
+  o.max_children = a.max_children;
+  o.selection = a.selection == "aging" ? evo::Selection::Aging : evo::Selection::Tournament;
+  o.sample_size = a.sample > 0 ? a.sample : o.selection == evo::Selection::Aging ? 5 : 2;
+  o.max_train = a.max_train;
+  o.max_val = a.max_val;
+  o.seed = a.seed;
+  o.quiet = json;
+
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  const evo::SearchSummary s = evo::run_search(o, g_stop);
+  if (json) {
+    nlohmann::json j = {{"children", s.children},       {"failed", s.failed},
+                        {"seconds", s.seconds},         {"total_flops", s.total_flops},
+                        {"best_id", s.best_id},         {"best_val_accuracy", s.best_val},
+                        {"best_test_accuracy", s.best_test},
+                        {"ensemble_size", s.ensemble_size},
+                        {"ensemble_test_accuracy", s.ensemble_test},
+                        {"children_per_hour", s.children_per_hour},
+                        {"report", s.report_path}};
+    std::cout << j.dump() << "\n";
+  } else {
+    print_summary(s, a.run_dir);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -116,33 +255,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "Print one JSON object instead of the human summary");
 
   // Search options also live on the top level, so `evo --gpus 0-7` is a search.
-  struct SearchOptions {
-    std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit = "30m";
-    std::string selection = "tournament";
-    int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0;
-    uint64_t seed = 0;
-  };
-  SearchOptions top, sub;
-  auto add_search_options = [](CLI::App* a, SearchOptions& o) {
-    a->add_option("--data", o.data, "Data set: fashion-mnist, mnist:DIR, cifar10:DIR, "
-                                    "cifar100:DIR, folder:DIR")->capture_default_str();
-    a->add_option("--gpus", o.gpus, "GPUs to use: 0-7, 0,2,5, all, or none (CPU)");
-    a->add_option("--workers-per-gpu", o.workers_per_gpu, "Workers (streams) per GPU")
-        ->capture_default_str();
-    a->add_option("--workers", o.workers, "CPU workers when --gpus none");
-    a->add_option("--population", o.population, "Population size");
-    a->add_option("--steps", o.steps, "Training steps per child");
-    a->add_option("--run-dir", o.run_dir, "Population folder (may be shared by many machines)")
-        ->capture_default_str();
-    a->add_option("--time-limit", o.time_limit, "Stop after this long (30m, 2h, ...)")
-        ->capture_default_str();
-    a->add_option("--max-children", o.max_children, "Stop after this many children");
-    a->add_option("--selection", o.selection, "tournament (the paper's) or aging")
-        ->check(CLI::IsMember({"tournament", "aging"}))->capture_default_str();
-    a->add_option("--seed", o.seed, "Random seed");
-  };
+  SearchArgs top, sub;
   add_search_options(&app, top);
-
   CLI::App* search = app.add_subcommand("search", "Run the evolutionary search (the default)");
   add_search_options(search, sub);
 
@@ -183,11 +297,24 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   CLI::App* mutate = app.add_subcommand("mutate", "Apply one named mutation and print the child");
   mutate->add_option("file", dna, "DNA file (JSON)")->required();
-  mutate->add_option("--mutation", mutation, "Mutation name")->required();
+  std::string names = "random";
+  for (evo::Mutation m : evo::all_mutations()) names += std::string(", ") + evo::to_string(m);
+  mutate->add_option("--mutation", mutation, "One of: " + names)->required();
   mutate->add_option("--seed", seed, "Random seed");
-  std::string run_dir;
+  std::string run_dir, report_out;
   CLI::App* report = app.add_subcommand("report", "Write an HTML page with plots of a run");
   report->add_option("run_dir", run_dir, "Run folder")->required();
+  report->add_option("--out", report_out, "Output file (default RUN_DIR/report.html)");
+  std::string best_data = "fashion-mnist", best_device = "cpu";
+  int ensemble = 5;
+  CLI::App* best = app.add_subcommand("best", "The best individual of a run, its test accuracy "
+                                              "and the top-k ensemble's");
+  best->add_option("run_dir", run_dir, "Run folder")->required();
+  best->add_option("--data", best_data, "The run's data set")->capture_default_str();
+  best->add_option("--ensemble", ensemble, "Ensemble size")->capture_default_str();
+  best->add_option("--device", best_device, "cpu, emu or cuda:N")->capture_default_str();
+  best->add_option("--seed", seed, "The run's seed (it chose the val split)");
+  CLI::App* status = app.add_subcommand("status", "What this build can do: devices, data sets");
 
   try {
     app.parse(argc, argv);
@@ -197,11 +324,6 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const SearchOptions& opts = search->parsed() ? sub : top;
-    if (!opts.gpus.empty()) {
-      // Validate before anything else: a GPU that is not there is a usage error, not a crash.
-      evo::parse_gpu_list(opts.gpus, evo::discover_gpus());
-    }
     if (train->parsed()) {
       tc.json = json;
       return evo::run_train(tc);
@@ -214,16 +336,24 @@ int main(int argc, char** argv) {
       sc.json = json;
       return evo::run_show(sc);
     }
-    if (mutate->parsed()) not_built("mutate", "issue 6");
-    if (report->parsed()) not_built("report", "issue 6");
-    if (search->parsed() || argc > 1 + (json ? 1 : 0)) not_built("search", "issue 6");
-    return print_status(json);
+    if (mutate->parsed()) return evo::run_mutate(dna, mutation, seed, json);
+    if (report->parsed()) {
+      const std::string out = report_out.empty() ? run_dir + "/report.html" : report_out;
+      evo::write_report(run_dir, out);
+      std::printf("%s\n", out.c_str());
+      return 0;
+    }
+    if (best->parsed()) {
+      const evo::SearchSummary s = evo::best_of_run(run_dir, best_data, ensemble,
+                                                    evo::parse_device(best_device), seed, 0.1);
+      print_summary(s, run_dir);
+      return 0;
+    }
+    if (status->parsed()) return print_status(json);
+    return run_search_command(search->parsed() ? sub : top, json);
   } catch (const evo::UsageError& e) {
     std::fprintf(stderr, "evo: error: %s\n", e.what());
     return kExitUsage;
-  } catch (const NotBuilt& e) {
-    std::fprintf(stderr, "evo: %s\n", e.what());
-    return kExitNotImplemented;
   } catch (const evo::Error& e) {
     std::fprintf(stderr, "evo: error: %s\n", e.what());
     return 1;

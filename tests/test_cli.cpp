@@ -57,21 +57,26 @@ TEST_CASE("Asking for a GPU that is not there is a clear error with exit code 2"
   CHECK(r.output.find("--gpus none") != std::string::npos);
 }
 
-TEST_CASE("evo with no arguments reports the devices; unbuilt subcommands say so", "[cli]") {
-  Run r = run_evo("");
+TEST_CASE("evo status reports the devices and the data", "[cli]") {
+  Run r = run_evo("status");
   CHECK(r.code == 0);
   CHECK(r.output.find("cpu      ready") != std::string::npos);
   CHECK(r.output.find("emu      ready") != std::string::npos);
-  CHECK(r.output.find("not built yet") != std::string::npos);
-
-  r = run_evo("--json");
+  r = run_evo("status --json");
   CHECK(r.code == 0);
   CHECK(r.output.find("\"backends\"") != std::string::npos);
+}
 
-  r = run_evo("search --gpus none");
-  CHECK(r.code == 3);
-  CHECK(r.output.find("not built yet") != std::string::npos);
-  r = run_evo("report some/run");
-  CHECK(r.code == 3);
-  CHECK(r.output.find("`evo report` is not built yet") != std::string::npos);
+TEST_CASE("evo show prints a DNA's layers, and bad DNA files are clear errors", "[cli]") {
+  Run r = run_evo("show " EVO_SOURCE_DIR "/data/dna/four_conv.json");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("131,178") != std::string::npos);  // parameters, as data/dna/README.md says
+  r = run_evo("show " EVO_SOURCE_DIR "/data/dna/four_conv.json --dot");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("digraph") != std::string::npos);
+  r = run_evo("show /nonexistent/dna.json");
+  CHECK(r.code == 1);
+  CHECK(r.output.find("/nonexistent/dna.json") != std::string::npos);
+  r = run_evo("search --time-limit 3x --gpus none");
+  CHECK(r.code == 2);
 }

@@ -32,17 +32,30 @@ ConvGeometry geometry(int n, int h, int w, int c_in, int c_out, int kh, int kw, 
 
 // Fixed shapes that cover what the issue asks for (1x1, 1xK, Kx1, 7x7; strides 1, 2, 4; odd
 // spatial sizes; 1, 3, 17, 130 channels; filters wider than the image; batches that split into
-// several per-thread parts), then fresh random ones each run.
+// several per-thread parts; both backward-data algorithms), then fresh random ones each run.
 std::vector<ConvGeometry> conv_cases() {
   std::vector<ConvGeometry> cases = {
-      geometry(2, 7, 7, 3, 17, 3, 3, 1),    geometry(1, 5, 5, 17, 3, 1, 1, 1),
-      geometry(2, 9, 7, 1, 5, 1, 3, 1),     geometry(2, 7, 9, 4, 6, 3, 1, 2),
-      geometry(1, 7, 7, 130, 17, 7, 7, 1),  geometry(2, 11, 11, 17, 130, 3, 3, 2),
-      geometry(2, 7, 7, 3, 8, 5, 5, 4),     geometry(1, 5, 5, 3, 2, 7, 7, 1),
-      geometry(3, 1, 1, 5, 4, 3, 3, 1),     geometry(2, 8, 8, 16, 16, 1, 7, 1),
-      geometry(2, 9, 9, 17, 3, 7, 1, 2),    geometry(1, 6, 5, 130, 130, 1, 1, 2),
-      geometry(3, 20, 20, 17, 32, 3, 3, 1), geometry(2, 32, 32, 8, 16, 3, 3, 1),
-      geometry(5, 16, 16, 32, 32, 5, 5, 2), geometry(1, 13, 13, 1, 1, 3, 3, 4),
+      geometry(2, 7, 7, 3, 17, 3, 3, 1),
+      geometry(1, 5, 5, 17, 3, 1, 1, 1),
+      geometry(2, 9, 7, 1, 5, 1, 3, 1),
+      geometry(2, 7, 9, 4, 6, 3, 1, 2),
+      geometry(1, 7, 7, 130, 17, 7, 7, 1),
+      geometry(2, 11, 11, 17, 130, 3, 3, 2),
+      geometry(2, 7, 7, 3, 8, 5, 5, 4),
+      geometry(1, 5, 5, 3, 2, 7, 7, 1),
+      geometry(3, 1, 1, 5, 4, 3, 3, 1),
+      geometry(2, 8, 8, 16, 16, 1, 7, 1),
+      geometry(2, 9, 9, 17, 3, 7, 1, 2),
+      geometry(1, 6, 5, 130, 130, 1, 1, 2),
+      geometry(3, 20, 20, 17, 32, 3, 3, 1),
+      geometry(2, 32, 32, 8, 16, 3, 3, 1),
+      geometry(5, 16, 16, 32, 32, 5, 5, 2),
+      geometry(1, 13, 13, 1, 1, 3, 3, 4),
+      // Stride 1 with >= 64 output channels: backward data by col2im instead of the flipped
+      // forward (see kFlipBelowChannels in conv.cpp).
+      geometry(2, 9, 9, 17, 130, 3, 3, 1),
+      geometry(1, 5, 7, 3, 64, 1, 3, 1),
+      geometry(6, 8, 8, 64, 64, 3, 3, 1),
   };
   auto& gen = test::rng();
   const int channels[] = {1, 2, 3, 8, 17, 32, 130};

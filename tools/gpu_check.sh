@@ -9,7 +9,8 @@
 # Every step runs even when an earlier one failed (except when the build itself failed: nothing
 # else can run then); the summary lists the failed steps and the exit code is 1 when any failed.
 # Environment: JOBS (build parallelism, default all cores), EVO_CHECK_BUILD (build dir, default
-# build-gpu), EVO_BENCH_FULL=1 (every benchmark shape: much longer).
+# build-gpu), EVO_CHECK_TARGETS (build only these targets, e.g. "test_ops_gpu test_emulator
+# bench_ops_gpu"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer).
 set -u
 set -o pipefail
 
@@ -112,7 +113,15 @@ configure() {
     ${nvcc_bin:+-DCMAKE_CUDA_COMPILER="$nvcc_bin"} \
     -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$lib -Wl,-rpath-link,$lib/openblas-pthread -Wl,-rpath,$lib/openblas-pthread:$lib"
 }
-build_all() { cmake --build "$root/$build" -j "$jobs"; }
+targets=()
+read -r -a targets <<<"${EVO_CHECK_TARGETS:-}"
+build_all() {
+  if [ "${#targets[@]}" -gt 0 ]; then
+    cmake --build "$root/$build" -j "$jobs" --target "${targets[@]}"
+  else
+    cmake --build "$root/$build" -j "$jobs"
+  fi
+}
 if ! step configure configure || ! step build build_all; then
   echo "gpu_check: the build failed; nothing else can run."
   echo "gpu_check: FAILED steps: ${failed[*]}"

@@ -18,6 +18,10 @@ if [ "${EVO_SKIP_ASAN:-0}" != 1 ]; then
         cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVO_CUDA=OFF \
               -DEVO_EMU_ASAN=ON -DEVO_BUILD_BENCH=OFF >/dev/null
     fi
-    cmake --build "$asan" -j "$jobs" --target test_emulator
-    ctest --test-dir "$asan" --output-on-failure -R '^test_emulator$'
+    # Every test that runs kernels on the emulator: the emulator's own, and the CUDA ops.
+    targets=(test_emulator)
+    [ -f "$root/tests/test_ops_gpu.cpp" ] && targets+=(test_ops_gpu)
+    cmake --build "$asan" -j "$jobs" --target "${targets[@]}"
+    ctest --test-dir "$asan" --output-on-failure -j "$jobs" \
+          -R "^($(IFS='|'; echo "${targets[*]}"))\$"
 fi

@@ -10,12 +10,12 @@
 // filter gets enough blocks to fill the GPU.
 //
 // Napkin math of its ceiling (H100 SXM, 132 SMs at ~1.98 GHz, FP32 peak 67 TFLOP/s): global
-// traffic is no longer the limit (a 16-wide tile does 8 FMAs per float loaded: 4 FLOP/byte, so
-// ~10 TB/s of L2 would allow 40 TFLOP/s). Shared memory is: per multiply-add each thread issues
-// two shared loads (as[kk][ty] is a broadcast, bs[kk][tx] 16 consecutive words), and an SM
-// executes one shared-load instruction per clock for a warp against four FFMA instructions.
-// So at most 1 FFMA per 2 loads: 1/8 of the FMA pipes, ~8 TFLOP/s, whatever the tile size.
-// Version 3 breaks that bound by keeping a small tile of C in registers per thread.
+// traffic is no longer the limit (a 16-wide tile does 8 FMAs per float loaded, 4 FLOP/byte, so
+// even ~5 TB/s of L2 bandwidth would allow 20 TFLOP/s). Shared memory is: per multiply-add each
+// thread issues two shared loads (as[kk][ty] is a broadcast, bs[kk][tx] 16 consecutive words),
+// and an SM executes one shared-load instruction per clock for a warp against four FFMA
+// instructions. So at most 1 FFMA per 2 loads: 1/8 of the FMA pipes, ~8 TFLOP/s, whatever the
+// tile size. Version 3 breaks that bound by keeping a small tile of C in registers per thread.
 #include "cuda/compat.h"
 
 #include <climits>
@@ -27,12 +27,13 @@ namespace evo::EVO_GPU_NS::conv_detail {
 
 namespace {
 
-constexpr int kTile = 16;  // BM = BN = BK; 256 threads, one per element of the C tile
+constexpr int kTile = 16;                    // BM = BN = BK
+constexpr int kTileThreads = kTile * kTile;  // one per element of the C tile
 
 // grid (ceil(M / 16), ceil(N / 16), phases * splits), block (16, 16). Thread (tx, ty) computes
 // C[m0 + ty, n0 + tx]: neighbouring threads write neighbouring columns (coalesced).
 template <class P>
-__global__ void __launch_bounds__(kTile* kTile)
+__global__ void __launch_bounds__(kTileThreads)
     gemm_tiled_kernel(P p, int k_per_split, float* __restrict__ partial) {
   using View = typename P::View;
   // The +1 column keeps the stores of an along-k loader (16 different kk, same m) off one bank.
@@ -45,8 +46,8 @@ __global__ void __launch_bounds__(kTile* kTile)
   if (m0 >= v.rows) return;  // a phase smaller than phase 0: the whole block leaves together
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kTile + tx;
-  const ALoader<View, kTile, kTile, kTile * kTile, P::kAAlongK> load_a(v, m0, tid);
-  const BLoader<View, kTile, kTile, kTile * kTile, P::kBAlongK> load_b(v, n0, tid);
+  const ALoader<View, kTile, kTile, kTileThreads, P::kAAlongK> load_a(v, m0, tid);
+  const BLoader<View, kTile, kTile, kTileThreads, P::kBAlongK> load_b(v, n0, tid);
   const int k_begin = split * k_per_split;
   const int k_end = min(v.depth, k_begin + k_per_split);
 

@@ -32,7 +32,9 @@ namespace evo::EVO_GPU_NS::conv_detail {
 
 namespace {
 
-constexpr int kBK = 8;  // k-step: 8 keeps two tiles (and a second resident block) in 48 KiB
+// k-step: a 128 x 128 block stages 2 x 8 x 132 floats (8.4 KB) of shared memory per step, so
+// shared memory never limits residency; registers do (~122 per thread at 8 x 8: two blocks/SM).
+constexpr int kBK = 8;
 constexpr int kThreadsRb = 256;
 constexpr int kPad = 4;  // as[kk][m + pad]: along-k loaders store 8 different kk at one m
                          // without bank conflicts, and rows stay 16-byte aligned
@@ -75,8 +77,10 @@ __global__ void __launch_bounds__(kThreadsRb)
       EVO_UNROLL
       for (int j = 0; j < TN; ++j) rb[j] = bs[kk][tc + j * kCols];
       EVO_UNROLL
-      for (int i = 0; i < TM; ++i) EVO_UNROLL
-      for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+      for (int i = 0; i < TM; ++i) {
+        EVO_UNROLL
+        for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+      }
     }
     __syncthreads();
   }

@@ -2,6 +2,7 @@
 // set resident on the device. Not the search: one DNA, one set of weights, one context.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -44,6 +45,8 @@ struct TrainOptions {
   int pad = 4;        // random-crop padding (pixels)
   bool flip = true;   // random horizontal flips
   int check_every = 100;  // read the loss back (and check it is finite) every this many steps
+  // When set and true, training stops at the next step (the result says interrupted).
+  const std::atomic<bool>* stop = nullptr;
   // Called after each check with (step, the loss of that step's batch, images per second since
   // the previous check).
   std::function<void(int, double, double)> on_progress;
@@ -56,6 +59,7 @@ struct TrainResult {
   double flops = 0;       // training FLOPs, counted as the paper does (per-step FLOPs x steps)
   bool failed = false;
   std::string failure;    // why training stopped early ("loss is NaN at step 1200", ...)
+  bool interrupted = false;  // stopped by TrainOptions::stop
 };
 
 // Trains `model` (bound to its weights) in place. A NaN or infinite loss ends training with

@@ -89,6 +89,10 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
   auto last_check = start;
   int last_check_step = 0;
   for (int step = 0; step < opts.steps; ++step) {
+    if (opts.stop && opts.stop->load(std::memory_order_relaxed)) {
+      result.interrupted = true;
+      break;
+    }
     const int slot = step % per_epoch;
     if (slot == 0) {
       std::shuffle(perm.begin(), perm.end(), shuffler);

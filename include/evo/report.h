@@ -1,0 +1,63 @@
+// The HTML report of a search run (`evo report RUN_DIR`): the paper's Figure 1, best-so-far curves,
+// the best individual's DNA as a graph and a table of the top individuals, in one offline file.
+// Not the store (population.h) and not the search: it only reads what a run folder holds.
+//
+// The page is self-contained: inline CSS and inline SVG drawn here, no script, nothing fetched.
+// Hovering a dot, a table row or a DNA vertex shows details through SVG/HTML titles. Individuals
+// are alive when IndividualRecord::alive() (death_time NaN); "best" is the highest validation
+// accuracy of a child that did not fail, the earliest born on a tie.
+#pragma once
+
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "evo/dna.h"
+#include "evo/population.h"
+
+namespace evo {
+
+// The colours the plots draw with. Public so that tests can find them in a screenshot; each is
+// distinct from the others and from neutral greys (text anti-aliasing), so a pixel of one of them
+// can only come from what it marks.
+inline constexpr const char* kAliveColour = "#1f77b4";   // Figure 1: alive individuals
+inline constexpr const char* kDeadColour = "#a9b1ba";    // Figure 1: killed individuals
+inline constexpr const char* kFailedColour = "#d62728";  // Figure 1: rings of failed children
+inline constexpr const char* kBestColour = "#2ca02c";    // best-so-far curves
+inline constexpr const char* kBnReluColour = "#cfe3f5";  // DNA graph: bn_relu vertices
+inline constexpr const char* kLinearColour = "#f6e7c1";  // DNA graph: linear vertices
+inline constexpr const char* kSkipColour = "#ff7f0e";    // DNA graph: skip edges
+
+struct ReportOptions {
+  std::string title = "evo run";  // the page's heading (write_report: the run folder's path)
+  int top = 20;                   // rows in the table of top individuals
+  int population_size = 0;        // N of the run, shown beside the alive count; 0: unknown
+  // The run's settings as "key: value" lines for the header (write_report: run.json's settings).
+  std::vector<std::pair<std::string, std::string>> settings;
+  // The DNA to draw (the best individual's, whose id is best_dna_id) and the input it is compiled
+  // for. Absent: the page shows best_dna_note (why) instead of the drawing.
+  std::optional<Dna> best_dna;
+  std::string best_dna_id;
+  std::string best_dna_note;
+  int height = 28, width = 28, channels = 1, classes = 10;
+  // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
+  double generated_at = std::numeric_limits<double>::quiet_NaN();
+};
+
+// The whole HTML page for these individuals. Never throws for odd data (no individuals, NaNs,
+// a DNA that does not compile for the input): the page says what is missing instead.
+std::string render_report(const std::vector<IndividualRecord>& individuals,
+                          const ReportOptions& opts = {});
+
+// Reads the run folder (its individuals, run.json's settings with the input shape and classes, the
+// best individual's DNA) and writes render_report's page to out_path atomically (a temporary file
+// in the same folder, then rename), so a browser or a second writer never sees half a page. Throws
+// evo::Error when run_dir is not a run folder or out_path cannot be written.
+void write_report(const std::string& run_dir, const std::string& out_path);
+
+// The default output path: RUN_DIR/report.html.
+std::string default_report_path(const std::string& run_dir);
+
+}  // namespace evo

@@ -1,0 +1,61 @@
+// The evolutionary search of Real et al. 2017: workers (one per device stream) that select, mutate,
+// train and publish children into a shared population folder. Not the store (population.h).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "evo/device.h"
+
+namespace evo {
+
+enum class Selection { Tournament, Aging };
+
+struct SearchOptions {
+  std::string data = "fashion-mnist";
+  std::string run_dir = "runs/latest";
+  std::vector<Device> devices;  // one entry per worker (a device may repeat: several streams)
+  int population = 1000;
+  int steps = 25600;  // training steps per child
+  int batch = 50;
+  Selection selection = Selection::Tournament;
+  int sample_size = 2;       // tournament: 2 (the paper); aging: S individuals per selection
+  double time_limit = 0;     // seconds; 0 = none
+  int max_children = 0;      // children trained by this process; 0 = none
+  uint64_t seed = 0;
+  double val_fraction = 0.1;
+  int max_train = 0;         // train on a subset (0 = all)
+  int max_val = 0;           // validate on a subset (0 = all)
+  int threads_per_worker = 0;  // CPU threads per worker (0: cores / workers)
+  int ensemble = 5;          // the top k whose averaged softmax is reported at the end
+  double summary_every = 300;  // seconds between progress summaries
+  bool quiet = false;        // no per-child lines (tests)
+  std::string report;        // write the HTML report here at the end ("" = RUN_DIR/report.html)
+};
+
+struct SearchSummary {
+  int children = 0;          // trained by this process
+  int failed = 0;
+  double seconds = 0;
+  double total_flops = 0;    // of every individual in the run (training + validation)
+  std::string best_id;
+  double best_val = 0;
+  double best_test = 0;      // test accuracy of the best individual by validation accuracy
+  double ensemble_test = 0;  // test accuracy of the averaged softmax of the top `ensemble`
+  int ensemble_size = 0;
+  double children_per_hour = 0;
+  std::string report_path;
+};
+
+// Runs the search until the time limit, max_children or `stop` (Ctrl-C). Resumes from run_dir when
+// it holds a population. Many processes (on many machines) may run it on one run_dir at once.
+SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& stop);
+
+// The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
+// accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour.
+SearchSummary best_of_run(const std::string& run_dir, const std::string& data, int ensemble,
+                          Device device, uint64_t seed, double val_fraction);
+
+}  // namespace evo

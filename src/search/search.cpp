@@ -1,0 +1,430 @@
+// The search loop: each worker thread repeatedly selects, mutates, trains and publishes a child;
+// the population lives only in the run folder, so processes on many machines cooperate lock-free.
+// Not the store's file protocol (population.cpp), not the mutations (mutation.cpp).
+#include "evo/search.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "evo/data.h"
+#include "evo/dna.h"
+#include "evo/mutation.h"
+#include "evo/population.h"
+#include "evo/report.h"
+#include "evo/train.h"
+
+namespace evo {
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string clock_text(double elapsed) {
+  const long s = std::lround(elapsed);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  return buf;
+}
+
+// Everything that must agree between the processes sharing a run folder.
+PopulationOptions population_options(const SearchOptions& o) {
+  PopulationOptions p;
+  p.size = o.population;
+  p.settings = {{"data", o.data},
+                {"steps", o.steps},
+                {"batch", o.batch},
+                {"selection", o.selection == Selection::Tournament ? "tournament" : "aging"},
+                {"sample_size", o.sample_size},
+                {"val_fraction", o.val_fraction},
+                {"seed", o.seed}};
+  return p;
+}
+
+// What every worker of this process shares: the data (one device copy per device), the counters
+// and the console.
+struct Shared {
+  const SearchOptions& opts;
+  const std::atomic<bool>& user_stop;
+  std::atomic<bool> stop{false};
+  Population population;
+  Dataset data;
+  std::map<std::string, std::unique_ptr<DeviceDataset>> device_data;  // by device name
+  std::mutex mutex;  // console, counters below
+  int children = 0, failed = 0, reserved = 0;
+  double best_val = 0;
+  double start = now_seconds();
+  double last_summary = now_seconds();
+  std::string host = host_name();
+
+  Shared(const SearchOptions& o, const std::atomic<bool>& s)
+      : opts(o), user_stop(s), population(o.run_dir, population_options(o)) {}
+
+  bool stopping() const { return stop.load() || user_stop.load(); }
+
+  // Reserves one child of the --max-children budget; false when it is spent.
+  bool reserve_child() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (opts.max_children > 0 && reserved >= opts.max_children) return false;
+    ++reserved;
+    return true;
+  }
+  void unreserve() {
+    std::lock_guard<std::mutex> lock(mutex);
+    --reserved;
+  }
+};
+
+struct Parent {
+  IndividualRecord record;
+  Dna dna;
+  std::string weights_path;
+};
+
+// Reads the parent's DNA; nullopt when it vanished (killed and moved) in the meantime.
+std::optional<Parent> load_parent(Shared& sh, const IndividualRecord& r) {
+  Parent p;
+  p.record = r;
+  try {
+    p.dna = load_dna(sh.population.dna_path(r.id));
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  p.weights_path = r.failed ? "" : sh.population.weights_path(r.id);
+  return p;
+}
+
+// Tournament (the paper): sample two, kill the worse at once (its slot goes to our child), the
+// better is the parent. Aging (Real et al. 2019): sample S, the best is the parent, the oldest of
+// the population dies. Another worker may kill a sampled individual first: then sample again.
+std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
+                                      Population::Staging& child) {
+  const SearchOptions& o = sh.opts;
+  for (int attempt = 0; attempt < 100 && !sh.stopping(); ++attempt) {
+    std::vector<std::string> ids = sh.population.alive_ids();
+    if (ids.size() < 2) return std::nullopt;
+    std::shuffle(ids.begin(), ids.end(), rng);
+    const std::size_t want = std::min<std::size_t>(std::max(2, o.sample_size), ids.size());
+    std::vector<IndividualRecord> sample;
+    for (const std::string& id : ids) {
+      if (sample.size() == want) break;
+      if (auto r = sh.population.read(id); r && r->alive()) sample.push_back(*r);
+    }
+    if (sample.size() < 2) continue;
+    // Ties are broken at random (by the shuffle), which the paper's "lower fitness" leaves open.
+    std::stable_sort(sample.begin(), sample.end(),
+                     [](const auto& a, const auto& b) { return a.fitness > b.fitness; });
+    std::string victim = sample.back().id;
+    if (o.selection == Selection::Aging) {
+      double oldest = INFINITY;
+      for (const std::string& id : ids)
+        if (auto r = sh.population.read(id);
+            r && r->alive() && r->id != sample[0].id && r->birth_time < oldest) {
+          oldest = r->birth_time;
+          victim = r->id;
+        }
+    }
+    auto parent = load_parent(sh, sample.front());
+    if (!parent) continue;
+    if (!sh.population.kill(child, victim)) continue;  // lost a race for the victim: again
+    return parent;
+  }
+  return std::nullopt;
+}
+
+// A returned slot (an abandoned child's) is refilled by the child of a random alive parent,
+// without a kill.
+std::optional<Parent> random_parent(Shared& sh, std::mt19937_64& rng) {
+  std::vector<std::string> ids = sh.population.alive_ids();
+  std::shuffle(ids.begin(), ids.end(), rng);
+  for (const std::string& id : ids)
+    if (auto r = sh.population.read(id); r && r->alive())
+      if (auto p = load_parent(sh, *r)) return p;
+  return std::nullopt;
+}
+
+void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r) {
+  std::lock_guard<std::mutex> lock(sh.mutex);
+  if (r.failed)
+    ++sh.failed;
+  else
+    ++sh.children;
+  sh.best_val = std::max(sh.best_val, r.fitness);
+  if (sh.opts.quiet) return;
+  std::printf("%s %-9s %s <- %-12s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
+              clock_text(now_seconds() - sh.start).c_str(), worker.c_str(), r.id.c_str(),
+              r.parent.empty() ? "(initial)" : r.parent.substr(0, 12).c_str(),
+              r.mutation.c_str(), static_cast<long long>(r.params), 100 * r.fitness,
+              100 * sh.best_val, r.failed ? "  FAILED: " : "", r.failed ? r.failure.c_str() : "");
+  const double t = now_seconds();
+  if (t - sh.last_summary >= sh.opts.summary_every) {
+    sh.last_summary = t;
+    const double hours = (t - sh.start) / 3600;
+    std::printf("-- %s: %d children (%d failed) by this process, %.0f per hour, population %zu, "
+                "best validation accuracy %.2f%%\n",
+                clock_text(t - sh.start).c_str(), sh.children + sh.failed, sh.failed,
+                hours > 0 ? (sh.children + sh.failed) / hours : 0,
+                sh.population.alive_ids().size(), 100 * sh.best_val);
+  }
+  std::fflush(stdout);
+}
+
+void worker_main(Shared& sh, int index, Device device) {
+  const SearchOptions& o = sh.opts;
+  const std::string worker = device.str() + "/" + std::to_string(index);
+  if (device.is_cpu()) omp_set_num_threads(std::max(1, o.threads_per_worker));
+  std::mt19937_64 rng(o.seed * 1000003u + uint64_t(index) * 7919u + uint64_t(::getpid()));
+  Context ctx(device, o.seed ^ (uint64_t(::getpid()) << 20) ^ uint64_t(now_seconds() * 1e3),
+              uint32_t(index));
+  const DeviceDataset& data = *sh.device_data.at(device.str());
+
+  TrainOptions topts;
+  topts.steps = o.steps;
+  topts.batch = o.batch;
+  topts.stop = &sh.stop;
+  topts.check_every = std::min(100, std::max(1, o.steps / 4));
+
+  while (!sh.stopping()) {
+    if (!sh.reserve_child()) break;
+    IndividualRecord rec;
+    Dna dna;
+    std::optional<Parent> parent;
+    rec.worker = worker;
+    rec.host = sh.host;
+    // The staging folder owns the child's slot until publish(); destroyed early (a stop, an
+    // exception), it gives the slot back.
+    Population::Staging staging = sh.population.begin_child();
+    rec.id = staging.id;
+    try {
+      const FreeSlot slot = sh.population.take_free_slot(staging);
+      if (slot == FreeSlot::kReturned) parent = random_parent(sh, rng);
+      if (slot == FreeSlot::kNone) {
+        parent = select_and_kill(sh, rng, staging);
+        if (!parent) {  // no population to select from yet, or stopping
+          sh.population.abandon(std::move(staging));
+          sh.unreserve();
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          continue;
+        }
+      }
+      if (!parent) {
+        dna = initial_dna();
+        rec.mutation = "initial";
+      } else {
+        MutationResult m = mutate(parent->dna, rng);
+        dna = std::move(m.child);
+        rec.parent = parent->record.id;
+        rec.mutation = to_string(m.mutation);
+        rec.detail = m.detail;
+        if (m.reset_weights) parent->weights_path.clear();
+      }
+    } catch (const std::exception& e) {
+      sh.population.abandon(std::move(staging));
+      sh.unreserve();
+      std::fprintf(stderr, "%s: selection failed: %s\n", worker.c_str(), e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      continue;
+    }
+
+    rec.learning_rate = dna.learning_rate;
+    topts.on_progress = [&](int, double, double) { sh.population.heartbeat(staging); };
+    try {
+      const CompiledDna plan = compile(dna, data.h, data.w, data.c, data.classes);
+      rec.params = plan.param_count;
+      Weights weights;
+      if (parent && !parent->weights_path.empty()) {
+        try {
+          const CompiledDna pplan = compile(parent->dna, data.h, data.w, data.c, data.classes);
+          const Weights pw = load_weights(parent->weights_path, pplan, device);
+          weights = inherit_weights(pplan, pw, plan, ctx);
+        } catch (const Error&) {
+          weights = init_weights(plan, ctx);  // the parent's weights are gone or unusable
+        }
+      } else {
+        weights = init_weights(plan, ctx);
+      }
+      Model model(plan, o.batch, ctx);
+      model.bind(weights);
+      const TrainResult tr = train_model(model, data, ctx, topts, float(dna.learning_rate));
+      if (tr.interrupted) {
+        sh.population.abandon(std::move(staging));
+        sh.unreserve();
+        break;
+      }
+      rec.steps = tr.steps_done;
+      rec.train_seconds = tr.seconds;
+      rec.flops = tr.flops;
+      if (tr.failed) {
+        rec.failed = true;
+        rec.failure = tr.failure;
+      } else {
+        Model eval_model(plan, 250, ctx);
+        eval_model.bind(weights);
+        const EvalResult val = evaluate_model(eval_model, data, "val", ctx);
+        rec.fitness = val.accuracy();
+        rec.flops += val.flops;
+        save_weights(weights, staging.weights_path());
+      }
+    } catch (const std::exception& e) {
+      // Out of memory, a shape too large, a kernel fault: the child fails, the search goes on.
+      rec.failed = true;
+      rec.failure = e.what();
+    }
+    if (rec.failed) rec.fitness = 0;
+    try {
+      save_dna(dna, staging.dna_path());
+      sh.population.publish(std::move(staging), rec);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: could not publish %s: %s\n", worker.c_str(), rec.id.c_str(),
+                   e.what());
+      continue;
+    }
+    log_child(sh, worker, rec);
+  }
+}
+
+}  // namespace
+
+SearchSummary best_of_run(const std::string& run_dir, const std::string& data_spec, int ensemble,
+                          Device device, uint64_t seed, double val_fraction) {
+  Population pop(run_dir);
+  SearchSummary s;
+  const std::vector<IndividualRecord> all = pop.all_individuals();
+  double first_birth = INFINITY, last_birth = 0;
+  for (const IndividualRecord& r : all) {
+    s.total_flops += r.flops;
+    first_birth = std::min(first_birth, r.birth_time);
+    last_birth = std::max(last_birth, r.birth_time + r.train_seconds);
+  }
+  const double hours = (last_birth - first_birth) / 3600;
+  s.children_per_hour = hours > 0 ? double(all.size()) / hours : 0;
+
+  std::vector<IndividualRecord> alive;
+  for (const std::string& id : pop.alive_ids())
+    if (auto r = pop.read(id); r && !r->failed) alive.push_back(*r);
+  std::sort(alive.begin(), alive.end(),
+            [](const auto& a, const auto& b) { return a.fitness > b.fitness; });
+  if (alive.empty()) return s;
+  s.best_id = alive[0].id;
+  s.best_val = alive[0].fitness;
+
+  DataOptions dopts;
+  dopts.val_fraction = val_fraction;
+  dopts.seed = seed;
+  const Dataset data = load_dataset(data_spec, dopts);
+  Context ctx(device, seed);
+  const DeviceDataset dev = DeviceDataset::upload(data, device);
+  std::vector<double> avg;
+  const int k = std::min<int>(std::max(ensemble, 1), int(alive.size()));
+  for (int i = 0; i < k; ++i) {
+    try {
+      const CompiledDna plan = compile(load_dna(pop.dna_path(alive[i].id)), data.train.h,
+                                       data.train.w, data.train.c, data.classes);
+      Weights w = load_weights(pop.weights_path(alive[i].id), plan, device);
+      Model model(plan, 250, ctx);
+      model.bind(w);
+      const EvalResult r = evaluate_model(model, dev, "test", ctx, true);
+      if (i == 0) s.best_test = r.accuracy();
+      if (avg.empty()) avg.assign(r.probabilities.size(), 0.0);
+      for (std::size_t j = 0; j < avg.size(); ++j) avg[j] += r.probabilities[j];
+      ++s.ensemble_size;
+    } catch (const Error&) {
+      // Killed while we read it: the ensemble uses the others.
+    }
+  }
+  int correct = 0;
+  for (int i = 0; i < data.test.n && !avg.empty(); ++i) {
+    const double* p = avg.data() + std::size_t(i) * data.classes;
+    correct += int(std::max_element(p, p + data.classes) - p) == data.test.labels[std::size_t(i)];
+  }
+  s.ensemble_test = data.test.n ? double(correct) / data.test.n : 0;
+  return s;
+}
+
+SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& user_stop) {
+  if (opts_in.devices.empty()) throw UsageError("the search needs at least one worker");
+  // Several CPU workers: each gets its share of the cores, and OpenBLAS runs in the caller's
+  // thread, or its own thread pool would make the workers fight over the same cores.
+  SearchOptions opts = opts_in;
+  const int cpu_workers = int(std::count_if(opts.devices.begin(), opts.devices.end(),
+                                            [](const Device& d) { return d.is_cpu(); }));
+  if (opts.threads_per_worker <= 0)
+    opts.threads_per_worker =
+        std::max(1, int(std::thread::hardware_concurrency()) / std::max(cpu_workers, 1));
+  if (cpu_workers > 1) openblas_set_num_threads(1);
+
+  Shared sh(opts, user_stop);
+  const std::size_t recovered = sh.population.recover(600);
+  const std::size_t resumed = sh.population.alive_ids().size();
+  DataOptions dopts;
+  dopts.val_fraction = opts.val_fraction;
+  dopts.seed = opts.seed;
+  dopts.max_train = opts.max_train;
+  dopts.max_val = opts.max_val;
+  sh.data = load_dataset(opts.data, dopts);
+  for (const Device& d : opts.devices)
+    if (!sh.device_data.count(d.str()))
+      sh.device_data[d.str()] = std::make_unique<DeviceDataset>(DeviceDataset::upload(sh.data, d));
+
+  if (!opts.quiet) {
+    std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child, "
+                "%zu worker%s, %s selection, run folder %s\n",
+                sh.data.name.c_str(), sh.data.train.n, sh.data.val.n, opts.population, opts.steps,
+                opts.devices.size(), opts.devices.size() == 1 ? "" : "s",
+                opts.selection == Selection::Tournament ? "tournament" : "aging",
+                opts.run_dir.c_str());
+    if (resumed) std::printf("resuming a population of %zu individuals\n", resumed);
+    if (recovered) std::printf("discarded %zu unfinished children of dead workers\n", recovered);
+    std::fflush(stdout);
+  }
+
+  std::atomic<int> running{int(opts.devices.size())};
+  std::vector<std::thread> workers;
+  for (std::size_t i = 0; i < opts.devices.size(); ++i)
+    workers.emplace_back([&sh, &running, i, device = opts.devices[i]] {
+      try {
+        worker_main(sh, int(i), device);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "worker %zu stopped: %s\n", i, e.what());
+      }
+      --running;
+    });
+  // Workers stop by themselves at --max-children or Ctrl-C (finishing or abandoning their child);
+  // the time limit ends the run on time: in-flight children are abandoned cleanly.
+  while (running.load() > 0) {
+    if (opts.time_limit > 0 && now_seconds() - sh.start >= opts.time_limit) sh.stop = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto& w : workers) w.join();
+  sh.population.collect_garbage();
+
+  SearchSummary s = best_of_run(opts.run_dir, opts.data, opts.ensemble, opts.devices.front(),
+                                opts.seed, opts.val_fraction);
+  s.children = sh.children;
+  s.failed = sh.failed;
+  s.seconds = now_seconds() - sh.start;
+  s.report_path = opts.report.empty() ? opts.run_dir + "/report.html" : opts.report;
+  write_report(opts.run_dir, s.report_path);
+  return s;
+}
+
+}  // namespace evo

@@ -1,0 +1,441 @@
+// Tests of the HTML run report: its content (plots, one dot per individual, the table, escaping),
+// write_report on a real run folder, and the page as headless Chromium renders it. Not the search.
+#include <stb/stb_image.h>  // the implementation is compiled into evo_core (src/data_folder.cpp)
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+
+#include "evo/dna.h"
+#include "evo/population.h"
+#include "evo/report.h"
+#include "support.h"
+
+using namespace evo;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kSkipsDna = std::string(EVO_SOURCE_DIR) + "/data/dna/skips.json";
+// skips.json's vertices by activation (v1 v2 v4 v5 bn_relu; v0 v3 v6 linear).
+constexpr int kSkipsBnRelu = 4, kSkipsLinear = 3;
+constexpr double kT0 = 1.7e9;  // the synthetic runs' first birth (unix seconds)
+
+// A fresh folder under the system temp folder, removed with everything in it at the end.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("evo_test_report_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(test::rng()() % 1000000000));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// The part of the page from `<svg ... id="ID"` to its `</svg>`.
+std::string svg_of(const std::string& html, const std::string& id) {
+  const std::size_t at = html.find("id=\"" + id + "\"");
+  if (at == std::string::npos) return "";
+  const std::size_t start = html.rfind("<svg", at);
+  const std::size_t end = html.find("</svg>", at);
+  return end == std::string::npos ? "" : html.substr(start, end - start);
+}
+
+double uniform(double lo, double hi) {
+  return std::uniform_real_distribution<double>(lo, hi)(test::rng());
+}
+
+// A synthetic run in memory: `n` individuals born over five hours (ten initial ones at once),
+// random fitness, the latest `alive` of them alive, every 17th a failed child. The best has id
+// `best_id` and fitness 0.97 (above every random one).
+struct Synthetic {
+  std::vector<IndividualRecord> records;
+  int alive = 0, dead = 0, failed_alive = 0, failed_dead = 0;
+};
+
+Synthetic synthetic_run(int n, int alive, const std::string& best_id) {
+  Synthetic s;
+  std::vector<double> births;
+  for (int i = 0; i < n; ++i) births.push_back(i < 10 ? kT0 : kT0 + uniform(60, 5 * 3600));
+  std::sort(births.begin(), births.end());
+  for (int i = 0; i < n; ++i) {
+    IndividualRecord r;
+    r.id = i == n / 2 ? best_id : "ind-" + std::to_string(i);
+    r.parent = i < 10 ? "" : "ind-" + std::to_string(i / 2);
+    r.mutation = i < 10 ? "initial" : "INSERT-CONVOLUTION";
+    r.detail = i < 10 ? "" : "at v" + std::to_string(i % 7);
+    r.birth_time = births[std::size_t(i)];
+    r.fitness = i == n / 2 ? 0.97 : uniform(0.1, 0.9);
+    r.test_accuracy = r.fitness - 0.01;
+    r.failed = i % 17 == 16;
+    if (r.failed) r.fitness = 0, r.failure = "loss became NaN";
+    const bool is_alive = i >= n - alive;
+    r.death_time = is_alive ? NAN : r.birth_time + 60;
+    r.flops = uniform(1e12, 1e13) * (1 + i);
+    r.params = int64_t(uniform(1e3, 1e6));
+    r.steps = 1000;
+    r.worker = "cpu/0";
+    r.host = "test-host";
+    r.train_seconds = 30;
+    r.learning_rate = 0.1;
+    (r.failed ? (is_alive ? s.failed_alive : s.failed_dead) : (is_alive ? s.alive : s.dead))++;
+    s.records.push_back(r);
+  }
+  return s;
+}
+
+ReportOptions options_with_dna() {
+  ReportOptions o;
+  o.title = "synthetic run";
+  o.best_dna = load_dna(kSkipsDna);
+  o.generated_at = kT0 + 6 * 3600;
+  return o;
+}
+
+// ---- screenshot helpers ------------------------------------------------------------------------
+
+struct Rgb {
+  int r, g, b;
+};
+
+Rgb parse_colour(const char* hex) {  // "#1f77b4"
+  const unsigned v = unsigned(std::stoul(std::string(hex + 1), nullptr, 16));
+  return {int(v >> 16 & 255), int(v >> 8 & 255), int(v & 255)};
+}
+
+struct Image {
+  int w = 0, h = 0;
+  std::vector<unsigned char> rgb;  // [h, w, 3]
+  bool is(int x, int y, Rgb c, int tol = 6) const {
+    const unsigned char* p = &rgb[(std::size_t(y) * w + x) * 3];
+    return std::abs(p[0] - c.r) <= tol && std::abs(p[1] - c.g) <= tol &&
+           std::abs(p[2] - c.b) <= tol;
+  }
+};
+
+Image load_png(const fs::path& path) {
+  Image im;
+  int n = 0;
+  unsigned char* data = stbi_load(path.c_str(), &im.w, &im.h, &n, 3);
+  if (!data) return im;
+  im.rgb.assign(data, data + std::size_t(im.w) * im.h * 3);
+  stbi_image_free(data);
+  return im;
+}
+
+// Pixels of one colour: how many, their mean column and row.
+struct Found {
+  std::size_t pixels = 0;
+  double mean_x = 0, mean_y = 0;
+};
+
+Found find_colour(const Image& im, Rgb c) {
+  Found f;
+  for (int y = 0; y < im.h; ++y)
+    for (int x = 0; x < im.w; ++x)
+      if (im.is(x, y, c)) ++f.pixels, f.mean_x += x, f.mean_y += y;
+  if (f.pixels) f.mean_x /= double(f.pixels), f.mean_y /= double(f.pixels);
+  return f;
+}
+
+// Connected regions (4-neighbour) of one colour with at least `min_area` pixels: the DNA's vertex
+// boxes (their text makes holes, not cuts).
+int count_blobs(const Image& im, Rgb c, std::size_t min_area) {
+  std::vector<char> seen(std::size_t(im.w) * im.h, 0);
+  int blobs = 0;
+  std::vector<int> stack;
+  for (int start = 0; start < im.w * im.h; ++start) {
+    if (seen[std::size_t(start)] || !im.is(start % im.w, start / im.w, c)) continue;
+    std::size_t area = 0;
+    stack.push_back(start);
+    seen[std::size_t(start)] = 1;
+    while (!stack.empty()) {
+      const int p = stack.back();
+      stack.pop_back();
+      ++area;
+      const int x = p % im.w, y = p / im.w;
+      const int next[4][2] = {{x - 1, y}, {x + 1, y}, {x, y - 1}, {x, y + 1}};
+      for (auto [nx, ny] : next) {
+        if (nx < 0 || ny < 0 || nx >= im.w || ny >= im.h) continue;
+        const int q = ny * im.w + nx;
+        if (!seen[std::size_t(q)] && im.is(nx, ny, c)) seen[std::size_t(q)] = 1, stack.push_back(q);
+      }
+    }
+    blobs += area >= min_area;
+  }
+  return blobs;
+}
+
+std::string find_chromium() {
+  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
+    if (fs::exists(p)) return p;
+  return "";
+}
+
+// Runs headless Chromium on a local page; output goes to `log` (stdout too, for --dump-dom).
+// A private profile folder lets tests run in parallel; `timeout` bounds a hung browser.
+int run_chromium(const std::string& chromium, const std::string& args, const fs::path& page,
+                 const fs::path& profile, const fs::path& log, const fs::path& out = {}) {
+  const std::string cmd = "timeout 90 " + chromium +
+                          " --headless --disable-gpu --no-sandbox --hide-scrollbars "
+                          "--no-first-run --user-data-dir=" +
+                          profile.string() + " " + args + " file://" + page.string() +
+                          (out.empty() ? "" : " >" + out.string()) + " 2>" + log.string();
+  return std::system(cmd.c_str());
+}
+
+}  // namespace
+
+TEST_CASE("report: every plot, every individual, the best first, odd text escaped", "[report]") {
+  const std::string odd_id = "best<i>&\"'x";
+  const Synthetic run = synthetic_run(150, 40, odd_id);
+  ReportOptions opts = options_with_dna();
+  opts.settings = {{"data", "fashion<mnist>"}};
+  const std::string html = render_report(run.records, opts);
+
+  CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
+  // Self-contained: no script, nothing to fetch.
+  CHECK(count(html, "<script") == 0);
+  CHECK(count(html, "src=") == 0);
+  CHECK(count(html, "<link") == 0);
+  CHECK(count(html, "https:") == 0);
+  CHECK(count(html, "<svg") == 4);
+
+  // Figure 1: one circle per individual, split by state, failed ones marked.
+  const std::string fig = svg_of(html, "fig-population");
+  REQUIRE(!fig.empty());
+  CHECK(count(fig, "<circle class=\"alive\"") == std::size_t(run.alive));
+  CHECK(count(fig, "<circle class=\"dead\"") == std::size_t(run.dead));
+  CHECK(count(fig, "<circle class=\"alive failed\"") == std::size_t(run.failed_alive));
+  CHECK(count(fig, "<circle class=\"dead failed\"") == std::size_t(run.failed_dead));
+  CHECK(count(fig, "<circle class=\"") - count(fig, "<circle class=\"key\"") == run.records.size());
+  CHECK(run.failed_alive + run.failed_dead > 0);
+  CHECK(fig.find("alive (" + std::to_string(run.alive) + ")") != std::string::npos);
+
+  // Both best-so-far plots have a curve, the FLOP one on a log axis.
+  CHECK(count(svg_of(html, "fig-best-time"), "class=\"best-line\"") == 1);
+  const std::string flops = svg_of(html, "fig-best-flops");
+  CHECK(count(flops, "class=\"best-line\"") == 1);
+  CHECK(count(flops, "10<tspan") >= 2);
+
+  // The DNA graph: every vertex with its shape for 28x28x1, conv labels, skip arcs.
+  const std::string dna = svg_of(html, "fig-dna");
+  CHECK(count(dna, "<g class=\"vertex bn_relu\"") == std::size_t(kSkipsBnRelu));
+  CHECK(count(dna, "<g class=\"vertex linear\"") == std::size_t(kSkipsLinear));
+  CHECK(count(dna, "<path class=\"skip\"") == 4);
+  CHECK(dna.find(">28x28x16<") != std::string::npos);
+  CHECK(dna.find(">3x3 s2 x2.0<") != std::string::npos);
+  CHECK(dna.find(">1x1 s1 x0.25<") != std::string::npos);
+  CHECK(dna.find(">identity<") != std::string::npos);
+
+  // The table: the best individual first, escaped; the header's totals.
+  const std::string escaped = "best&lt;i&gt;&amp;&quot;&#39;x";
+  CHECK(html.find(odd_id) == std::string::npos);
+  CHECK(html.find("fashion&lt;mnist&gt;") != std::string::npos);
+  const std::size_t table = html.find("<table id=\"top\"");
+  REQUIRE(table != std::string::npos);
+  const std::size_t first_row = html.find("<td>1</td>", table);
+  REQUIRE(first_row != std::string::npos);
+  CHECK(html.substr(first_row, 100).find(escaped) != std::string::npos);
+  CHECK(html.substr(first_row, 200).find("97.00%") != std::string::npos);
+  CHECK(count(html.substr(table), "<tr") == 1 + 20);  // header + opts.top rows
+  const std::size_t totals = html.find("id=\"totals\"");
+  REQUIRE(totals != std::string::npos);
+  CHECK(html.find("<b>150</b>", totals) != std::string::npos);
+  CHECK(html.find("<b>97.00%</b>", totals) != std::string::npos);
+}
+
+TEST_CASE("report: empty and damaged inputs still give a page", "[report]") {
+  const std::string empty = render_report({});
+  CHECK(count(empty, "<svg") == 3);  // no best individual, so no DNA drawing
+  CHECK(empty.find("no individuals yet") != std::string::npos);
+
+  // A DNA that cannot compile (far too many channels for a big input) is explained, not thrown.
+  Synthetic run = synthetic_run(12, 12, "b");
+  ReportOptions opts = options_with_dna();
+  opts.channels = 1000;
+  std::string html;
+  REQUIRE_NOTHROW(html = render_report(run.records, opts));
+  CHECK(count(html, "<svg") == 3);
+  CHECK(html.find("does not compile") != std::string::npos);
+
+  // NaN and infinite numbers do not reach the SVG.
+  run.records[3].flops = NAN;
+  run.records[4].fitness = NAN;
+  run.records[5].birth_time = INFINITY;
+  html = render_report(run.records, options_with_dna());
+  CHECK(count(html, "nan") == 0);
+  CHECK(count(html, "inf\"") == 0);
+}
+
+// A run made through the store, as the search makes one: initial individuals through free slots,
+// then children that each kill the worse of two random living individuals.
+TEST_CASE("report: write_report reads a run folder and writes the page atomically", "[report]") {
+  TempDir tmp;
+  const std::string dir = (tmp.path / "run").string();
+  const Dna dna = load_dna(kSkipsDna);
+  auto make_run = [&](const std::string& data) {
+    PopulationOptions po;
+    po.size = 8;
+    po.durable = false;
+    po.settings = {{"data", data}, {"steps", 100}};
+    Population pop(dir, po);
+    double t = kT0;
+    std::string best;
+    double best_fit = -1;
+    for (int i = 0; i < 30; ++i) {
+      Population::Staging child = pop.begin_child();
+      if (pop.take_free_slot(child) == FreeSlot::kNone) {
+        const std::vector<std::string> alive = pop.alive_ids();
+        REQUIRE(alive.size() >= 2);
+        const std::string a = alive[test::rng()() % alive.size()];
+        const std::string b = alive[test::rng()() % alive.size()];
+        const double fa = pop.read(a)->fitness, fb = pop.read(b)->fitness;
+        REQUIRE(pop.kill(child, fa < fb ? a : b));
+      }
+      save_dna(dna, child.dna_path());
+      std::ofstream(child.weights_path()) << "not real weights";
+      IndividualRecord r;
+      r.mutation = i < 8 ? "initial" : "IDENTITY";
+      r.fitness = uniform(0.1, 0.9);
+      r.failed = i == 20;
+      if (r.failed) r.fitness = 0;
+      t += uniform(60, 600);
+      r.birth_time = t;
+      r.flops = 1e12;
+      const std::string id = child.id;
+      pop.publish(std::move(child), r);
+      if (!r.failed && r.fitness > best_fit) best_fit = r.fitness, best = id;
+    }
+    return best;
+  };
+  const std::string best = make_run("fashion-mnist");
+  const Population pop(dir);
+  const std::vector<IndividualRecord> all = pop.all_individuals();
+  REQUIRE(all.size() == 30);
+
+  const std::string out = default_report_path(dir);
+  CHECK(out == dir + "/report.html");
+  write_report(dir, out);
+  const std::string html = read_text(out);
+  for (const auto& e : fs::directory_iterator(dir))
+    CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  const std::string fig = svg_of(html, "fig-population");
+  std::size_t alive = 0, dead = 0;
+  for (const IndividualRecord& r : all) (r.alive() ? alive : dead)++;
+  CHECK(count(fig, "<circle class=\"alive") == alive);
+  CHECK(count(fig, "<circle class=\"dead") == dead);
+  CHECK(alive == pop.alive_ids().size());
+  // The best individual heads the table, and its DNA is drawn for run.json's data (28x28x1).
+  const std::size_t first_row = html.find("<td>1</td>", html.find("<table id=\"top\""));
+  REQUIRE(first_row != std::string::npos);
+  CHECK(html.substr(first_row, 120).find(best) != std::string::npos);
+  const std::string graph = svg_of(html, "fig-dna");
+  CHECK(graph.find(">28x28x16<") != std::string::npos);
+  CHECK(html.find("data <b>fashion-mnist</b>") != std::string::npos);
+
+  // Another data set in run.json: the DNA is compiled for its images (32x32x3: 16 x 3 = 48).
+  fs::remove_all(dir);
+  make_run("cifar10:/nowhere");
+  write_report(dir, (tmp.path / "cifar.html").string());
+  CHECK(svg_of(read_text(tmp.path / "cifar.html"), "fig-dna").find(">32x32x48<") !=
+        std::string::npos);
+
+  // Not a run: clear errors, and nothing written.
+  const auto message_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::string missing = (tmp.path / "missing").string();
+  CHECK_THAT(message_of([&] { write_report(missing, missing + ".html"); }),
+             Catch::Contains("is not a folder"));
+  fs::create_directories(tmp.path / "empty");
+  CHECK_THAT(message_of([&] { write_report((tmp.path / "empty").string(), out); }),
+             Catch::Contains("no run.json"));
+  CHECK(!fs::exists(missing + ".html"));
+  CHECK_THAT(message_of([&] { write_report(dir, (tmp.path / "no/such/folder.html").string()); }),
+             Catch::Contains("cannot write"));
+}
+
+// The page as a browser draws it: each plot's marks must appear in the screenshot, in their own
+// colours and places, and the browser's DOM must hold the same elements as the file.
+TEST_CASE("report: headless Chromium renders the plots", "[report][chromium]") {
+  const std::string chromium = find_chromium();
+  if (chromium.empty()) {
+    WARN("chromium is not installed (apt-get install chromium): rendering check skipped");
+    return;
+  }
+  TempDir tmp;
+  const Synthetic run = synthetic_run(160, 40, "the-best");
+  const fs::path page = tmp.path / "report.html";
+  const std::string html = render_report(run.records, options_with_dna());
+  std::ofstream(page) << html;
+
+  const fs::path shot = tmp.path / "shot.png", log = tmp.path / "chromium.log";
+  const int rc =
+      run_chromium(chromium, "--screenshot=" + shot.string() + " --window-size=1200,2400", page,
+                   tmp.path / "profile", log);
+  INFO("chromium said:\n" << read_text(log));
+  REQUIRE(rc == 0);
+  const Image im = load_png(shot);
+  REQUIRE(im.w == 1200);
+  REQUIRE(im.h == 2400);
+
+  const Found alive = find_colour(im, parse_colour(kAliveColour));
+  const Found dead = find_colour(im, parse_colour(kDeadColour));
+  const Found failed = find_colour(im, parse_colour(kFailedColour));
+  const Found best = find_colour(im, parse_colour(kBestColour));
+  INFO("pixels: alive " << alive.pixels << ", dead " << dead.pixels << ", failed " << failed.pixels
+                        << ", best " << best.pixels);
+  // A dot of radius 3 has ~28 pixels of its own colour; overlaps and edges take some.
+  CHECK(alive.pixels >= std::size_t(8 * run.alive));
+  CHECK(dead.pixels >= std::size_t(6 * run.dead));
+  CHECK(failed.pixels >= std::size_t(4 * (run.failed_alive + run.failed_dead)));
+  CHECK(best.pixels >= 400);  // two staircases, ~450 px wide each
+  // Where they are: the living are the latest born (further right than the dead); failed rings
+  // sit at fitness 0 (lower than any dot); the best-so-far plots come below Figure 1.
+  CHECK(alive.mean_x > dead.mean_x + 100);
+  CHECK(failed.mean_y > dead.mean_y + 20);
+  CHECK(best.mean_y > alive.mean_y + 200);
+  // The DNA graph: one box per vertex, in the colour of its activation.
+  CHECK(count_blobs(im, parse_colour(kBnReluColour), 1000) == kSkipsBnRelu);
+  CHECK(count_blobs(im, parse_colour(kLinearColour), 1000) == kSkipsLinear);
+
+  // The DOM after parsing: the same elements as the file (a markup error would lose or nest
+  // some), and the odd text stays text.
+  const fs::path dom = tmp.path / "dom.html";
+  REQUIRE(run_chromium(chromium, "--dump-dom", page, tmp.path / "profile", log, dom) == 0);
+  const std::string parsed = read_text(dom);
+  CHECK(count(parsed, "<svg") == 4);
+  CHECK(count(parsed, "<circle class=\"alive\"") == std::size_t(run.alive));
+  CHECK(count(parsed, "<circle class=\"dead\"") == std::size_t(run.dead));
+  CHECK(count(parsed, "<tr") == count(html, "<tr"));
+  CHECK(count(parsed, "<g class=\"vertex ") == std::size_t(kSkipsBnRelu + kSkipsLinear));
+}
