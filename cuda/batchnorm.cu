@@ -8,7 +8,7 @@
 //      row lanes are added in order; one double per (channel, row block) goes to a workspace;
 //   2. finalize: one block per channel adds its row blocks in a fixed tree, then thread 0 derives
 //      the per-channel coefficients (and the batch statistics, running statistics, dgamma, dbeta);
-//   3. apply: one thread per element, y = x * scale + shift (ReLU fused), or the dx formula.
+//   3. apply: one thread per element, y = (x - mean) * scale + beta (ReLU fused), or dx.
 // The row-block size depends only on m, so every device (and the emulator) sums in the same
 // order. Double accumulation, as on the CPU: E[x^2] - E[x]^2 keeps ~1e-8 relative error even when
 // |mean| is far above the standard deviation.

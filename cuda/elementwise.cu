@@ -2,7 +2,7 @@
 // global average pooling, forward and backward. Not batch norm's fused ReLU (batchnorm.cu).
 //
 // All of these move a few bytes per element and do almost no arithmetic: their ceiling is memory
-// bandwidth (H100 SXM: 3.35 TB/s, i.e. ~0.4 ms per GB read plus written). The kernels therefore
+// bandwidth (H100 SXM: 3.35 TB/s, i.e. ~0.3 ms per GB read plus written). The kernels therefore
 // only care about coalescing (neighbouring threads touch neighbouring addresses) and cheap index
 // math (FastDiv instead of 64-bit division). Every output element is written by exactly one
 // thread: the resize backward is a gather, pooling a fixed-order block reduction, so results are

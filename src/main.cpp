@@ -25,7 +25,6 @@
 namespace {
 
 constexpr int kExitUsage = 2;           // bad invocation: unknown option, missing GPU, ...
-constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
 struct BackendStatus {
   std::string device;
@@ -59,10 +58,7 @@ int print_status(bool json) {
     backends.push_back(probe_backend(evo::Device::cuda(i), gpus.names[i]));
 
   const bool have_data = std::filesystem::exists(
-      std::filesystem::path(kFashionMnistDir) / "train-images-idx3-ubyte.gz");
-  const std::vector<std::pair<std::string, std::string>> pending = {
-      {"search", "issue 6: evolution, population store, workers"},
-      {"layer ops on emu / cuda", "issue 4: the CUDA kernels"}};
+      std::filesystem::path(evo::kFashionMnistDefaultDir) / "train-images-idx3-ubyte.gz");
 
   if (json) {
     nlohmann::json j;
@@ -71,7 +67,6 @@ int print_status(bool json) {
     for (const auto& b : backends)
       j["backends"].push_back({{"device", b.device}, {"ready", b.ready}, {"detail", b.detail}});
     j["data"] = {{"fashion-mnist", have_data}};
-    for (const auto& [what, where] : pending) j["not_built_yet"].push_back(what);
     std::cout << j.dump() << "\n";
     return 0;
   }
@@ -85,12 +80,8 @@ int print_status(bool json) {
     std::printf("  %-8s %-6s no GPU: %s; evo runs on the CPU\n", "cuda", "-",
                 gpus.reason.c_str());
   std::printf("\ndata\n  fashion-mnist  %s\n", have_data
-                                                  ? kFashionMnistDir
+                                                  ? evo::kFashionMnistDefaultDir
                                                   : "missing (tools/setup.sh installs it)");
-  std::printf("\nworks today: evo train / eval / show (DNA -> model -> SGD on the CPU backend),\n"
-              "             tensors and contexts on cpu/emu/cuda, GPU discovery\n");
-  for (const auto& [what, where] : pending)
-    std::printf("not built yet: %-34s %s\n", what.c_str(), where.c_str());
   std::printf("\n`evo` with no arguments runs the search; `evo --help` lists the subcommands.\n");
   return 0;
 }
@@ -273,6 +264,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--device", tc.device, "cpu, emu or cuda:N")->capture_default_str();
   train->add_option("--out", tc.out, "Folder for weights.evow, metrics.json and dna.json");
+  bool no_augment = false;
+  train->add_flag("--no-augment", no_augment, "No random crops or flips");
   train->add_option("--seed", tc.seed, "Random seed (weights, batches, augmentation, split)");
 
   evo::EvalCommand ec;
@@ -326,6 +319,7 @@ int main(int argc, char** argv) {
   try {
     if (train->parsed()) {
       tc.json = json;
+      tc.augment = !no_augment;
       return evo::run_train(tc);
     }
     if (eval->parsed()) {

@@ -410,8 +410,7 @@ TEST_CASE("many threads creating one run at once make exactly one", "[population
   for (int t = 0; t < 8; ++t)
     threads.emplace_back([&] {
       ++ready;
-      while (ready < 8) {
-      }
+      while (ready < 8) std::this_thread::yield();  // start together
       try {
         PopulationOptions o;
         o.size = n;
@@ -620,8 +619,7 @@ TEST_CASE("workers racing to kill one individual: exactly one kill happens", "[p
     for (int t = 0; t < kRacers; ++t)
       threads.emplace_back([&, t] {
         ++ready;
-        while (ready < kRacers) {
-        }
+        while (ready < kRacers) std::this_thread::yield();  // start together
         won[std::size_t(t)] = pop.kill(children[std::size_t(t)], victim);
       });
     for (auto& t : threads) t.join();

@@ -10,7 +10,7 @@ mkdir -p "$out"
 cd "$out"
 
 # The build's libraries and their runtime dependencies (a GPU image may lack libgfortran5).
-packages=(catch2 libbenchmark-dev libbenchmark1debian libopenblas-dev libopenblas-pthread-dev
+packages=(catch2 libbenchmark-dev libbenchmark1debian libopenblas-dev libopenblas-pthread-dev zlib1g
           libopenblas0-pthread libopenblas0 libgfortran5 libquadmath0 nlohmann-json3-dev
           libcli11-dev zlib1g-dev libstb-dev libstb0 ninja-build)
 

@@ -14,6 +14,7 @@ struct TrainCommand {
   int max_train = 0;         // 0 = the whole training split
   double val_fraction = 0.1;
   uint64_t seed = 0;
+  bool augment = true;  // pad-4 random crops and flips (He et al. 2016), as the paper
   bool json = false;
 };
 // Trains, evaluates on val and test, writes OUT/weights.evow, OUT/metrics.json and OUT/dna.json.

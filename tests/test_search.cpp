@@ -1,0 +1,65 @@
+// End-to-end test of the search on a Fashion-MNIST subset on the CPU: the population evolves past
+// its trivial start, the run folder stays consistent, and a second process resumes it.
+// Not a test of the store's races (test_population) or of the mutations (test_mutation).
+#include <filesystem>
+
+#include "evo/data.h"
+#include "evo/population.h"
+#include "evo/search.h"
+#include "support.h"
+
+using namespace evo;
+
+TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", "[search]") {
+  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) + "/train-images-idx3-ubyte.gz")) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("evo_search_" + std::to_string(test::rng()()));
+  SearchOptions o;
+  o.run_dir = dir.string();
+  o.devices = {Device::cpu(), Device::cpu()};
+  o.population = 6;
+  o.steps = 100;
+  o.max_children = 60;
+  o.max_train = 4000;
+  o.max_val = 1000;
+  o.seed = test::rng()() % 1000;
+  o.quiet = true;
+  o.ensemble = 3;
+  std::atomic<bool> stop{false};
+  const SearchSummary s = run_search(o, stop);
+  CHECK(s.children + s.failed == 60);
+
+  Population pop(o.run_dir);
+  const std::vector<IndividualRecord> all = pop.all_individuals();
+  CHECK(all.size() == 60);
+  double best_initial = 0, best = 0;
+  int evolved_convs = 0;
+  for (const IndividualRecord& r : all) {
+    if (r.mutation == "initial") best_initial = std::max(best_initial, r.fitness);
+    best = std::max(best, r.fitness);
+    evolved_convs += r.mutation == "insert-convolution";
+  }
+  INFO("best initial " << best_initial << ", best " << best);
+  // Evolution (with weight inheritance, children keep training) beats the trivial start.
+  CHECK(best > best_initial);
+  CHECK(evolved_convs > 0);
+  CHECK(pop.alive_ids().size() == 6);  // the population keeps its size exactly once settled
+  CHECK(s.best_val == Approx(best));
+  CHECK(s.best_test > 0.15);  // chance is 0.1
+  CHECK(s.ensemble_size == 3);
+  CHECK(std::filesystem::exists(s.report_path));
+
+  // A second run on the same folder resumes the population rather than starting again.
+  o.max_children = 4;
+  const SearchSummary again = run_search(o, stop);
+  CHECK(again.children + again.failed == 4);
+  const std::vector<IndividualRecord> after = Population(o.run_dir).all_individuals();
+  CHECK(after.size() == 64);
+  int initial = 0;
+  for (const IndividualRecord& r : after) initial += r.mutation == "initial";
+  CHECK(initial == 6);
+  std::filesystem::remove_all(dir);
+}
