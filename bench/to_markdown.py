@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Turns Google Benchmark JSON (bench_ops_cpu --benchmark_out=FILE) into the README's markdown table.
+"""Turns Google Benchmark JSON (bench_ops_cpu or bench_ops_gpu --benchmark_out=FILE) into a markdown table.
 
-Not a plotting tool: one row per benchmark, the median over repetitions when the run has them.
+Not a plotting tool: one row per benchmark, the median over repetitions when the run has them;
+columns op, shape, time, GFLOP/s or GB/s, the SGEMM ceiling and the ratio to it.
 
 usage: python3 bench/to_markdown.py ops.json [more.json ...] > table.md
 """

@@ -72,7 +72,13 @@ TEST_CASE("CPU batch norm forward (training and inference) matches double loops"
                                    mean.data(), invstd.data(), rm.data(), rv.data());
       const ref::BatchNormTrain r = ref::batchnorm_forward_train(
           m, c, x.data(), gamma.data(), beta.data(), relu, rm0.data(), rv0.data());
-      CHECK(test::all_close(y, r.y, 1e-5, 1e-5, "y"));
+      // y is normalised around the float save_mean that ops.h stores, whose rounding
+      // (|mean| * 2^-24) is magnified by gamma * invstd: that is float's limit, not an error.
+      double amplification = 0;
+      for (int ch = 0; ch < c; ++ch)
+        amplification = std::max(amplification, std::fabs(r.mean[ch] * r.invstd[ch] * gamma[ch]));
+      const double y_atol = 1e-5 + 2 * amplification / 16777216.0;
+      CHECK(test::all_close(y, r.y, y_atol, 1e-5, "y"));
       CHECK(test::all_close(mean, r.mean, 1e-6, 1e-6, "save_mean"));
       CHECK(test::all_close(invstd, r.invstd, 1e-6, 1e-5, "save_invstd"));
       CHECK(test::all_close(rm, r.running_mean, 1e-6, 1e-6, "running_mean"));
@@ -192,11 +198,14 @@ TEST_CASE("CPU add_n sums any number of inputs", "[elementwise]") {
       std::vector<float> y = poisoned(n);
       cpu::add_n(ctx, n, ptrs.data(), count, y.data());
       CHECK(test::all_close(y, ref::add_n(n, ptrs), 1e-6, 1e-6));
-      // The output may be one of the inputs.
-      std::vector<float> first = inputs[0];
-      ptrs[0] = first.data();
-      cpu::add_n(ctx, n, ptrs.data(), count, first.data());
-      CHECK(first == y);
+      // The output may be any one of the inputs.
+      for (int j = 0; j < count; ++j) {
+        std::vector<float> alias = inputs[j];
+        std::vector<const float*> with_alias = ptrs;
+        with_alias[j] = alias.data();
+        cpu::add_n(ctx, n, with_alias.data(), count, alias.data());
+        CHECK(alias == y);
+      }
     }
 }
 

@@ -39,19 +39,23 @@ void column_sums(Context& ctx, int64_t m, int c, RowFn f, double* sums) {
     for (int j = 0; j < kTerms * c; ++j) sums[j] += part[b * kTerms * c + j];
 }
 
-// y = x * scale[ch] + shift[ch], then max(0, .) when relu.
-void scale_shift(int64_t m, int c, const float* x, const float* scale, const float* shift,
-                 bool relu, float* y) {
+// y = (x - center[ch]) * scale[ch] + beta[ch], then max(0, .) when relu. Centring first keeps
+// float accuracy when |mean| >> std, where x * scale + shift would cancel.
+void normalize(int64_t m, int c, const float* x, const float* center, const float* scale,
+               const float* beta, bool relu, float* y) {
 #pragma omp parallel for schedule(static) if (m * c >= kParallelMin)
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * c;
     float* yr = y + r * c;
     if (relu) {
 #pragma omp simd
-      for (int ch = 0; ch < c; ++ch) yr[ch] = std::max(0.f, xr[ch] * scale[ch] + shift[ch]);
+      for (int ch = 0; ch < c; ++ch) {
+        const float v = (xr[ch] - center[ch]) * scale[ch] + beta[ch];
+        yr[ch] = v < 0.f ? 0.f : v;
+      }
     } else {
 #pragma omp simd
-      for (int ch = 0; ch < c; ++ch) yr[ch] = xr[ch] * scale[ch] + shift[ch];
+      for (int ch = 0; ch < c; ++ch) yr[ch] = (xr[ch] - center[ch]) * scale[ch] + beta[ch];
     }
   }
 }
@@ -76,7 +80,6 @@ void batchnorm_forward_train(Context& ctx, int64_t m, int c, const float* x, con
       },
       sums);
   float* scale = ctx.arena().allocate_n<float>(c);
-  float* shift = ctx.arena().allocate_n<float>(c);
   for (int ch = 0; ch < c; ++ch) {
     const double mean = sums[ch] / double(m);
     const double var = std::max(0.0, sums[c + ch] / double(m) - mean * mean);  // biased
@@ -84,13 +87,12 @@ void batchnorm_forward_train(Context& ctx, int64_t m, int c, const float* x, con
     save_mean[ch] = float(mean);
     save_invstd[ch] = float(invstd);
     scale[ch] = float(double(gamma[ch]) * invstd);
-    shift[ch] = float(double(beta[ch]) - mean * double(gamma[ch]) * invstd);
     // The running variance is the unbiased estimate (ops.h); one row has none, keep the biased.
     const double unbiased = m > 1 ? var * double(m) / double(m - 1) : var;
     running_mean[ch] = kBatchNormMomentum * running_mean[ch] + kUpdate * float(mean);
     running_var[ch] = kBatchNormMomentum * running_var[ch] + kUpdate * float(unbiased);
   }
-  scale_shift(m, c, x, scale, shift, relu, y);
+  normalize(m, c, x, save_mean, scale, beta, relu, y);
 }
 
 void batchnorm_forward_infer(Context& ctx, int64_t m, int c, const float* x, const float* gamma,
@@ -98,13 +100,8 @@ void batchnorm_forward_infer(Context& ctx, int64_t m, int c, const float* x, con
                              bool relu, float* y) {
   Arena::Scope scope(ctx.arena());
   float* scale = ctx.arena().allocate_n<float>(c);
-  float* shift = ctx.arena().allocate_n<float>(c);
-  for (int ch = 0; ch < c; ++ch) {
-    const float invstd = 1.f / std::sqrt(running_var[ch] + kBatchNormEps);
-    scale[ch] = gamma[ch] * invstd;
-    shift[ch] = beta[ch] - running_mean[ch] * gamma[ch] * invstd;
-  }
-  scale_shift(m, c, x, scale, shift, relu, y);
+  for (int ch = 0; ch < c; ++ch) scale[ch] = gamma[ch] / std::sqrt(running_var[ch] + kBatchNormEps);
+  normalize(m, c, x, running_mean, scale, beta, relu, y);
 }
 
 // With g = dy masked by the ReLU and xhat = (x - mean) * invstd:
@@ -123,11 +120,22 @@ void batchnorm_backward(Context& ctx, int64_t m, int c, const float* x, const fl
         const float* xr = x + r * c;
         const float* dyr = dy + r * c;
         const float* yr = y + r * c;
+        // The ReLU mask as a multiply by 0 or 1, in its own loop: written as `y > 0 ? dy : 0`,
+        // GCC 12 turned the sums into conditional stores and left the loop scalar (25x slower).
+        if (relu) {
 #pragma omp simd
-        for (int ch = 0; ch < c; ++ch) {
-          const double g = (!relu || yr[ch] > 0.f) ? double(dyr[ch]) : 0.0;
-          out[ch] += g;
-          out[c + ch] += g * (double(xr[ch]) - save_mean[ch]) * save_invstd[ch];
+          for (int ch = 0; ch < c; ++ch) {
+            const double g = double(dyr[ch]) * double(yr[ch] > 0.f);
+            out[ch] += g;
+            out[c + ch] += g * ((double(xr[ch]) - save_mean[ch]) * save_invstd[ch]);
+          }
+        } else {
+#pragma omp simd
+          for (int ch = 0; ch < c; ++ch) {
+            const double g = dyr[ch];
+            out[ch] += g;
+            out[c + ch] += g * ((double(xr[ch]) - save_mean[ch]) * save_invstd[ch]);
+          }
         }
       },
       sums);
@@ -152,7 +160,9 @@ void batchnorm_backward(Context& ctx, int64_t m, int c, const float* x, const fl
     float* dxr = dx + r * c;
 #pragma omp simd
     for (int ch = 0; ch < c; ++ch) {
-      const float g = (!relu || yr[ch] > 0.f) ? dyr[ch] : 0.f;
+      const float dyv = dyr[ch], yv = yr[ch];
+      const bool pass = !relu | (yv > 0.f);
+      const float g = pass ? dyv : 0.f;
       dxr[ch] = a[ch] * g + b[ch] * (xr[ch] - save_mean[ch]) + d[ch];
     }
   }

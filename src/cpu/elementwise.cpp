@@ -14,7 +14,9 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 
 void relu_forward(Context&, int64_t n, const float* x, float* y) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i], 0.f);
+  // Written as a select (std::max's reference return kept GCC 12 on a scalar, branchy loop);
+  // NaN passes through, so a diverging net shows up instead of turning into zeros.
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.f ? 0.f : x[i];
 }
 
 void relu_backward(Context&, int64_t n, const float* y, const float* dy, float* dx) {
@@ -22,14 +24,25 @@ void relu_backward(Context&, int64_t n, const float* y, const float* dy, float* 
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
 }
 
-// Summed in input order (inputs[0] + inputs[1] + ...), the order every backend uses. y may be one
-// of the inputs: each element is read from all inputs before it is written.
+// Summed in input order (inputs[0] + inputs[1] + ...), the order every backend uses. Each block
+// is summed in a buffer in L1, so every inner loop is a plain vector loop, and then stored: y may
+// be any of the inputs.
 void add_n(Context&, int64_t n, const float* const* inputs, int count, float* y) {
+  constexpr int64_t kBlock = 1024;  // 4 KiB on the stack
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n * count >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float sum = inputs[0][i];
-    for (int j = 1; j < count; ++j) sum += inputs[j][i];
-    y[i] = sum;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * kBlock, len = std::min(n - begin, kBlock);
+    float sum[kBlock];
+    const float* first = inputs[0] + begin;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) sum[i] = first[i];
+    for (int j = 1; j < count; ++j) {
+      const float* in = inputs[j] + begin;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) sum[i] += in[i];
+    }
+    std::memcpy(y + begin, sum, len * sizeof(float));
   }
 }
 
