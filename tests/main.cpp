@@ -3,11 +3,20 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdio>
+#include <random>
+
 #include "evo/backend.h"
 
 int main(int argc, char** argv) {
   evo::register_backends();
-  return Catch::Session().run(argc, argv);
+  Catch::Session session;
+  if (const int rc = session.applyCommandLine(argc, argv)) return rc;
+  // Random inputs differ from run to run; the seed is printed so a failure can be replayed.
+  if (session.configData().rngSeed == 0) session.configData().rngSeed = std::random_device{}() | 1u;
+  std::printf("random seed %u (replay with --rng-seed %u)\n", session.configData().rngSeed,
+              session.configData().rngSeed);
+  return session.run();
 }
 
 #include "support.h"

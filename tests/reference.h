@@ -10,6 +10,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <iterator>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "evo/ops.h"
@@ -408,5 +412,63 @@ double dot(const std::vector<double>& a, const std::vector<T>& b) {
   for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * double(b[i]);
   return s;
 }
+
+// ---- convolution shapes the CPU and GPU tests share ---------------------------------------
+
+inline ConvGeometry geometry(int n, int h, int w, int c_in, int c_out, int kh, int kw, int stride) {
+  ConvGeometry g;
+  g.n = n, g.h = h, g.w = w, g.c_in = c_in, g.c_out = c_out, g.kh = kh, g.kw = kw,
+  g.stride = stride;
+  return g;
+}
+
+inline std::string describe(const ConvGeometry& g) {
+  char text[96];
+  std::snprintf(text, sizeof text, "n%d %dx%d %d->%d k%dx%d s%d", g.n, g.h, g.w, g.c_in, g.c_out,
+                g.kh, g.kw, g.stride);
+  return text;
+}
+
+// Fixed shapes covering what every convolution must handle: 1x1, 1xK, Kx1 and 7x7 filters;
+// strides 1, 2, 4; odd spatial sizes; 1, 3, 17 and 130 channels; filters wider than the image.
+// Each test appends the shapes of its own implementation's paths.
+inline std::vector<ConvGeometry> common_conv_cases() {
+  return {
+      geometry(2, 7, 7, 3, 17, 3, 3, 1),   geometry(1, 5, 5, 17, 3, 1, 1, 1),
+      geometry(2, 9, 7, 1, 5, 1, 3, 1),    geometry(2, 7, 9, 4, 6, 3, 1, 2),
+      geometry(1, 7, 7, 130, 17, 7, 7, 1), geometry(2, 11, 11, 17, 130, 3, 3, 2),
+      geometry(2, 7, 7, 3, 8, 5, 5, 4),    geometry(1, 5, 5, 3, 2, 7, 7, 1),
+      geometry(3, 1, 1, 5, 4, 3, 3, 1),    geometry(2, 8, 8, 16, 16, 1, 7, 1),
+      geometry(2, 9, 9, 17, 3, 7, 1, 2),   geometry(1, 6, 5, 130, 130, 1, 1, 2),
+      geometry(1, 13, 13, 1, 1, 3, 3, 4),
+  };
+}
+
+// `count` fresh random shapes (batch 1-3, sides 1..max_side, channels from 1 to 130, filters
+// 1-7, strides 1-4) drawn with `gen`, so every run also tries shapes nobody listed.
+template <typename Gen>
+std::vector<ConvGeometry> random_conv_cases(Gen& gen, int count, int max_side) {
+  const int channels[] = {1, 2, 3, 8, 17, 32, 130};
+  const int kernels[] = {1, 3, 5, 7};
+  const int strides[] = {1, 2, 4};
+  auto pick = [&](const auto& options) {
+    return options[std::uniform_int_distribution<std::size_t>(0, std::size(options) - 1)(gen)];
+  };
+  std::uniform_int_distribution<int> batch(1, 3), side(1, max_side);
+  std::vector<ConvGeometry> cases;
+  for (int i = 0; i < count; ++i) {
+    const int n = batch(gen), h = side(gen), w = side(gen);
+    const int c_in = pick(channels), c_out = pick(channels);
+    const int kh = pick(kernels), kw = pick(kernels);
+    cases.push_back(geometry(n, h, w, c_in, c_out, kh, kw, pick(strides)));
+  }
+  return cases;
+}
+
+// Float sums of `terms` products of values in [-1, 1], in any order: errors grow like sqrt(terms).
+inline double conv_atol(int64_t terms) {
+  return 2e-5 * std::sqrt(double(terms));
+}
+constexpr double kConvRtol = 1e-4;
 
 }  // namespace evo::ref

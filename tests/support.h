@@ -46,9 +46,10 @@ bool all_close(const std::vector<float>& out, const std::vector<Ref>& ref, doubl
   return bad == 0;
 }
 
-// Fresh random values each run (seeded from Catch's --rng-seed, which is random by default in CI).
+// Fresh random values each run, from Catch's --rng-seed (tests/main.cpp draws and prints one when
+// none is given).
 inline std::mt19937_64& rng() {
-  static std::mt19937_64 gen(Catch::rngSeed() ? Catch::rngSeed() : std::random_device{}());
+  static std::mt19937_64 gen(Catch::rngSeed());
   return gen;
 }
 

@@ -16,58 +16,25 @@ using namespace evo;
 
 namespace {
 
-std::string describe(const ConvGeometry& g) {
-  char text[96];
-  std::snprintf(text, sizeof text, "n%d %dx%d %d->%d k%dx%d s%d", g.n, g.h, g.w, g.c_in, g.c_out,
-                g.kh, g.kw, g.stride);
-  return text;
-}
+using ref::describe;
+using ref::geometry;
 
-ConvGeometry geometry(int n, int h, int w, int c_in, int c_out, int kh, int kw, int stride) {
-  ConvGeometry g;
-  g.n = n, g.h = h, g.w = w, g.c_in = c_in, g.c_out = c_out, g.kh = kh, g.kw = kw,
-  g.stride = stride;
-  return g;
-}
-
-// Fixed shapes that cover what the issue asks for (1x1, 1xK, Kx1, 7x7; strides 1, 2, 4; odd
-// spatial sizes; 1, 3, 17, 130 channels; filters wider than the image; batches that split into
-// several per-thread parts; both backward-data algorithms), then fresh random ones each run.
+// The shared shapes, then the fast path's own: batches that split into several per-thread parts,
+// both backward-data algorithms; then fresh random ones each run.
 std::vector<ConvGeometry> conv_cases() {
-  std::vector<ConvGeometry> cases = {
-      geometry(2, 7, 7, 3, 17, 3, 3, 1),
-      geometry(1, 5, 5, 17, 3, 1, 1, 1),
-      geometry(2, 9, 7, 1, 5, 1, 3, 1),
-      geometry(2, 7, 9, 4, 6, 3, 1, 2),
-      geometry(1, 7, 7, 130, 17, 7, 7, 1),
-      geometry(2, 11, 11, 17, 130, 3, 3, 2),
-      geometry(2, 7, 7, 3, 8, 5, 5, 4),
-      geometry(1, 5, 5, 3, 2, 7, 7, 1),
-      geometry(3, 1, 1, 5, 4, 3, 3, 1),
-      geometry(2, 8, 8, 16, 16, 1, 7, 1),
-      geometry(2, 9, 9, 17, 3, 7, 1, 2),
-      geometry(1, 6, 5, 130, 130, 1, 1, 2),
-      geometry(3, 20, 20, 17, 32, 3, 3, 1),
-      geometry(2, 32, 32, 8, 16, 3, 3, 1),
-      geometry(5, 16, 16, 32, 32, 5, 5, 2),
-      geometry(1, 13, 13, 1, 1, 3, 3, 4),
-      // Stride 1 with >= 64 output channels: backward data by col2im instead of the flipped
-      // forward (see kFlipBelowChannels in conv.cpp).
-      geometry(2, 9, 9, 17, 130, 3, 3, 1),
-      geometry(1, 5, 7, 3, 64, 1, 3, 1),
-      geometry(6, 8, 8, 64, 64, 3, 3, 1),
-  };
-  auto& gen = test::rng();
-  const int channels[] = {1, 2, 3, 8, 17, 32, 130};
-  const int kernels[] = {1, 3, 5, 7};
-  const int strides[] = {1, 2, 4};
-  auto pick = [&](const auto& options) {
-    return options[std::uniform_int_distribution<std::size_t>(0, std::size(options) - 1)(gen)];
-  };
-  std::uniform_int_distribution<int> batch(1, 3), size(1, 14);
-  for (int i = 0; i < 8; ++i)
-    cases.push_back(geometry(batch(gen), size(gen), size(gen), pick(channels), pick(channels),
-                             pick(kernels), pick(kernels), pick(strides)));
+  std::vector<ConvGeometry> cases = ref::common_conv_cases();
+  for (const ConvGeometry& g : {
+           geometry(3, 20, 20, 17, 32, 3, 3, 1),
+           geometry(2, 32, 32, 8, 16, 3, 3, 1),
+           geometry(5, 16, 16, 32, 32, 5, 5, 2),
+           // Stride 1 with >= 64 output channels: backward data by col2im instead of the flipped
+           // forward (see kFlipBelowChannels in conv.cpp).
+           geometry(2, 9, 9, 17, 130, 3, 3, 1),
+           geometry(1, 5, 7, 3, 64, 1, 3, 1),
+           geometry(6, 8, 8, 64, 64, 3, 3, 1),
+       })
+    cases.push_back(g);
+  for (const ConvGeometry& g : ref::random_conv_cases(test::rng(), 8, 14)) cases.push_back(g);
   return cases;
 }
 
@@ -86,11 +53,8 @@ const ConvImpl kImpls[] = {
     {"ops.h default", cpu::conv2d_forward, cpu::conv2d_backward_data, cpu::conv2d_backward_filter},
 };
 
-// Float sums of `terms` products of values in [-1, 1], in any order: errors grow like sqrt(terms).
-double atol_for(int64_t terms) {
-  return 2e-5 * std::sqrt(double(terms));
-}
-constexpr double kRtol = 1e-4;
+using ref::kConvRtol;
+constexpr auto atol_for = ref::conv_atol;
 
 double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   REQUIRE(a.size() == b.size());
@@ -130,12 +94,12 @@ TEST_CASE("CPU conv2d forward and both backward passes match double-precision lo
         // NaN poison: all_close fails on any element the op did not write.
         std::vector<float> y(y_ref.size(), NAN), dx(dx_ref.size(), NAN), dw(dw_ref.size(), NAN);
         impl.forward(ctx, g, x.data(), w.data(), y.data());
-        CHECK(test::all_close(y, y_ref, atol_for(g.gemm_k()), kRtol, what + " y"));
+        CHECK(test::all_close(y, y_ref, atol_for(g.gemm_k()), kConvRtol, what + " y"));
         impl.backward_data(ctx, g, dy.data(), w.data(), dx.data());
-        CHECK(test::all_close(dx, dx_ref, atol_for(int64_t(g.kh) * g.kw * g.c_out), kRtol,
+        CHECK(test::all_close(dx, dx_ref, atol_for(int64_t(g.kh) * g.kw * g.c_out), kConvRtol,
                               what + " dx"));
         impl.backward_filter(ctx, g, x.data(), dy.data(), dw.data());
-        CHECK(test::all_close(dw, dw_ref, atol_for(g.gemm_m()), kRtol, what + " dw"));
+        CHECK(test::all_close(dw, dw_ref, atol_for(g.gemm_m()), kConvRtol, what + " dw"));
       }
   }
 }

@@ -127,68 +127,33 @@ ConvApi conv_api(Device device) {
 
 // ---- convolution shapes ----------------------------------------------------------------------
 
-ConvGeometry geometry(int n, int h, int w, int c_in, int c_out, int kh, int kw, int stride) {
-  ConvGeometry g;
-  g.n = n, g.h = h, g.w = w, g.c_in = c_in, g.c_out = c_out, g.kh = kh, g.kw = kw,
-  g.stride = stride;
-  return g;
-}
+using ref::describe;
+using ref::geometry;
 
-std::string describe(const ConvGeometry& g) {
-  char text[96];
-  std::snprintf(text, sizeof text, "n%d %dx%d %d->%d k%dx%d s%d", g.n, g.h, g.w, g.c_in, g.c_out,
-                g.kh, g.kw, g.stride);
-  return text;
-}
-
-// Fixed shapes covering the issue's list (1x1, 1xK, Kx1, 7x7; strides 1, 2, 4; odd spatial sizes;
-// 1, 3, 17, 130 channels; filters wider than the image), shapes that take the split-K path
-// (long reductions over few tiles) and both tile widths of version 3, then fresh random ones.
-// Small enough for the emulator: the whole list runs in a few seconds there.
+// The shared shapes, then the shapes of the CUDA kernels' own paths: the split-K path (long
+// reductions over few tiles) and both tile widths of version 3; then fresh random ones. Small
+// enough for the emulator: the whole list runs in a few seconds there.
 std::vector<ConvGeometry> conv_cases() {
-  std::vector<ConvGeometry> cases = {
-      geometry(2, 7, 7, 3, 17, 3, 3, 1),
-      geometry(1, 5, 5, 17, 3, 1, 1, 1),
-      geometry(2, 9, 7, 1, 5, 1, 3, 1),
-      geometry(2, 7, 9, 4, 6, 3, 1, 2),
-      geometry(1, 7, 7, 130, 17, 7, 7, 1),
-      geometry(2, 11, 11, 17, 130, 3, 3, 2),
-      geometry(2, 7, 7, 3, 8, 5, 5, 4),
-      geometry(1, 5, 5, 3, 2, 7, 7, 1),
-      geometry(3, 1, 1, 5, 4, 3, 3, 1),
-      geometry(2, 8, 8, 16, 16, 1, 7, 1),
-      geometry(2, 9, 9, 17, 3, 7, 1, 2),
-      geometry(1, 6, 5, 130, 130, 1, 1, 2),
-      geometry(1, 13, 13, 1, 1, 3, 3, 4),
-      geometry(2, 16, 16, 8, 4, 1, 1, 1),
-      geometry(1, 2, 2, 130, 3, 7, 7, 1),
-      geometry(3, 12, 12, 70, 90, 3, 3, 1),
-      geometry(1, 9, 9, 5, 7, 1, 1, 4),
-      geometry(2, 10, 6, 6, 5, 5, 3, 2),
-      // Evolved-net shapes at a small batch: several 128 x 128 tiles, split-K backward filter.
-      geometry(4, 16, 16, 32, 64, 3, 3, 1),
-      geometry(8, 16, 16, 16, 16, 3, 3, 1),
-      geometry(2, 32, 32, 16, 32, 5, 5, 2),
-      geometry(4, 8, 8, 128, 128, 1, 3, 1),
-  };
-  const int channels[] = {1, 2, 3, 8, 17, 32, 130};
-  const int kernels[] = {1, 3, 5, 7};
-  const int strides[] = {1, 2, 4};
-  auto pick = [&](const auto& options) {
-    return options[std::uniform_int_distribution<std::size_t>(0,
-                                                              std::size(options) - 1)(test::rng())];
-  };
-  for (int i = 0; i < 6; ++i)
-    cases.push_back(geometry(random_int(1, 3), random_int(1, 12), random_int(1, 12), pick(channels),
-                             pick(channels), pick(kernels), pick(kernels), pick(strides)));
+  std::vector<ConvGeometry> cases = ref::common_conv_cases();
+  for (const ConvGeometry& g : {
+           geometry(2, 16, 16, 8, 4, 1, 1, 1),
+           geometry(1, 2, 2, 130, 3, 7, 7, 1),
+           geometry(3, 12, 12, 70, 90, 3, 3, 1),
+           geometry(1, 9, 9, 5, 7, 1, 1, 4),
+           geometry(2, 10, 6, 6, 5, 5, 3, 2),
+           // Evolved-net shapes at a small batch: several 128 x 128 tiles, split-K backward filter.
+           geometry(4, 16, 16, 32, 64, 3, 3, 1),
+           geometry(8, 16, 16, 16, 16, 3, 3, 1),
+           geometry(2, 32, 32, 16, 32, 5, 5, 2),
+           geometry(4, 8, 8, 128, 128, 1, 3, 1),
+       })
+    cases.push_back(g);
+  for (const ConvGeometry& g : ref::random_conv_cases(test::rng(), 6, 12)) cases.push_back(g);
   return cases;
 }
 
-// Float sums of `terms` products of values in [-1, 1], in any order: errors grow like sqrt(terms).
-double atol_for(int64_t terms) {
-  return 2e-5 * std::sqrt(double(terms));
-}
-constexpr double kRtol = 1e-4;
+using ref::kConvRtol;
+constexpr auto atol_for = ref::conv_atol;
 
 }  // namespace
 
@@ -215,12 +180,13 @@ TEST_CASE("GPU conv2d: every kernel version, all three passes, match double-prec
         auto y = poisoned(ctx, y_ref.size()), dx = poisoned(ctx, dx_ref.size()),
              dw = poisoned(ctx, dw_ref.size());
         api.forward(version, ctx, g, xd.get(), wd.get(), y->get());
-        CHECK(test::all_close(y->download(), y_ref, atol_for(g.gemm_k()), kRtol, what + " y"));
+        CHECK(test::all_close(y->download(), y_ref, atol_for(g.gemm_k()), kConvRtol, what + " y"));
         api.backward_data(version, ctx, g, dyd.get(), wd.get(), dx->get());
         CHECK(test::all_close(dx->download(), dx_ref, atol_for(int64_t(g.kh) * g.kw * g.c_out),
-                              kRtol, what + " dx"));
+                              kConvRtol, what + " dx"));
         api.backward_filter(version, ctx, g, xd.get(), dyd.get(), dw->get());
-        CHECK(test::all_close(dw->download(), dw_ref, atol_for(g.gemm_m()), kRtol, what + " dw"));
+        CHECK(
+            test::all_close(dw->download(), dw_ref, atol_for(g.gemm_m()), kConvRtol, what + " dw"));
       }
       CHECK(ctx.arena().in_use() == 0);  // split-K workspaces go back to the arena
     }
@@ -586,15 +552,15 @@ TEST_CASE("GPU fully connected forward and backward (cuBLAS) match the CPU", "[g
       auto y = poisoned(ctx, y_cpu.size()), dx = poisoned(ctx, x.size()),
            dw = poisoned(ctx, w.size()), db = poisoned(ctx, out);
       ops(device.kind).fc_forward(ctx, n, in, out, xd.get(), wd.get(), bd.get(), y->get());
-      CHECK(test::all_close(y->download(), y_cpu, atol_for(in), kRtol, "y"));
+      CHECK(test::all_close(y->download(), y_cpu, atol_for(in), kConvRtol, "y"));
       ops(device.kind)
           .fc_backward(ctx, n, in, out, xd.get(), wd.get(), dyd.get(), dx->get(), dw->get(),
                        db->get());
-      CHECK(test::all_close(dx->download(), dx_cpu, atol_for(out), kRtol, "dx"));
-      CHECK(test::all_close(dw->download(), dw_cpu, atol_for(n), kRtol, "dw"));
-      CHECK(test::all_close(db->download(), db_cpu, atol_for(n), kRtol, "db"));
+      CHECK(test::all_close(dx->download(), dx_cpu, atol_for(out), kConvRtol, "dx"));
+      CHECK(test::all_close(dw->download(), dw_cpu, atol_for(n), kConvRtol, "dw"));
+      CHECK(test::all_close(db->download(), db_cpu, atol_for(n), kConvRtol, "db"));
       const ref::FcGrads r = ref::fc_backward(n, in, out, x.data(), w.data(), dy.data());
-      CHECK(test::all_close(dw->download(), r.dw, atol_for(n), kRtol, "dw vs double"));
+      CHECK(test::all_close(dw->download(), r.dw, atol_for(n), kConvRtol, "dw vs double"));
       // dx may be skipped (the first layer's input needs no gradient).
       auto dw2 = poisoned(ctx, w.size()), db2 = poisoned(ctx, out);
       ops(device.kind)

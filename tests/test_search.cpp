@@ -2,6 +2,7 @@
 // its trivial start, the run folder stays consistent, and a second process resumes it.
 // Not a test of the store's races (test_population) or of the mutations (test_mutation).
 #include <filesystem>
+#include <map>
 
 #include "evo/data.h"
 #include "evo/population.h"
@@ -11,12 +12,13 @@
 using namespace evo;
 
 TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", "[search]") {
-  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) + "/train-images-idx3-ubyte.gz")) {
+  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
+                               "/train-images-idx3-ubyte.gz")) {
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("evo_search_" + std::to_string(test::rng()()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("evo_search_" + std::to_string(test::rng()()));
   SearchOptions o;
   o.run_dir = dir.string();
   o.devices = {Device::cpu(), Device::cpu()};
@@ -61,5 +63,54 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
   int initial = 0;
   for (const IndividualRecord& r : after) initial += r.mutation == "initial";
   CHECK(initial == 6);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Aging selection removes the oldest individual other than the parent", "[search]") {
+  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
+                               "/train-images-idx3-ubyte.gz")) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("evo_aging_" + std::to_string(test::rng()()));
+  SearchOptions o;
+  o.run_dir = dir.string();
+  o.devices = {Device::cpu()};  // one worker: each kill sees a settled population
+  o.population = 5;
+  o.steps = 10;
+  o.max_children = 30;
+  o.max_train = 1000;
+  o.max_val = 200;
+  o.selection = Selection::Aging;
+  o.sample_size = 3;
+  o.seed = test::rng()() % 1000;
+  o.quiet = true;
+  o.ensemble = 1;
+  std::atomic<bool> stop{false};
+  run_search(o, stop);
+
+  const std::vector<IndividualRecord> all = Population(o.run_dir).all_individuals();
+  REQUIRE(all.size() == 30);
+  std::map<std::string, IndividualRecord> by_id;
+  for (const IndividualRecord& r : all) by_id[r.id] = r;
+  int kills = 0;
+  for (const IndividualRecord& victim : all) {
+    if (victim.alive()) continue;
+    ++kills;
+    const double t = victim.death_time;
+    REQUIRE(by_id.count(victim.killed_by) == 1);
+    const std::string parent = by_id.at(victim.killed_by).parent;
+    CHECK(parent != victim.id);
+    for (const IndividualRecord& other : all) {
+      const bool alive_then = other.birth_time < t && (other.alive() || other.death_time >= t);
+      if (!alive_then || other.id == victim.id || other.id == parent) continue;
+      INFO("victim " << victim.id << " born " << victim.birth_time << ", " << other.id
+                     << " alive then and born " << other.birth_time);
+      CHECK(victim.birth_time <= other.birth_time);
+    }
+  }
+  CHECK(kills == 30 - 5);  // every child after the initial five replaced one individual
+  CHECK(Population(o.run_dir).alive_ids().size() == 5);
   std::filesystem::remove_all(dir);
 }

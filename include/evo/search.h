@@ -20,6 +20,7 @@ struct SearchOptions {
   int population = 1000;
   int steps = 25600;  // training steps per child
   int batch = 50;
+  bool augment = true;       // pad-4 random crops and flips (He et al. 2016), as the paper
   Selection selection = Selection::Tournament;
   int sample_size = 2;       // tournament: 2 (the paper); aging: S individuals per selection
   double time_limit = 0;     // seconds; 0 = none

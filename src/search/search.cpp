@@ -17,6 +17,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include "evo/data.h"
 #include "evo/dna.h"
@@ -53,6 +54,7 @@ PopulationOptions population_options(const SearchOptions& o) {
   p.settings = {{"data", o.data},
                 {"steps", o.steps},
                 {"batch", o.batch},
+                {"augment", o.augment},
                 {"selection", o.selection == Selection::Tournament ? "tournament" : "aging"},
                 {"sample_size", o.sample_size},
                 {"val_fraction", o.val_fraction},
@@ -75,6 +77,11 @@ struct Shared {
   double start = now_seconds();
   double last_summary = now_seconds();
   std::string host = host_name();
+  // What an alive individual's record says does not change until it dies (then it leaves
+  // alive/), so each is read from the folder once: on NFS a population of 1000 would otherwise
+  // cost a thousand file reads per aging selection.
+  std::mutex records_mutex;
+  std::unordered_map<std::string, IndividualRecord> records;
 
   Shared(const SearchOptions& o, const std::atomic<bool>& s)
       : opts(o), user_stop(s), population(o.run_dir, population_options(o)) {}
@@ -93,6 +100,29 @@ struct Shared {
     --reserved;
   }
 };
+
+// The record of an individual listed alive, from the cache or the folder; nullopt when it died
+// (and moved) since the listing.
+std::optional<IndividualRecord> alive_record(Shared& sh, const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(sh.records_mutex);
+    if (auto it = sh.records.find(id); it != sh.records.end()) return it->second;
+  }
+  std::optional<IndividualRecord> r = sh.population.read(id);
+  if (!r || !r->alive()) return std::nullopt;
+  std::lock_guard<std::mutex> lock(sh.records_mutex);
+  sh.records.emplace(id, *r);
+  return r;
+}
+
+// Drops cached records of individuals no longer in `alive` (sorted).
+void forget_dead(Shared& sh, const std::vector<std::string>& alive) {
+  std::lock_guard<std::mutex> lock(sh.records_mutex);
+  if (sh.records.size() <= 2 * alive.size() + 16) return;
+  for (auto it = sh.records.begin(); it != sh.records.end();)
+    it = std::binary_search(alive.begin(), alive.end(), it->first) ? std::next(it)
+                                                                   : sh.records.erase(it);
+}
 
 struct Parent {
   IndividualRecord record;
@@ -122,12 +152,18 @@ std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
   for (int attempt = 0; attempt < 100 && !sh.stopping(); ++attempt) {
     std::vector<std::string> ids = sh.population.alive_ids();
     if (ids.size() < 2) return std::nullopt;
+    std::sort(ids.begin(), ids.end());
+    forget_dead(sh, ids);
+    std::vector<IndividualRecord> alive;  // aging: all of them, for the oldest
+    if (o.selection == Selection::Aging)
+      for (const std::string& id : ids)
+        if (auto r = alive_record(sh, id)) alive.push_back(std::move(*r));
     std::shuffle(ids.begin(), ids.end(), rng);
     const std::size_t want = std::min<std::size_t>(std::max(2, o.sample_size), ids.size());
     std::vector<IndividualRecord> sample;
     for (const std::string& id : ids) {
       if (sample.size() == want) break;
-      if (auto r = sh.population.read(id); r && r->alive()) sample.push_back(*r);
+      if (auto r = alive_record(sh, id)) sample.push_back(*r);
     }
     if (sample.size() < 2) continue;
     // Ties are broken at random (by the shuffle), which the paper's "lower fitness" leaves open.
@@ -136,11 +172,10 @@ std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
     std::string victim = sample.back().id;
     if (o.selection == Selection::Aging) {
       double oldest = INFINITY;
-      for (const std::string& id : ids)
-        if (auto r = sh.population.read(id);
-            r && r->alive() && r->id != sample[0].id && r->birth_time < oldest) {
-          oldest = r->birth_time;
-          victim = r->id;
+      for (const IndividualRecord& r : alive)
+        if (r.id != sample[0].id && r.birth_time < oldest) {
+          oldest = r.birth_time;
+          victim = r.id;
         }
     }
     auto parent = load_parent(sh, sample.front());
@@ -200,6 +235,10 @@ void worker_main(Shared& sh, int index, Device device) {
   TrainOptions topts;
   topts.steps = o.steps;
   topts.batch = o.batch;
+  if (!o.augment) {
+    topts.pad = 0;
+    topts.flip = false;
+  }
   topts.stop = &sh.stop;
   topts.check_every = std::min(100, std::max(1, o.steps / 4));
 
@@ -370,7 +409,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   if (opts.threads_per_worker <= 0)
     opts.threads_per_worker =
         std::max(1, int(std::thread::hardware_concurrency()) / std::max(cpu_workers, 1));
-  if (cpu_workers > 1) openblas_set_num_threads(1);
+  if (cpu_workers > 1 || opts.threads_per_worker == 1) openblas_set_num_threads(1);
 
   Shared sh(opts, user_stop);
   const std::size_t recovered = sh.population.recover(600);
