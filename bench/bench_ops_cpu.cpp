@@ -26,11 +26,15 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/common.h"
 #include "evo/ops.h"
 #include "src/cpu/blas.h"
 #include "src/cpu/conv.h"
 
 using namespace evo;
+using evo::bench::conv_geometry;
+using evo::bench::conv_name;
+using evo::bench::format;
 
 namespace {
 
@@ -50,13 +54,6 @@ Context& context() {
 using Clock = std::chrono::steady_clock;
 
 // printf into a std::string (benchmark names).
-template <typename... Args>
-std::string format(const char* fmt, Args... args) {
-  char text[160];
-  std::snprintf(text, sizeof text, fmt, args...);
-  return text;
-}
-
 // Times `op` per iteration (manual time = wall clock) and reports `work` per iteration as a rate
 // in units of 1e9 (GFLOP/s for flops, GB/s for bytes) under `counter`.
 void timed_loop(benchmark::State& state, double work, const char* counter,
@@ -343,18 +340,6 @@ void bench_augment(benchmark::State& state, int n, int pad, bool flip) {
 }
 
 // ---- the shape lists ---------------------------------------------------------------------
-
-ConvGeometry conv_geometry(int n, int hw, int c_in, int c_out, int kh, int kw, int stride) {
-  ConvGeometry g;
-  g.n = n, g.h = hw, g.w = hw, g.c_in = c_in, g.c_out = c_out, g.kh = kh, g.kw = kw;
-  g.stride = stride;
-  return g;
-}
-
-std::string conv_name(const char* op, const ConvGeometry& g) {
-  return format("%s/%dx%d/n%d/%dx%d/%d-%d/s%d", op, g.kh, g.kw, g.n, g.h, g.w, g.c_in, g.c_out,
-                g.stride);
-}
 
 template <typename F>
 void add(const std::string& name, F f, double min_time = 0.3) {

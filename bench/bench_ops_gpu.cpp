@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/common.h"
 #include "evo/backend.h"
 #include "evo/context.h"
 #include "evo/device.h"
@@ -38,6 +39,9 @@
 #endif
 
 using namespace evo;
+using evo::bench::conv_geometry;
+using evo::bench::conv_name;
+using evo::bench::format;
 
 #if defined(EVO_HAVE_CUDA)
 namespace {
@@ -54,13 +58,6 @@ cudaStream_t stream() {
 }
 
 // printf into a std::string (benchmark names).
-template <typename... Args>
-std::string format(const char* fmt, Args... args) {
-  char text[160];
-  std::snprintf(text, sizeof text, fmt, args...);
-  return text;
-}
-
 // A device buffer of random values (or given bytes); freed with the benchmark.
 template <typename T = float>
 struct Buffer {
@@ -397,19 +394,6 @@ void bench_augment(benchmark::State& state, int n, int pad, bool flip) {
 }
 
 // ---- the shape lists ---------------------------------------------------------------------
-
-ConvGeometry conv_geometry(int n, int hw, int c_in, int c_out, int kh, int kw, int stride) {
-  ConvGeometry g;
-  g.n = n, g.h = hw, g.w = hw, g.c_in = c_in, g.c_out = c_out, g.kh = kh, g.kw = kw;
-  g.stride = stride;
-  return g;
-}
-
-// The names bench/torch_conv_baseline.py uses too: tools/gpu_check.sh joins the two on them.
-std::string conv_name(const char* op, const ConvGeometry& g) {
-  return format("%s/%dx%d/n%d/%dx%d/%d-%d/s%d", op, g.kh, g.kw, g.n, g.h, g.w, g.c_in, g.c_out,
-                g.stride);
-}
 
 template <typename F>
 void add(const std::string& name, F f, double min_time = 0.05) {

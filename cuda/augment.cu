@@ -1,15 +1,15 @@
 // GPU batch assembly from a device-resident uint8 data set: pad, random crop, random mirror,
 // standardisation. Not data loading or shuffling: the caller uploads images and picks indices.
 //
-// Image i's crop and flip come from augment_draw(rng, i) (src/cpu/draws.h, shared with the CPU),
-// and the arithmetic is the CPU's, operation for operation: the batches are bit-identical.
+// Image i's crop and flip come from augment_draw(rng, i) (evo/draws.h, shared with the CPU), and
+// the arithmetic is the CPU's, operation for operation: the batches are bit-identical.
 // Ceiling: memory bandwidth (1 byte read, 4 written per value); recomputing the 10-round Philox
 // block per thread costs ~100 integer instructions, hidden behind the writes.
 #include "cuda/compat.h"
 
 #include "cuda/common.cuh"
 #include "evo/ops.h"
-#include "src/cpu/draws.h"
+#include "evo/draws.h"
 
 namespace evo::EVO_GPU_NS {
 

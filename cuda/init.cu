@@ -1,8 +1,8 @@
 // GPU He et al. (2015) weight initialisation from the counter-based Philox generator.
 // Not the choice of fan-in or of which tensors to reset: the model decides those.
 //
-// Element i is he_normal_draw(rng, i) (src/cpu/draws.h, the same function the CPU calls), so the
-// raw bits are the CPU's; the floats agree to an ulp or two (CUDA's logf/sinf/cosf round
+// Element i is he_normal_draw(rng, i) (evo/draws.h, the same function the CPU calls), so the raw
+// bits are the CPU's; the floats agree to an ulp or two (CUDA's logf/sinf/cosf round
 // differently from glibc's).
 #include "cuda/compat.h"
 
@@ -10,7 +10,7 @@
 
 #include "cuda/common.cuh"
 #include "evo/ops.h"
-#include "src/cpu/draws.h"
+#include "evo/draws.h"
 
 namespace evo::EVO_GPU_NS {
 

@@ -339,7 +339,7 @@ SgdState sgd_update(int64_t n, double lr, double momentum, double weight_decay, 
   return s;
 }
 
-// ---- randomness (the mapping documented in src/cpu/draws.h, computed in double) -----------
+// ---- randomness (the mapping documented in evo/draws.h, computed in double) ---------------
 
 inline std::vector<double> he_init(int64_t n, int fan_in, const PhiloxState& rng) {
   std::vector<double> w(n);

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The one prepared check for a machine with a GPU and no network: builds evo for its GPU from the
 # .deb files tools/gpu_bundle.sh fetched, runs the GPU tests, compute-sanitizer, the GPU benchmarks
-# and a PyTorch/cuDNN baseline, and writes a markdown table to bench/results/. Not for CI (no GPU).
+# and a PyTorch/cuDNN baseline, the search's children per hour against workers per GPU, and writes
+# markdown tables to bench/results/. Not for CI (no GPU).
 #
 #   tools/gpu_bundle.sh      # on a machine with network: third_party/debs/*.deb
-#   tools/gpu_check.sh       # on the GPU machine (~8 minutes on an H100, build included)
+#   tools/gpu_check.sh       # on the GPU machine (about 9 minutes expected on an H100, build
+#                            # included; the GPU part has not run on one yet)
 #
 # Every step runs even when an earlier one failed (except when the build itself failed: nothing
 # else can run then); the summary lists the failed steps and the exit code is 1 when any failed.
 # Environment: JOBS (build parallelism, default all cores), EVO_CHECK_BUILD (build dir, default
 # build-gpu), EVO_CHECK_TARGETS (build only these targets, e.g. "test_ops_gpu test_emulator
-# bench_ops_gpu"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer).
+# bench_ops_gpu"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer),
+# EVO_SEARCH_MINUTES (length of each search-throughput measurement, default 0.25).
 set -u
 set -o pipefail
 
@@ -161,6 +164,28 @@ else
   echo "gpu_check: python3 with a CUDA PyTorch not found; no cuDNN column"
   failed+=("torch_missing")
 fi
+
+# ---- 5b. search throughput against workers per GPU (1, 2, 4) ---------------------------------
+# On a random data set in CIFAR-10's binary format (the paper's 32x32x3 shapes; the GPU machine
+# has no data sets): the accuracies mean nothing, the children per hour and FLOP/s do.
+search_table="$root/bench/results/gpu-$stamp-$gpu_slug-search.md"
+search_bench() {
+  local data_dir="$root/$build/random-cifar10"
+  python3 - "$data_dir" <<'PY' || return 1
+import os, random, sys
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+rng = random.Random(1)
+for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    with open(os.path.join(out, name), "wb") as f:
+        for _ in range(10000):
+            f.write(bytes([rng.randrange(10)]) + os.urandom(3072))
+PY
+  DATA="cifar10:$data_dir" DEVICE_ARGS="--gpus 0" WORKER_OPTION=--workers-per-gpu \
+    MINUTES="${EVO_SEARCH_MINUTES:-0.25}" SEED_MINUTES="${EVO_SEARCH_MINUTES:-0.25}" REPS=1 \
+    STEPS=400 "$root/bench/search_throughput.sh" "$bin" | tee "$search_table"
+}
+step search_throughput search_bench
 
 # ---- 6. the table ---------------------------------------------------------------------------
 make_table() {

@@ -2,9 +2,9 @@
 // Not data loading or shuffling: the caller passes the images and picks the indices.
 #include <string>
 
+#include "evo/draws.h"
 #include "evo/error.h"
 #include "evo/ops.h"
-#include "src/cpu/draws.h"
 
 namespace evo::cpu {
 

@@ -3,13 +3,13 @@
 #include <cmath>
 #include <string>
 
+#include "evo/draws.h"
 #include "evo/error.h"
 #include "evo/ops.h"
-#include "src/cpu/draws.h"
 
 namespace evo::cpu {
 
-// w[i] ~ Normal(0, sqrt(2 / fan_in)); element i is a pure function of (rng, i) (draws.h), so
+// w[i] ~ Normal(0, sqrt(2 / fan_in)); element i is a pure function of (rng, i) (evo/draws.h), so
 // the thread layout cannot change the values.
 void he_init(Context&, int64_t n, int fan_in, PhiloxState rng, float* w) {
   if (fan_in < 1)

@@ -425,10 +425,11 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
       sh.device_data[d.str()] = std::make_unique<DeviceDataset>(DeviceDataset::upload(sh.data, d));
 
   if (!opts.quiet) {
-    std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child, "
-                "%zu worker%s, %s selection, run folder %s\n",
+    std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child "
+                "(%s), %zu worker%s, %s selection, run folder %s\n",
                 sh.data.name.c_str(), sh.data.train.n, sh.data.val.n, opts.population, opts.steps,
-                opts.devices.size(), opts.devices.size() == 1 ? "" : "s",
+                opts.augment ? "with crops and flips" : "no crops or flips", opts.devices.size(),
+                opts.devices.size() == 1 ? "" : "s",
                 opts.selection == Selection::Tournament ? "tournament" : "aging",
                 opts.run_dir.c_str());
     if (resumed) std::printf("resuming a population of %zu individuals\n", resumed);

@@ -1,7 +1,7 @@
 // The exact maps from Philox blocks to He-normal weights and to augmentation choices (ops.h's
 // he_init and augment_batch). Not a random-number library: it pins down which bits mean what.
 //
-// Every backend should call these (EVO_HD: host and device), so that CPU, emulated and real CUDA
+// Every backend calls these (EVO_HD: host and device), so that CPU, emulated and real CUDA
 // draw the same raw bits for the same element. The floats then agree to a few ulps, not bit for
 // bit: logf, sinf and cosf of glibc and of CUDA's libdevice round differently.
 #pragma once
