@@ -34,6 +34,7 @@ py=${PYTHON:-python3}
 evo="$build/evo"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if [[ -n "${SEED_RUN:-}" ]]; then
   seed_run=$SEED_RUN
@@ -98,4 +99,4 @@ done
 echo
 echo "${device_args[*]} ($(nproc) cores), data $data, $minutes min per measurement, $steps steps" \
   "per child, seed population:" \
-  "$(ls "$seed_run/alive" | wc -l) individuals; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$(ls "$seed_run/alive" | wc -l) individuals; load average before: $load_before"
