@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <iterator>
 #include <random>
 #include <string>
@@ -462,6 +463,17 @@ std::vector<ConvGeometry> random_conv_cases(Gen& gen, int count, int max_side) {
     const int kh = pick(kernels), kw = pick(kernels);
     cases.push_back(geometry(n, h, w, c_in, c_out, kh, kw, pick(strides)));
   }
+  return cases;
+}
+
+// The shapes a convolution test runs: the common ones, then `own` (the shapes of that
+// implementation's own paths), then `random_count` fresh random ones.
+template <typename Gen>
+std::vector<ConvGeometry> conv_cases(std::initializer_list<ConvGeometry> own, Gen& gen,
+                                     int random_count, int max_side) {
+  std::vector<ConvGeometry> cases = common_conv_cases();
+  cases.insert(cases.end(), own);
+  for (const ConvGeometry& g : random_conv_cases(gen, random_count, max_side)) cases.push_back(g);
   return cases;
 }
 

@@ -6,19 +6,27 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "evo/data.h"
 #include "evo/device.h"
 
 namespace evo::test {
 
+// Whether Debian's dataset-fashion-mnist is installed (tests that need it skip without it).
+inline bool have_fashion_mnist() {
+  return std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
+                                 "/train-images-idx3-ubyte.gz");
+}
+
 // Passes when |out[i] - ref[i]| <= atol + rtol * |ref[i]| for every i. NaN or infinity in `out`
 // never passes. On failure, prints the first few mismatches and the largest error (capped).
 template <typename Ref>
-bool all_close(const std::vector<float>& out, const std::vector<Ref>& ref, double atol,
-               double rtol, const std::string& what = "output") {
+bool all_close(const std::vector<float>& out, const std::vector<Ref>& ref, double atol, double rtol,
+               const std::string& what = "output") {
   if (out.size() != ref.size()) {
     std::printf("%s: size %zu, expected %zu\n", what.c_str(), out.size(), ref.size());
     return false;
@@ -35,8 +43,8 @@ bool all_close(const std::vector<float>& out, const std::vector<Ref>& ref, doubl
     }
     if (!ok) {
       if (bad < 5)
-        std::printf("%s mismatch at %zu: got %.8g, expected %.8g (err %.3g)\n", what.c_str(), i,
-                    o, r, err);
+        std::printf("%s mismatch at %zu: got %.8g, expected %.8g (err %.3g)\n", what.c_str(), i, o,
+                    r, err);
       ++bad;
     }
   }

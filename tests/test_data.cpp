@@ -611,7 +611,7 @@ TEST_CASE("data specs: unknown forms and missing folders are explained", "[data]
 }
 
 TEST_CASE("the real Fashion-MNIST", "[data][fashion-mnist]") {
-  if (!fs::exists(fs::path(kFashionMnistDefaultDir) / "train-images-idx3-ubyte.gz")) {
+  if (!test::have_fashion_mnist()) {
     WARN("skipped: " << kFashionMnistDefaultDir
                      << " is missing (apt-get install dataset-fashion-mnist)");
     return;

@@ -22,20 +22,18 @@ using ref::geometry;
 // The shared shapes, then the fast path's own: batches that split into several per-thread parts,
 // both backward-data algorithms; then fresh random ones each run.
 std::vector<ConvGeometry> conv_cases() {
-  std::vector<ConvGeometry> cases = ref::common_conv_cases();
-  for (const ConvGeometry& g : {
-           geometry(3, 20, 20, 17, 32, 3, 3, 1),
-           geometry(2, 32, 32, 8, 16, 3, 3, 1),
-           geometry(5, 16, 16, 32, 32, 5, 5, 2),
-           // Stride 1 with >= 64 output channels: backward data by col2im instead of the flipped
-           // forward (see kFlipBelowChannels in conv.cpp).
-           geometry(2, 9, 9, 17, 130, 3, 3, 1),
-           geometry(1, 5, 7, 3, 64, 1, 3, 1),
-           geometry(6, 8, 8, 64, 64, 3, 3, 1),
-       })
-    cases.push_back(g);
-  for (const ConvGeometry& g : ref::random_conv_cases(test::rng(), 8, 14)) cases.push_back(g);
-  return cases;
+  return ref::conv_cases(
+      {
+          geometry(3, 20, 20, 17, 32, 3, 3, 1),
+          geometry(2, 32, 32, 8, 16, 3, 3, 1),
+          geometry(5, 16, 16, 32, 32, 5, 5, 2),
+          // Stride 1 with >= 64 output channels: backward data by col2im instead of the flipped
+          // forward (see kFlipBelowChannels in conv.cpp).
+          geometry(2, 9, 9, 17, 130, 3, 3, 1),
+          geometry(1, 5, 7, 3, 64, 1, 3, 1),
+          geometry(6, 8, 8, 64, 64, 3, 3, 1),
+      },
+      test::rng(), 8, 14);
 }
 
 // The three passes of one implementation, so the reference loops and the fast path share a test.

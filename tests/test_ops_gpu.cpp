@@ -134,22 +134,20 @@ using ref::geometry;
 // reductions over few tiles) and both tile widths of version 3; then fresh random ones. Small
 // enough for the emulator: the whole list runs in a few seconds there.
 std::vector<ConvGeometry> conv_cases() {
-  std::vector<ConvGeometry> cases = ref::common_conv_cases();
-  for (const ConvGeometry& g : {
-           geometry(2, 16, 16, 8, 4, 1, 1, 1),
-           geometry(1, 2, 2, 130, 3, 7, 7, 1),
-           geometry(3, 12, 12, 70, 90, 3, 3, 1),
-           geometry(1, 9, 9, 5, 7, 1, 1, 4),
-           geometry(2, 10, 6, 6, 5, 5, 3, 2),
-           // Evolved-net shapes at a small batch: several 128 x 128 tiles, split-K backward filter.
-           geometry(4, 16, 16, 32, 64, 3, 3, 1),
-           geometry(8, 16, 16, 16, 16, 3, 3, 1),
-           geometry(2, 32, 32, 16, 32, 5, 5, 2),
-           geometry(4, 8, 8, 128, 128, 1, 3, 1),
-       })
-    cases.push_back(g);
-  for (const ConvGeometry& g : ref::random_conv_cases(test::rng(), 6, 12)) cases.push_back(g);
-  return cases;
+  return ref::conv_cases(
+      {
+          geometry(2, 16, 16, 8, 4, 1, 1, 1),
+          geometry(1, 2, 2, 130, 3, 7, 7, 1),
+          geometry(3, 12, 12, 70, 90, 3, 3, 1),
+          geometry(1, 9, 9, 5, 7, 1, 1, 4),
+          geometry(2, 10, 6, 6, 5, 5, 3, 2),
+          // Evolved-net shapes at a small batch: several 128 x 128 tiles, split-K backward filter.
+          geometry(4, 16, 16, 32, 64, 3, 3, 1),
+          geometry(8, 16, 16, 16, 16, 3, 3, 1),
+          geometry(2, 32, 32, 16, 32, 5, 5, 2),
+          geometry(4, 8, 8, 128, 128, 1, 3, 1),
+      },
+      test::rng(), 6, 12);
 }
 
 using ref::kConvRtol;

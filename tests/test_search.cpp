@@ -12,8 +12,7 @@
 using namespace evo;
 
 TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", "[search]") {
-  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
-                               "/train-images-idx3-ubyte.gz")) {
+  if (!test::have_fashion_mnist()) {
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
@@ -67,8 +66,7 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
 }
 
 TEST_CASE("Aging selection removes the oldest individual other than the parent", "[search]") {
-  if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
-                               "/train-images-idx3-ubyte.gz")) {
+  if (!test::have_fashion_mnist()) {
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }

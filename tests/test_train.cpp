@@ -12,11 +12,6 @@ namespace {
 
 std::string source_path(const std::string& rel) { return std::string(EVO_SOURCE_DIR) + "/" + rel; }
 
-bool have_fashion_mnist() {
-  return std::filesystem::exists(std::string(kFashionMnistDefaultDir) +
-                                 "/train-images-idx3-ubyte.gz");
-}
-
 // Trains `dna` on a Fashion-MNIST subset and returns the validation accuracy.
 double train_and_validate(Dna dna, int steps, int max_train, bool augment, uint64_t seed) {
   DataOptions d;
@@ -47,7 +42,7 @@ double train_and_validate(Dna dna, int steps, int max_train, bool augment, uint6
 
 TEST_CASE("The four-conv reference DNA learns Fashion-MNIST; the initial individual does not",
           "[train]") {
-  if (!have_fashion_mnist()) {
+  if (!test::have_fashion_mnist()) {
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }

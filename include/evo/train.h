@@ -44,6 +44,11 @@ struct TrainOptions {
   float weight_decay = 1e-4f;
   int pad = 4;        // random-crop padding (pixels)
   bool flip = true;   // random horizontal flips
+  // The paper's crops and flips (pad 4, flips) when on; neither when off.
+  void set_augment(bool on) {
+    pad = on ? 4 : 0;
+    flip = on;
+  }
   int check_every = 100;  // read the loss back (and check it is finite) every this many steps
   // When set and true, training stops at the next step (the result says interrupted).
   const std::atomic<bool>* stop = nullptr;

@@ -192,7 +192,7 @@ std::optional<Parent> random_parent(Shared& sh, std::mt19937_64& rng) {
   std::vector<std::string> ids = sh.population.alive_ids();
   std::shuffle(ids.begin(), ids.end(), rng);
   for (const std::string& id : ids)
-    if (auto r = sh.population.read(id); r && r->alive())
+    if (auto r = alive_record(sh, id))
       if (auto p = load_parent(sh, *r)) return p;
   return std::nullopt;
 }
@@ -235,10 +235,7 @@ void worker_main(Shared& sh, int index, Device device) {
   TrainOptions topts;
   topts.steps = o.steps;
   topts.batch = o.batch;
-  if (!o.augment) {
-    topts.pad = 0;
-    topts.flip = false;
-  }
+  topts.set_augment(o.augment);
   topts.stop = &sh.stop;
   topts.check_every = std::min(100, std::max(1, o.steps / 4));
 

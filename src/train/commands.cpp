@@ -122,10 +122,7 @@ int run_train(const TrainCommand& cmd) {
   TrainOptions topts;
   topts.steps = cmd.steps;
   topts.batch = cmd.batch;
-  if (!cmd.augment) {
-    topts.pad = 0;
-    topts.flip = false;
-  }
+  topts.set_augment(cmd.augment);
   topts.check_every = std::max(1, std::min(100, cmd.steps / 20));
   Progress progress(cmd.steps);
   if (!cmd.json)
