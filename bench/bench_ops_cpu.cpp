@@ -132,7 +132,11 @@ enum class Pass { Forward, BackwardData, BackwardFilter };
 // GFLOP/s as "sgemm_GFLOP/s" and their ratio. Zen 4 peak is ~100 GFLOP/s per core (two 256-bit
 // FMA pipes, 32 flop/cycle at ~3 GHz); OpenBLAS reaches ~200 on both cores for big squares and
 // less for the skinny N = Cout shapes of small convolutions.
-void bench_conv(benchmark::State& state, ConvGeometry g, Pass pass, bool reference) {
+// Which CPU convolution a benchmark times: the ops.h entry point (its per-shape choice), the
+// readable reference, or one of the two fast paths forced.
+enum class Impl { Default, Reference, Gemm, Direct };
+
+void bench_conv(benchmark::State& state, ConvGeometry g, Pass pass, Impl impl) {
   Context& ctx = context();
   const std::vector<float> x = random_floats(int64_t(g.n) * g.h * g.w * g.c_in);
   const std::vector<float> w = random_floats(g.c_out * g.gemm_k(), -0.1f, 0.1f);
@@ -141,24 +145,30 @@ void bench_conv(benchmark::State& state, ConvGeometry g, Pass pass, bool referen
                          : pass == Pass::BackwardData ? x.size()
                                                       : w.size());
   const double ceiling = sgemm_ceiling(g.gemm_m(), g.gemm_n(), g.gemm_k());
+  const auto pick = [impl](auto def, auto ref, auto gemm, auto direct) {
+    return impl == Impl::Reference ? ref
+           : impl == Impl::Gemm    ? gemm
+           : impl == Impl::Direct  ? direct
+                                   : def;
+  };
   std::function<void()> op;
   switch (pass) {
     case Pass::Forward:
-      op = [&] {
-        (reference ? cpu::conv2d_forward_reference : cpu::conv2d_forward)(ctx, g, x.data(),
-                                                                          w.data(), out.data());
+      op = [&, f = pick(cpu::conv2d_forward, cpu::conv2d_forward_reference,
+                        cpu::conv2d_forward_gemm, cpu::conv2d_forward_direct)] {
+        f(ctx, g, x.data(), w.data(), out.data());
       };
       break;
     case Pass::BackwardData:
-      op = [&] {
-        (reference ? cpu::conv2d_backward_data_reference : cpu::conv2d_backward_data)(
-            ctx, g, dy.data(), w.data(), out.data());
+      op = [&, f = pick(cpu::conv2d_backward_data, cpu::conv2d_backward_data_reference,
+                        cpu::conv2d_backward_data_gemm, cpu::conv2d_backward_data_direct)] {
+        f(ctx, g, dy.data(), w.data(), out.data());
       };
       break;
     case Pass::BackwardFilter:
-      op = [&] {
-        (reference ? cpu::conv2d_backward_filter_reference : cpu::conv2d_backward_filter)(
-            ctx, g, x.data(), dy.data(), out.data());
+      op = [&, f = pick(cpu::conv2d_backward_filter, cpu::conv2d_backward_filter_reference,
+                        cpu::conv2d_backward_filter_gemm, cpu::conv2d_backward_filter_direct)] {
+        f(ctx, g, x.data(), dy.data(), out.data());
       };
       break;
   }
@@ -350,13 +360,13 @@ void add(const std::string& name, F f, double min_time = 0.3) {
       ->MinWarmUpTime(0.05);
 }
 
-void register_conv(const ConvGeometry& g) {
-  add(conv_name("conv_fwd", g),
-      [g](benchmark::State& s) { bench_conv(s, g, Pass::Forward, false); });
-  add(conv_name("conv_bwd_data", g),
-      [g](benchmark::State& s) { bench_conv(s, g, Pass::BackwardData, false); });
-  add(conv_name("conv_bwd_filter", g),
-      [g](benchmark::State& s) { bench_conv(s, g, Pass::BackwardFilter, false); });
+void register_conv(const ConvGeometry& g, Impl impl = Impl::Default, const char* suffix = "") {
+  add(conv_name((std::string("conv_fwd") + suffix).c_str(), g),
+      [g, impl](benchmark::State& s) { bench_conv(s, g, Pass::Forward, impl); });
+  add(conv_name((std::string("conv_bwd_data") + suffix).c_str(), g),
+      [g, impl](benchmark::State& s) { bench_conv(s, g, Pass::BackwardData, impl); });
+  add(conv_name((std::string("conv_bwd_filter") + suffix).c_str(), g),
+      [g, impl](benchmark::State& s) { bench_conv(s, g, Pass::BackwardFilter, impl); });
 }
 
 void register_all(bool full) {
@@ -394,7 +404,25 @@ void register_all(bool full) {
     const ConvGeometry g = conv_geometry(50, 16, 32, 32, 3, 3, 1);
     add(
         conv_name("conv_fwd_reference", g),
-        [g](benchmark::State& s) { bench_conv(s, g, Pass::Forward, true); }, 0.1);
+        [g](benchmark::State& s) { bench_conv(s, g, Pass::Forward, Impl::Reference); }, 0.1);
+  }
+  // The layers of evolved Fashion-MNIST nets (data/dna/evolved/: 1 to 23 channels, maps of 28x28
+  // down to 2x2), each through both fast paths: where conv2d_prefers_direct() draws its line.
+  {
+    const ConvGeometry evolved[] = {
+        conv_geometry(50, 28, 1, 7, 3, 3, 1),  conv_geometry(50, 28, 7, 14, 3, 3, 4),
+        conv_geometry(50, 28, 4, 4, 3, 3, 2),  conv_geometry(50, 14, 4, 5, 3, 3, 1),
+        conv_geometry(50, 14, 8, 8, 5, 3, 2),  conv_geometry(50, 7, 14, 14, 3, 3, 2),
+        conv_geometry(50, 7, 16, 16, 3, 3, 1), conv_geometry(50, 4, 14, 14, 3, 3, 2),
+        conv_geometry(50, 2, 14, 23, 3, 3, 1), conv_geometry(50, 14, 32, 32, 3, 3, 1),
+        conv_geometry(50, 28, 8, 8, 3, 3, 1),  conv_geometry(50, 14, 8, 16, 3, 3, 1),
+        conv_geometry(50, 28, 16, 16, 3, 3, 1), conv_geometry(50, 14, 16, 16, 3, 3, 1),
+        conv_geometry(50, 28, 1, 16, 5, 5, 1), conv_geometry(50, 28, 3, 8, 3, 3, 2),
+    };
+    for (const ConvGeometry& g : evolved) {
+      register_conv(g, Impl::Direct, "_direct");
+      register_conv(g, Impl::Gemm, "_gemm");
+    }
   }
 
   // Memory-bound ops on the activations of the default list's three stages.

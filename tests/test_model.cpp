@@ -99,6 +99,30 @@ TEST_CASE("Whole-model gradients, linear activations (no kinks): skips", "[model
   check_model_gradients(dna, 9, 7, 2, 4, 3);
 }
 
+// Chains of plain identity edges (INSERT-ONE-TO-ONE twice, into a linear and a bn_relu vertex):
+// their vertices read their source's activation and their target's gradient in place (model.cpp's
+// aliases), which must not change a single gradient.
+TEST_CASE("Whole-model gradients: identity chains that alias their buffers", "[model]") {
+  const Dna dna = parse_dna(R"({
+    "format": "evo-dna/1", "learning_rate": 0.1, "input": "v0", "output": "v5",
+    "vertices": [
+      {"id": "v0", "activation": "linear"}, {"id": "v1", "activation": "bn_relu"},
+      {"id": "v2", "activation": "linear"}, {"id": "v3", "activation": "bn_relu"},
+      {"id": "v4", "activation": "linear"}, {"id": "v5", "activation": "linear"}],
+    "edges": [
+      {"id": "e6", "from": "v0", "to": "v1", "type": "conv", "skip": false, "depth_factor": 3.0,
+       "filter": [3, 3], "stride_scale": 0},
+      {"id": "e7", "from": "v1", "to": "v2", "type": "identity", "skip": false},
+      {"id": "e8", "from": "v2", "to": "v3", "type": "identity", "skip": false},
+      {"id": "e9", "from": "v3", "to": "v4", "type": "conv", "skip": false, "depth_factor": 1.0,
+       "filter": [1, 3], "stride_scale": 1},
+      {"id": "e10", "from": "v4", "to": "v5", "type": "identity", "skip": false},
+      {"id": "e11", "from": "v1", "to": "v3", "type": "identity", "skip": true},
+      {"id": "e12", "from": "v2", "to": "v5", "type": "identity", "skip": true}]})",
+                            "identity chain");
+  check_model_gradients(dna, 6, 5, 2, 3, 3);
+}
+
 TEST_CASE("Whole-model gradients: the initial individual (pool + fully connected only)",
           "[model]") {
   check_model_gradients(initial_dna(), 5, 5, 3, 6, 4);

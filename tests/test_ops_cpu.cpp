@@ -266,7 +266,7 @@ TEST_CASE("CPU channel truncate / zero-pad, forward and backward", "[resize]") {
 TEST_CASE("CPU global average pool forward and backward", "[pool]") {
   Context ctx(Device::cpu());
   const std::array<int, 3> shapes[] = {
-      {2, 25, 17}, {1, 49, 3}, {3, 1, 130}, {50, 64, 256}, {2, 9, 1}};
+      {2, 25, 17}, {1, 49, 3}, {3, 1, 130}, {50, 64, 256}, {2, 9, 1}, {3, 784, 1}, {2, 53, 8}};
   for (auto [n, hw, c] : shapes) {
     INFO(n << " x " << hw << " x " << c);
     const std::vector<float> x = test::random_vector(int64_t(n) * hw * c);
@@ -441,6 +441,29 @@ TEST_CASE("CPU He init draws the documented Philox numbers with the right moment
   }
   std::vector<float> w(4);
   CHECK_THROWS_WITH(cpu::he_init(ctx, 4, 0, rng, w.data()), Catch::Contains("fan_in 0"));
+}
+
+// One channel (Fashion-MNIST, MNIST) has its own vector loop for unflipped rows.
+TEST_CASE("CPU augmentation of one-channel images matches the reference", "[augment]") {
+  Context ctx(Device::cpu());
+  const int count = 9, h = 11, w = 13, c = 1;
+  std::vector<uint8_t> images(int64_t(count) * h * w * c);
+  for (uint8_t& p : images) p = uint8_t(random_int(0, 255));
+  const std::vector<float> mean = {0.29f}, inv_std = {1 / 0.35f};
+  const PhiloxState rng{std::uniform_int_distribution<uint64_t>()(test::rng()), 5, 2};
+  std::vector<int32_t> indices(500);
+  for (int32_t& i : indices) i = random_int(0, count - 1);
+  const int n = int(indices.size());
+  for (auto [pad, flip] : {std::pair{4, true}, {0, false}, {3, false}, {0, true}, {1, true}}) {
+    INFO("pad " << pad << " flip " << flip);
+    std::vector<float> out = poisoned(int64_t(n) * h * w * c);
+    cpu::augment_batch(ctx, images.data(), indices.data(), n, h, w, c, pad, flip, mean.data(),
+                       inv_std.data(), rng, out.data());
+    CHECK(test::all_close(out,
+                          ref::augment_batch(images.data(), indices.data(), n, h, w, c, pad, flip,
+                                             mean.data(), inv_std.data(), rng),
+                          1e-5, 1e-6));
+  }
 }
 
 TEST_CASE("CPU augmentation: pad, random crop, random flip, standardisation", "[augment]") {

@@ -48,6 +48,8 @@ const ConvImpl kImpls[] = {
      cpu::conv2d_backward_filter_reference},
     {"im2col+sgemm", cpu::conv2d_forward_gemm, cpu::conv2d_backward_data_gemm,
      cpu::conv2d_backward_filter_gemm},
+    {"direct", cpu::conv2d_forward_direct, cpu::conv2d_backward_data_direct,
+     cpu::conv2d_backward_filter_direct},
     {"ops.h default", cpu::conv2d_forward, cpu::conv2d_backward_data, cpu::conv2d_backward_filter},
 };
 

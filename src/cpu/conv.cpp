@@ -376,17 +376,24 @@ void conv2d_backward_filter_gemm(Context& ctx, const ConvGeometry& g, const floa
 
 // ---- the ops.h entry points --------------------------------------------------------------
 
+// Few channels on wide maps: the direct kernels (conv_direct.cpp, the rule per pass there);
+// otherwise im2col + SGEMM.
 void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* x, const float* w, float* y) {
+  if (conv2d_prefers_direct(g, ConvPass::Forward)) return conv2d_forward_direct(ctx, g, x, w, y);
   conv2d_forward_gemm(ctx, g, x, w, y);
 }
 
 void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* dy, const float* w,
                           float* dx) {
+  if (conv2d_prefers_direct(g, ConvPass::BackwardData))
+    return conv2d_backward_data_direct(ctx, g, dy, w, dx);
   conv2d_backward_data_gemm(ctx, g, dy, w, dx);
 }
 
 void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* x, const float* dy,
                             float* dw) {
+  if (conv2d_prefers_direct(g, ConvPass::BackwardFilter))
+    return conv2d_backward_filter_direct(ctx, g, x, dy, dw);
   conv2d_backward_filter_gemm(ctx, g, x, dy, dw);
 }
 

@@ -1,5 +1,6 @@
 // The CPU convolutions beside the default ones of ops.h: the readable reference and the fast path.
-// Not a dispatch table: conv2d_forward & co. (ops.h) call the fast path; tests and benches pick.
+// Not a dispatch table: conv2d_forward & co. (ops.h) pick a fast path per shape; tests and benches
+// may call any version directly.
 #pragma once
 
 #include "evo/ops.h"
@@ -23,6 +24,19 @@ void conv2d_backward_data_gemm(Context& ctx, const ConvGeometry& g, const float*
                                float* dx);
 void conv2d_backward_filter_gemm(Context& ctx, const ConvGeometry& g, const float* x,
                                  const float* dy, float* dw);
+
+// Direct convolution for few channels (conv_direct.cpp): planar copies of each image, eight output
+// columns per vector, no im2col or GEMM. Any geometry is accepted; it is only fast for few channels.
+void conv2d_forward_direct(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
+                           float* y);
+void conv2d_backward_data_direct(Context& ctx, const ConvGeometry& g, const float* dy,
+                                 const float* w, float* dx);
+void conv2d_backward_filter_direct(Context& ctx, const ConvGeometry& g, const float* x,
+                                   const float* dy, float* dw);
+// Whether the ops.h entry points run the direct path for this shape and pass (else im2col +
+// SGEMM).
+enum class ConvPass { Forward, BackwardData, BackwardFilter };
+bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass);
 
 // Checks what ops.h promises of a geometry (odd filters, power-of-two stride, positive sizes) and
 // throws evo::Error naming the offending field otherwise.

@@ -38,6 +38,20 @@ Model::Model(const CompiledDna& plan, int max_batch, Context& ctx)
   const int64_t B = max_batch;
   std::vector<std::pair<float**, int64_t>> wanted;
   std::vector<bool> sum_aliases_source(nv, false);
+  // The backward mirror of that alias: a vertex whose only out-edge is a plain identity edge
+  // receives exactly its target's d_sum as its d_act, so it reads that buffer instead of a copy.
+  std::vector<int> out_degree(nv, 0), only_out_edge(nv, -1);
+  for (int e = 0; e < int(plan_.edges.size()); ++e) {
+    ++out_degree[plan_.edges[e].from];
+    only_out_edge[plan_.edges[e].from] = e;
+  }
+  std::vector<bool> grad_aliases_target(nv, false);
+  for (int v = 1; v < nv; ++v) {
+    const int e = only_out_edge[v];
+    grad_aliases_target[v] = vbuf_[v].needs_grad && out_degree[v] == 1 &&
+                             plan_.edges[e].type == EdgeType::Identity &&
+                             !needs_reshape(plan_.edges[e]);
+  }
   int64_t scratch = 1;
   for (const EdgePlan& e : plan_.edges)
     scratch = std::max({scratch, e.in.elements(), e.out.elements(), e.reshaped.elements(),
@@ -58,7 +72,7 @@ Model::Model(const CompiledDna& plan, int max_batch, Context& ctx)
       wanted.push_back({&vbuf_[v].save_invstd, vp.shape.c});
     }
     if (vbuf_[v].needs_grad) {
-      wanted.push_back({&vbuf_[v].d_act, size});
+      if (!grad_aliases_target[v]) wanted.push_back({&vbuf_[v].d_act, size});
       if (vp.activation == Activation::BnRelu) wanted.push_back({&vbuf_[v].d_sum, size});
     }
   }
@@ -89,10 +103,13 @@ Model::Model(const CompiledDna& plan, int max_batch, Context& ctx)
   for (int v = 1; v < nv; ++v) {
     VertexBuffers& b = vbuf_[v];
     if (sum_aliases_source[v]) b.sum = vbuf_[plan_.edges[plan_.vertices[v].in_edges[0]].from].act;
-    if (plan_.vertices[v].activation == Activation::Linear) {
-      b.act = b.sum;
-      b.d_sum = b.d_act;
-    }
+    if (plan_.vertices[v].activation == Activation::Linear) b.act = b.sum;
+  }
+  // Targets before sources, so a chain of aliases resolves to the buffer at its end.
+  for (int v = nv - 1; v >= 1; --v) {
+    VertexBuffers& b = vbuf_[v];
+    if (grad_aliases_target[v]) b.d_act = vbuf_[plan_.edges[only_out_edge[v]].to].d_sum;
+    if (plan_.vertices[v].activation == Activation::Linear) b.d_sum = b.d_act;
   }
 }
 
@@ -243,7 +260,7 @@ void Model::edge_backward(const EdgePlan& e, int n, float* out) {
     const ConvGeometry g = geometry(e, n);
     ops_.conv2d_backward_filter(ctx_, g, vbuf_[e.from].act, d, grad(e.id));
     if (source_needs) ops_.conv2d_backward_data(ctx_, g, d, param(e.id), out);
-  } else if (source_needs) {
+  } else if (source_needs && out != d) {  // (out == d: the source's d_act is this d_sum)
     const float* inputs[1] = {d};
     ops_.add_n(ctx_, int64_t(n) * e.in.elements(), inputs, 1, out);
   }
