@@ -7,6 +7,18 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EVO_BUILD_DIR:-$root/build}"
 jobs="${EVO_JOBS:-$(nproc)}"
 
+# Test-only references, installed here and not by tools/setup.sh (evo itself never needs them):
+# Debian's PyTorch for tests/test_torch_reference and bench/evolved_nets.sh. Under CI a missing
+# reference fails its test instead of skipping it.
+if ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
+  echo "test: installing python3-torch (the PyTorch reference of test_torch_reference)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    python3-torch >/dev/null
+fi
+
 echo "== ctest ($build)"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
 

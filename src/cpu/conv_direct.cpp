@@ -35,7 +35,7 @@ inline Vec load(const float* p) {
   return v;
 }
 inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-inline Vec splat(float s) { return Vec{} + s; }
+inline Vec splat(float s) { return Vec{s, s, s, s, s, s, s, s}; }  // one vbroadcastss
 inline float hsum(Vec v) {
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
@@ -158,8 +158,10 @@ void forward_block(const Plan& p, const float* xp, const float* wt, int co0, int
   alignas(32) float out[CO * NV * kLanes];
   forward_run<NV, CO>(p, xp, wt, co0, oy, ox0, out);
   const int cout = p.g.c_out;
-  for (int c = 0; c < CO; ++c)
-    for (int i = 0; i < cols; ++i) yrow[int64_t(i) * cout + co0 + c] = out[c * NV * kLanes + i];
+  // Column by column, the block's CO channels side by side: one short contiguous run per column.
+  float* d = yrow + co0;
+  for (int i = 0; i < cols; ++i, d += cout)
+    for (int c = 0; c < CO; ++c) d[c] = out[c * NV * kLanes + i];
 }
 
 // All output channels of one run of NV vectors: blocks of up to 8/NV channels (8 accumulators,
@@ -309,12 +311,14 @@ void gather_block(const Plan& p, const Gather& q, const float* dyg, const float*
   alignas(32) float out[CI * NV * kLanes];
   gather_run<NV, CI>(p, q, dyg, w, iy, r, ci0, j0, out);
   const ConvGeometry& g = p.g;
-  for (int i = 0; i < NV * kLanes; ++i) {
-    const int ix = ((j0 + i) << p.shift) + r - g.pad_w();
-    if (ix < 0 || ix >= g.w) continue;
-    float* d = dxrow + int64_t(ix) * g.c_in + ci0;
+  // Columns i with 0 <= ix = (j0 + i) * s + r - pw < W.
+  const int s = g.stride, base = (j0 << p.shift) + r - g.pad_w();
+  const int i_lo = base >= 0 ? 0 : (-base + s - 1) >> p.shift;
+  const int i_hi = std::min(NV * kLanes, g.w - base <= 0 ? 0 : ((g.w - base - 1) >> p.shift) + 1);
+  float* d = dxrow + int64_t(base + (i_lo << p.shift)) * g.c_in + ci0;
+  const int64_t step = int64_t(s) * g.c_in;
+  for (int i = i_lo; i < i_hi; ++i, d += step)
     for (int c = 0; c < CI; ++c) d[c] = out[c * NV * kLanes + i];
-  }
 }
 
 template <int NV>
@@ -336,9 +340,26 @@ void gather_channels(const Plan& p, const Gather& q, const float* dyg, const flo
 void backward_data_image(const Plan& p, const Gather& q, const float* dyg, const float* w,
                          float* dx) {
   const ConvGeometry& g = p.g;
+  const int s = g.stride;
   for (int iy = 0; iy < g.h; ++iy) {
     float* dxrow = dx + int64_t(iy) * g.w * g.c_in;
-    for (int r = 0; r < g.stride; ++r)
+    // Rows no output row reads (stride > filter height) and phases no tap reads (r >= KW) get
+    // no products at all: zeros, without the run machinery.
+    bool read = false;
+    for (int kh = 0; kh < g.kh; ++kh) {
+      const int t = iy + g.pad_h() - kh;
+      read |= t >= 0 && (t & (s - 1)) == 0 && (t >> p.shift) < p.oh;
+    }
+    if (!read) {
+      std::fill(dxrow, dxrow + int64_t(g.w) * g.c_in, 0.f);
+      continue;
+    }
+    for (int r = 0; r < s; ++r) {
+      if (r >= g.kw) {
+        for (int x = r; x < g.w + g.pad_w(); x += s)
+          if (x >= g.pad_w()) std::fill_n(dxrow + int64_t(x - g.pad_w()) * g.c_in, g.c_in, 0.f);
+        continue;
+      }
       for (int j0 = 0; j0 < q.jv; j0 += kMaxVecs * kLanes) {
         switch (std::min(kMaxVecs, (q.jv - j0) / kLanes)) {
           case 1: gather_channels<1>(p, q, dyg, w, iy, r, j0, dxrow); break;
@@ -347,6 +368,7 @@ void backward_data_image(const Plan& p, const Gather& q, const float* dyg, const
           default: gather_channels<4>(p, q, dyg, w, iy, r, j0, dxrow); break;
         }
       }
+    }
   }
 }
 
