@@ -8,7 +8,8 @@
 #   BASE=DIR          a second evo build (an older commit) timed beside it in the same run
 #   THREADS="1 2"     CPU threads per training run (OMP_NUM_THREADS for evo, --threads for torch)
 #   REPS=5            runs per (DNA, threads, program); the tables give medians
-#   STEPS=400         training steps per run (batch 50, Fashion-MNIST 28x28x1)
+#   STEPS=400         training steps per run (batch 50, Fashion-MNIST 28x28x1); nets over
+#                     ~1 MFLOP per image get fewer (about 20 GFLOP a run, at least 30 steps)
 #   DNAS="..."        DNA files (default: data/dna/evolved/*.json and the reference DNAs)
 #   SEARCH_MINUTES=3  length of each children-per-hour replay (0 skips the replays)
 #   SEARCH_REPS=2     replays per build
@@ -40,25 +41,32 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 ips() { "$py" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_second"])'; }
-evo_ips() {  # BUILD DNA THREADS
-  OMP_NUM_THREADS=$3 "$1/evo" train --dna "$2" --steps "$steps" --json 2>/dev/null | ips
+evo_ips() {  # BUILD DNA THREADS STEPS (no crops or flips: what the CPU search trains)
+  OMP_NUM_THREADS=$3 "$1/evo" train --dna "$2" --steps "$4" --no-augment --json 2>/dev/null | ips
+}
+steps_for() {  # DNA -> steps: STEPS, or fewer for big nets (reference DNAs of 40-90 MFLOP/img)
+  "$build/evo" show "$1" --json | "$py" -c '
+import json, sys
+f = json.load(sys.stdin)["train_flops_per_image"]
+print(max(30, min(int(sys.argv[1]), int(2e10 / (50 * f)))))' "$steps"
 }
 
 declare -A got
 for dna in "${dnas[@]}"; do
+  n_steps=$(steps_for "$dna")
   for t in $threads_list; do
     for ((r = 0; r < reps; r++)); do
-      got[$dna,$t,evo]+="$(evo_ips "$build" "$dna" "$t") "
-      [[ -n "$base" ]] && got[$dna,$t,base]+="$(evo_ips "$base" "$dna" "$t") "
+      got[$dna,$t,evo]+="$(evo_ips "$build" "$dna" "$t" "$n_steps") "
+      [[ -n "$base" ]] && got[$dna,$t,base]+="$(evo_ips "$base" "$dna" "$t" "$n_steps") "
       got[$dna,$t,torch]+="$("$py" bench/torch_reference.py time --dna "$dna" --threads "$t" \
-                              --steps "$steps" | ips) "
+                              --steps "$n_steps" | ips) "
     done
     echo "timed $dna at $t thread(s)" >&2
   done
 done
 
 torch_version=$("$py" -c 'import torch; print(torch.__version__)')
-echo "### Training speed (batch 50, 28x28x1, $steps steps, median of $reps)"
+echo "### Training speed (batch 50, 28x28x1, up to $steps steps, median of $reps)"
 echo
 if [[ -n "$base" ]]; then
   echo "| DNA | params | train KFLOP/img | threads | evo img/s | GFLOP/s | before img/s | PyTorch img/s | evo / PyTorch | evo / before |"
@@ -125,13 +133,13 @@ if [[ "$search_minutes" != 0 ]]; then
   done
   echo "### Children per hour of the default CPU search, replayed from $(basename "$seed_run") ($search_minutes min each, median of $search_reps)"
   echo
-  echo "| build | children per hour | vs first |"
+  echo "| build | children per hour | vs this build |"
   echo "|---|---:|---:|"
   first=""
   for prog in "${programs[@]}"; do
     c=$(echo "${rate[$prog]}" | median)
     [[ -z "$first" ]] && first=$c
-    awk -v p="$prog" -v c="$c" -v f="$first" 'BEGIN {printf "| %s | %.0f | %.2fx |\n", p, c, f > 0 ? c / f : 0}'
+    awk -v p="$prog" -v c="$c" -v f="$first" 'BEGIN {printf "| %s | %.0f | %.2fx |\n", p, c, (f > 0 ? c / f : 0)}'
   done
   echo
 fi
