@@ -356,6 +356,21 @@ TEST_CASE("report: write_report reads a run folder and writes the page atomicall
   const std::string graph = svg_of(html, "fig-dna");
   CHECK(graph.find(">28x28x16<") != std::string::npos);
   CHECK(html.find("data <b>fashion-mnist</b>") != std::string::npos);
+  // No final.json yet: both test cards say "not measured".
+  CHECK(html.find("best's test acc</span><b>&mdash;</b>") != std::string::npos);
+
+  // What a finished search leaves in final.json shows on the cards (the best's test accuracy
+  // only when final.json names the best individual). Validation accuracies here are <= 90%, so
+  // 97.13% and 98.21% can only come from final.json.
+  save_final_results(dir, best, 0.97134, 0.98211, 5);
+  write_report(dir, out);
+  const std::string finished = read_text(out);
+  CHECK(finished.find("best's test acc</span><b>97.13%</b>") != std::string::npos);
+  CHECK(finished.find("ensemble test acc</span><b>98.21%</b>") != std::string::npos);
+  CHECK(finished.find("averaged softmax of the top 5") != std::string::npos);
+  save_final_results(dir, "someone-else", 0.97134, 0.98211, 5);
+  write_report(dir, out);
+  CHECK(read_text(out).find("97.13%") == std::string::npos);
 
   // Another data set in run.json: the DNA is compiled for its images (32x32x3: 16 x 3 = 48).
   fs::remove_all(dir);

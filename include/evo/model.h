@@ -32,7 +32,8 @@ struct Weights {
 };
 
 // Fresh weights for `plan` on the context's device: He et al. 2015 for convolutions and the fully
-// connected layer, zero biases, batch-norm gamma 1 and beta 0, running mean 0 and variance 1.
+// connected layer (a convolution into a vertex summing k in-edges drawn with variance / k, the
+// paper's init_scale), zero biases, batch-norm gamma 1 and beta 0, running mean 0 and variance 1.
 // Randomness comes from ctx.rng(), so the same seed gives the same weights on every backend.
 Weights init_weights(const CompiledDna& plan, Context& ctx);
 

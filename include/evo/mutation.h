@@ -12,8 +12,11 @@
 //   every old weight tensor keeps its shape.
 // - REMOVE-CONVOLUTION of conv u -> v removes the edge and v: v's backbone out-edge now starts at
 //   u; skips from v start at u; skips into v end at v's backbone successor (at u when v was the
-//   output, and u becomes the output); a skip that would become a self-loop or duplicate another
-//   skip is dropped.
+//   output, and u becomes the output); a skip that would become a self-loop, or join a pair that
+//   another edge (backbone or skip) of the child already joins, is dropped.
+// - ADD-SKIP, as the paper's published code: the target vertex first (uniform over those with an
+//   eligible source), then a source before it whose pair no edge joins yet; never a skip beside
+//   an existing edge.
 // - Numbers change "at random around the existing value": learning rate x 2^U(-1, 1); depth factor
 //   uniform in [old/2, 2 old]; stride scale +-1; filter size: an odd value other than the old one
 //   in [old/2, 2 old] or next to it (old +- 2), so 1 -> 3 and 3 -> 1 or 5. All clamped to dna.h's
@@ -58,7 +61,7 @@ const char* to_string(Mutation m);
 Mutation parse_mutation(const std::string& name);
 
 // A mutation that cannot apply to this DNA (no convolution to remove, no skip to remove, every
-// skip already present, ...). The message says why; mutate() draws another mutation instead.
+// forward pair already joined, ...). The message says why; mutate() draws another mutation instead.
 class MutationNotApplicable : public Error {
  public:
   explicit MutationNotApplicable(const std::string& what) : Error(what) {}

@@ -42,6 +42,12 @@ struct ReportOptions {
   std::string best_dna_id;
   std::string best_dna_note;
   int height = 28, width = 28, channels = 1, classes = 10;
+  // The test-set results a finished search measured (RUN_DIR/final.json, save_final_results):
+  // the best individual's (final_best_id) test accuracy and the top-k ensemble's. NaN: none.
+  std::string final_best_id;
+  double final_best_test = std::numeric_limits<double>::quiet_NaN();
+  double final_ensemble_test = std::numeric_limits<double>::quiet_NaN();
+  int final_ensemble_size = 0;
   // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
   double generated_at = std::numeric_limits<double>::quiet_NaN();
 };
@@ -56,6 +62,12 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
 // in the same folder, then rename), so a browser or a second writer never sees half a page. Throws
 // evo::Error when run_dir is not a run folder or out_path cannot be written.
 void write_report(const std::string& run_dir, const std::string& out_path);
+
+// What the end of a search measured on the test set, kept in RUN_DIR/final.json (written
+// atomically) so that the report shows it: the best individual's test accuracy and the top-k
+// ensemble's. write_report reads it back; a later search overwrites it.
+void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
+                        double ensemble_test, int ensemble_size);
 
 // The default output path: RUN_DIR/report.html.
 std::string default_report_path(const std::string& run_dir);

@@ -218,11 +218,17 @@ MutationResult remove_convolution(const Dna& parent, std::mt19937_64& rng, int i
   const std::string into_v = next != b.out.end() ? parent.edges[next->second].to : u;
   r.detail = "remove conv " + removed.id + " (" + u + " -> " + v + ") and vertex " + v;
 
-  // Untouched skips keep their exact pair; a rewired skip that lands on a pair already joined (or
-  // on itself) is dropped, since validate() allows one skip per pair and no self-loops.
+  // No two edges may join the same pair (no skip beside a backbone edge, one skip per pair) and
+  // no edge may join a vertex to itself. The child's backbone pairs come first; then untouched
+  // skips keep their pair unless the new backbone edge u -> (v's successor) now joins it; then
+  // rewired skips take their new pair if it is still free. Whatever is refused is dropped.
   std::set<std::pair<std::string, std::string>> pairs;
   for (const Edge& e : parent.edges)
-    if (e.skip && e.from != v && e.to != v) pairs.emplace(e.from, e.to);
+    if (!e.skip && e.id != removed.id) pairs.emplace(e.from == v ? u : e.from, e.to);
+  std::map<std::string, std::string> drop;  // skip id -> why
+  for (const Edge& e : parent.edges)
+    if (e.skip && e.from != v && e.to != v && !pairs.emplace(e.from, e.to).second)
+      drop[e.id] = e.from + " -> " + e.to + " is now a backbone edge";
   std::vector<Edge> edges;
   for (const Edge& e : parent.edges) {
     if (e.id == removed.id) continue;
@@ -240,10 +246,13 @@ MutationResult remove_convolution(const Dna& parent, std::mt19937_64& rng, int i
         continue;
       }
       if (!pairs.emplace(n.from, n.to).second) {
-        r.detail += "; skip " + e.id + " dropped (" + n.from + " -> " + n.to + " has a skip)";
+        r.detail += "; skip " + e.id + " dropped (" + n.from + " -> " + n.to + " has an edge)";
         continue;
       }
       r.detail += "; skip " + e.id + " now " + n.from + " -> " + n.to;
+    } else if (const auto it = drop.find(e.id); it != drop.end()) {
+      r.detail += "; skip " + e.id + " dropped (" + it->second + ")";
+      continue;
     }
     edges.push_back(std::move(n));
   }
@@ -365,44 +374,52 @@ MutationResult filter_size(const Dna& parent, std::mt19937_64& rng) {
 
 // Forward pairs of backbone vertices (at any distance, next neighbours included: a skip beside a
 // conv makes a residual block) not yet joined by a skip.
-std::vector<std::pair<std::string, std::string>> free_skip_pairs(const Dna& d, const Backbone& b) {
-  std::set<std::pair<std::string, std::string>> taken;
-  for (const Edge& e : d.edges)
-    if (e.skip) taken.emplace(e.from, e.to);
-  std::vector<std::pair<std::string, std::string>> out;
-  for (std::size_t i = 0; i < b.order.size(); ++i)
-    for (std::size_t j = i + 1; j < b.order.size(); ++j)
-      if (!taken.count({b.order[i], b.order[j]})) out.emplace_back(b.order[i], b.order[j]);
-  return out;
+// For each backbone position j, the positions i < j whose vertex has no edge (backbone or skip)
+// into vertex j yet: the sources ADD-SKIP may join to target j. A skip beside an existing edge
+// would double an identity edge's signal or turn a convolution into a one-layer residual block;
+// the paper's mutation refuses such a pair.
+std::vector<std::vector<std::size_t>> free_skip_sources(const Dna& d, const Backbone& b) {
+  std::set<std::pair<std::string, std::string>> joined;
+  for (const Edge& e : d.edges) joined.emplace(e.from, e.to);
+  std::vector<std::vector<std::size_t>> sources(b.order.size());
+  for (std::size_t j = 0; j < b.order.size(); ++j)
+    for (std::size_t i = 0; i < j; ++i)
+      if (!joined.count({b.order[i], b.order[j]})) sources[j].push_back(i);
+  return sources;
 }
 
-// Skips that ADD-SKIP could add, counted without listing them: every forward pair minus the
-// skips (each joins a distinct forward pair in a valid DNA).
+// Skips that ADD-SKIP could add: forward pairs that no edge joins yet.
 std::size_t free_skip_count(const Dna& d) {
-  const std::size_t n = d.vertices.size();
-  const std::size_t pairs = n * (n - 1) / 2;
-  const std::size_t skips = skip_edges(d).size();
-  return pairs > skips ? pairs - skips : 0;
+  const Backbone b = backbone_of(d);
+  std::size_t n = 0;
+  for (const auto& s : free_skip_sources(d, b)) n += s.size();
+  return n;
 }
 
+// As the paper's published code: the target vertex first, uniformly among those with an eligible
+// source, then the source uniformly among that target's eligible ones.
 MutationResult add_skip(const Dna& parent, std::mt19937_64& rng) {
   const Backbone b = backbone_of(parent);
-  const auto pairs = free_skip_pairs(parent, b);
-  if (pairs.empty())
+  const auto sources = free_skip_sources(parent, b);
+  std::vector<std::size_t> targets;
+  for (std::size_t j = 0; j < sources.size(); ++j)
+    if (!sources[j].empty()) targets.push_back(j);
+  if (targets.empty())
     throw MutationNotApplicable(
         parent.vertices.size() < 2
             ? "add-skip: the DNA has a single vertex; a skip needs two on the backbone"
-            : "add-skip: every forward pair of backbone vertices already has a skip");
+            : "add-skip: every forward pair of backbone vertices is already joined by an edge");
   MutationResult r = result(parent, Mutation::AddSkip);
-  const auto& [from, to] = pick_from(pairs, rng);
+  const std::size_t to = pick_from(targets, rng);
+  const std::size_t from = pick_from(sources[to], rng);
   Edge e;
   e.id = r.child.mint_id("e");
-  e.from = from;
-  e.to = to;
+  e.from = b.order[from];
+  e.to = b.order[to];
   e.type = EdgeType::Identity;
   e.skip = true;
   r.child.edges.push_back(e);
-  r.detail = "add skip " + e.id + " " + from + " -> " + to;
+  r.detail = "add skip " + e.id + " " + e.from + " -> " + e.to;
   return r;
 }
 

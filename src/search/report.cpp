@@ -842,7 +842,18 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
     << card("total FLOPs", sci(run.total_flops), "training + validation, every individual")
     << card("best validation", run.best ? percent(run.best->fitness) : "&mdash;",
             run.best ? "individual " + run.best->id : std::string())
-    << card("best's test acc", run.best ? percent(run.best->test_accuracy) : "&mdash;")
+    << card("best's test acc",
+            run.best && std::isfinite(run.best->test_accuracy) ? percent(run.best->test_accuracy)
+            : run.best && run.best->id == opts.final_best_id && std::isfinite(opts.final_best_test)
+                ? percent(opts.final_best_test)
+                : "&mdash;",
+            "measured on the test set when the search ended")
+    << card("ensemble test acc",
+            std::isfinite(opts.final_ensemble_test) ? percent(opts.final_ensemble_test)
+                                                    : "&mdash;",
+            opts.final_ensemble_size > 0
+                ? "averaged softmax of the top " + std::to_string(opts.final_ensemble_size)
+                : std::string())
     << "</div>\n";
 
   o << "<figure>\n"
@@ -1010,11 +1021,38 @@ void write_report(const std::string& run_dir, const std::string& out_path) {
       if (missing.empty()) missing = e.what();
     }
   }
+  // The end-of-search test results, when a search left them (a damaged file is ignored: the
+  // cards then say "not measured", and nothing else depends on it).
+  try {
+    std::ifstream in(fs::path(run_dir) / "final.json");
+    if (in) {
+      const nlohmann::json j = nlohmann::json::parse(in);
+      opts.final_best_id = j.value("best_id", std::string());
+      if (j.contains("best_test") && j["best_test"].is_number())
+        opts.final_best_test = j["best_test"].get<double>();
+      if (j.contains("ensemble_test") && j["ensemble_test"].is_number())
+        opts.final_ensemble_test = j["ensemble_test"].get<double>();
+      opts.final_ensemble_size = j.value("ensemble_size", 0);
+    }
+  } catch (const std::exception&) {
+  }
   if (!missing.empty())
     opts.best_dna_note = opts.best_dna ? "The best DNA could not be read (" + missing +
                                              "); drawn instead: " + opts.best_dna_id + "'s."
                                        : "Its DNA could not be read: " + missing;
   write_atomically(out_path, render_report(all, opts));
+}
+
+void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
+                        double ensemble_test, int ensemble_size) {
+  nlohmann::json j;
+  j["format"] = "evo-final/1";
+  j["best_id"] = best_id;
+  j["best_test"] = std::isfinite(best_test) ? nlohmann::json(best_test) : nlohmann::json();
+  j["ensemble_test"] =
+      std::isfinite(ensemble_test) ? nlohmann::json(ensemble_test) : nlohmann::json();
+  j["ensemble_size"] = ensemble_size;
+  write_atomically((fs::path(run_dir) / "final.json").string(), j.dump(2) + "\n");
 }
 
 std::string default_report_path(const std::string& run_dir) {

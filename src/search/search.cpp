@@ -74,6 +74,7 @@ struct Shared {
   std::mutex mutex;  // console, counters below
   int children = 0, failed = 0, reserved = 0;
   double best_val = 0;
+  double best_time = now_seconds();  // when best_val last rose: the summary shows stagnation
   double start = now_seconds();
   double last_summary = now_seconds();
   std::string host = host_name();
@@ -203,7 +204,10 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
     ++sh.failed;
   else
     ++sh.children;
-  sh.best_val = std::max(sh.best_val, r.fitness);
+  if (r.fitness > sh.best_val) {
+    sh.best_val = r.fitness;
+    sh.best_time = now_seconds();
+  }
   if (sh.opts.quiet) return;
   std::printf("%s %-9s %s <- %-12s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
               clock_text(now_seconds() - sh.start).c_str(), worker.c_str(), r.id.c_str(),
@@ -214,11 +218,13 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
   if (t - sh.last_summary >= sh.opts.summary_every) {
     sh.last_summary = t;
     const double hours = (t - sh.start) / 3600;
+    // How long the best has not improved: a search stuck on a local optimum shows it here.
     std::printf("-- %s: %d children (%d failed) by this process, %.0f per hour, population %zu, "
-                "best validation accuracy %.2f%%\n",
+                "best validation accuracy %.2f%% (not improved for %s)\n",
                 clock_text(t - sh.start).c_str(), sh.children + sh.failed, sh.failed,
                 hours > 0 ? (sh.children + sh.failed) / hours : 0,
-                sh.population.alive_ids().size(), 100 * sh.best_val);
+                sh.population.alive_ids().size(), 100 * sh.best_val,
+                clock_text(t - sh.best_time).c_str());
   }
   std::fflush(stdout);
 }
@@ -460,6 +466,8 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   s.failed = sh.failed;
   s.seconds = now_seconds() - sh.start;
   s.report_path = opts.report.empty() ? opts.run_dir + "/report.html" : opts.report;
+  if (!s.best_id.empty())
+    save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size);
   write_report(opts.run_dir, s.report_path);
   return s;
 }

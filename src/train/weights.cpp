@@ -32,13 +32,28 @@ std::vector<int64_t> dims_of(const Tensor& t) {
   return d;
 }
 
-Tensor fresh_tensor(const ParamInfo& p, Context& ctx) {
+// How many results the vertex that a convolution feeds sums (its in-edges): 1 for the fully
+// connected layer and for a vertex with one input.
+int64_t summed_inputs(const CompiledDna& plan, const ParamInfo& p) {
+  if (p.kind != ParamKind::ConvFilter) return 1;
+  const int e = plan.edge_index(p.owner);
+  if (e < 0) return 1;
+  return std::max<int64_t>(1, int64_t(plan.vertices[std::size_t(plan.edges[std::size_t(e)].to)]
+                                          .in_edges.size()));
+}
+
+Tensor fresh_tensor(const CompiledDna& plan, const ParamInfo& p, Context& ctx) {
   const Shape shape(p.shape);
   switch (p.kind) {
     case ParamKind::ConvFilter:
     case ParamKind::FcWeight: {
       // fan_in: everything but the output dimension ([C_out, KH, KW, C_in] or [classes, C]).
-      const int64_t fan_in = p.elements() / std::max<int64_t>(p.shape[0], 1);
+      // The paper's code draws variance 2 * init_scale^2 / fan_in, init_scale normalising "the
+      // initial weights in the case of multiple incoming edges": with init_scale = 1/sqrt(k) for
+      // a vertex summing k results, the sum of k independent results has one result's variance.
+      // That is He's draw with fan_in * k (data/dna/README.md, "Weight tensors").
+      const int64_t fan_in =
+          p.elements() / std::max<int64_t>(p.shape[0], 1) * summed_inputs(plan, p);
       Tensor t = Tensor::empty(shape, ctx.device());
       const PhiloxState rng = ctx.rng().take(uint64_t(p.elements() + 1) / 2);
       ops(ctx.device().kind).he_init(ctx, p.elements(), int(fan_in), rng, t.data<float>());
@@ -108,7 +123,7 @@ Weights Weights::to(Device device) const {
 
 Weights init_weights(const CompiledDna& plan, Context& ctx) {
   Weights w;
-  for (const ParamInfo& p : plan.params) w.tensors[p.key] = fresh_tensor(p, ctx);
+  for (const ParamInfo& p : plan.params) w.tensors[p.key] = fresh_tensor(plan, p, ctx);
   return w;
 }
 
@@ -125,7 +140,7 @@ Weights inherit_weights(const CompiledDna& parent, const Weights& parent_weights
       w.tensors[p.key] = t;
       ++n_kept;
     } else {
-      w.tensors[p.key] = fresh_tensor(p, ctx);
+      w.tensors[p.key] = fresh_tensor(child, p, ctx);
     }
   }
   if (kept) *kept = n_kept;
