@@ -95,19 +95,7 @@ done
 echo
 
 # Children and the training + validation FLOPs of the individuals born after $2 in run folder $1.
-count() {
-  "$py" - "$1" "$2" <<'EOF'
-import json, pathlib, sys
-run, since = pathlib.Path(sys.argv[1]), float(sys.argv[2])
-children = flops = 0
-for m in list(run.glob("alive/*/metrics.json")) + list(run.glob("dead/*/metrics.json")):
-    r = json.loads(m.read_text())
-    if r["birth_time"] >= since:
-        children += 1
-        flops += r["flops"]
-print(children, flops)
-EOF
-}
+count() { "$py" bench/count_children.py "$1" "$2"; }
 
 if [[ "$search_minutes" != 0 ]]; then
   declare -A rate

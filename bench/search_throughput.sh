@@ -47,19 +47,7 @@ else
 fi
 
 # Children and FLOPs of the individuals born after $2 in run folder $1 (alive and dead).
-count() {
-  "$py" - "$1" "$2" <<'EOF'
-import json, pathlib, sys
-run, since = pathlib.Path(sys.argv[1]), float(sys.argv[2])
-children = flops = 0
-for m in list(run.glob("alive/*/metrics.json")) + list(run.glob("dead/*/metrics.json")):
-    r = json.loads(m.read_text())
-    if r["birth_time"] >= since:
-        children += 1
-        flops += r["flops"]
-print(children, flops)
-EOF
-}
+count() { "$py" bench/count_children.py "$1" "$2"; }
 
 declare -A rates flops_s
 for ((rep = 0; rep < reps; rep++)); do
