@@ -2,7 +2,8 @@
 """PyTorch build of an evo DNA (data/dna/README.md): training-step timing and a logits check.
 
 Not part of evo (which uses no deep-learning library): an independent reference, run by
-bench/train_throughput.sh (speed) and tests/test_torch_reference.cpp (correctness of the forward pass).
+bench/evolved_nets.sh and bench/train_throughput.sh (speed) and tests/test_torch_reference.cpp
+(correctness of the forward pass).
 
 usage:
   python3 bench/torch_reference.py time  --dna D.json [--input 28x28x1] [--classes 10] [--batch 50]

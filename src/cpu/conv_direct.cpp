@@ -17,6 +17,7 @@
 // kw/s, so a vector may run past the image's width (its extra lanes are dropped or are zero).
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "evo/error.h"
 #include "src/cpu/blas.h"
@@ -34,8 +35,12 @@ inline Vec load(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-inline Vec splat(float s) { return Vec{s, s, s, s, s, s, s, s}; }  // one vbroadcastss
+inline void store(float* p, Vec v) {
+  std::memcpy(p, &v, sizeof v);
+}
+inline Vec splat(float s) {
+  return Vec{s, s, s, s, s, s, s, s};  // one vbroadcastss
+}
 inline float hsum(Vec v) {
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
@@ -46,7 +51,40 @@ inline float hsum(Vec v) {
 // done in chunks of that many.
 constexpr int kMaxVecs = 4;
 
-int round_up(int a, int b) { return (a + b - 1) / b * b; }
+int round_up(int a, int b) {
+  return (a + b - 1) / b * b;
+}
+
+// f(std::integral_constant<int, NV>{}) for a run of `vecs` vectors, NV = min(vecs, kMaxVecs):
+// the kernels take the run's width as a template parameter so its accumulators are registers.
+template <typename F>
+void with_vecs(int vecs, F&& f) {
+  switch (std::min(vecs, kMaxVecs)) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    default:
+      return f(std::integral_constant<int, 4>{});
+  }
+}
+
+// Splits channels [0, count) into blocks for runs of NV vectors: blocks of 8/NV channels (8
+// accumulators, at least 2 channels), then one of 4, 2 and 1 as the rest needs, calling
+// f(first, std::integral_constant<int, CHANNELS>{}) for each.
+template <int NV, typename F>
+void for_channel_blocks(int count, F&& f) {
+  constexpr int kBig = NV == 1 ? 8 : NV == 2 ? 4 : 2;
+  int c = 0;
+  for (; c + kBig <= count; c += kBig) f(c, std::integral_constant<int, kBig>{});
+  if constexpr (kBig > 4)
+    if (c + 4 <= count) f(c, std::integral_constant<int, 4>{}), c += 4;
+  if constexpr (kBig > 2)
+    if (c + 2 <= count) f(c, std::integral_constant<int, 2>{}), c += 2;
+  if (c < count) f(c, std::integral_constant<int, 1>{});
+}
 
 // The sizes of one convolution's planar buffers.
 struct Plan {
@@ -54,7 +92,7 @@ struct Plan {
   int oh, ow;
   int shift;  // log2(stride): kw / s and kw % s as a shift and a mask
   int owv;    // ow rounded up to whole vectors: the planar dy row
-  int jw;   // floats per phase row of the planar input: owv + the largest kw / s
+  int jw;     // floats per phase row of the planar input: owv + the largest kw / s
   int64_t in_size() const { return int64_t(g.c_in) * g.h * g.stride * jw; }
   int64_t dy_size() const { return int64_t(g.c_out) * oh * owv; }
   // Offset of xp[y][c][r][0] (one input row's channels and phases are one block).
@@ -164,22 +202,6 @@ void forward_block(const Plan& p, const float* xp, const float* wt, int co0, int
     for (int c = 0; c < CO; ++c) d[c] = out[c * NV * kLanes + i];
 }
 
-// All output channels of one run of NV vectors: blocks of up to 8/NV channels (8 accumulators,
-// at least 2), the rest in smaller blocks.
-template <int NV>
-void forward_channels(const Plan& p, const float* xp, const float* wt, int oy, int ox0, int cols,
-                      float* yrow) {
-  constexpr int kBig = NV == 1 ? 8 : NV == 2 ? 4 : 2;
-  const int cout = p.g.c_out;
-  int co = 0;
-  for (; co + kBig <= cout; co += kBig) forward_block<NV, kBig>(p, xp, wt, co, oy, ox0, cols, yrow);
-  if constexpr (kBig > 4)
-    if (co + 4 <= cout) forward_block<NV, 4>(p, xp, wt, co, oy, ox0, cols, yrow), co += 4;
-  if constexpr (kBig > 2)
-    if (co + 2 <= cout) forward_block<NV, 2>(p, xp, wt, co, oy, ox0, cols, yrow), co += 2;
-  if (co < cout) forward_block<NV, 1>(p, xp, wt, co, oy, ox0, cols, yrow);
-}
-
 // One image: y[OH, OW, Cout] from its planar input and the weights as wt[kh][kw][ci][co].
 void forward_image(const Plan& p, const float* xp, const float* wt, float* y) {
   const int cout = p.g.c_out;
@@ -187,12 +209,13 @@ void forward_image(const Plan& p, const float* xp, const float* wt, float* y) {
     for (int ox0 = 0; ox0 < p.ow; ox0 += kMaxVecs * kLanes) {
       const int cols = std::min(p.ow - ox0, kMaxVecs * kLanes);
       float* yrow = y + (int64_t(oy) * p.ow + ox0) * cout;
-      switch ((cols + kLanes - 1) / kLanes) {
-        case 1: forward_channels<1>(p, xp, wt, oy, ox0, cols, yrow); break;
-        case 2: forward_channels<2>(p, xp, wt, oy, ox0, cols, yrow); break;
-        case 3: forward_channels<3>(p, xp, wt, oy, ox0, cols, yrow); break;
-        default: forward_channels<4>(p, xp, wt, oy, ox0, cols, yrow); break;
-      }
+      with_vecs((cols + kLanes - 1) / kLanes, [&](auto nv_) {
+        constexpr int nv = decltype(nv_)::value;
+        for_channel_blocks<nv>(cout, [&](int co, auto block_) {
+          constexpr int block = decltype(block_)::value;
+          forward_block<nv, block>(p, xp, wt, co, oy, ox0, cols, yrow);
+        });
+      });
     }
 }
 
@@ -213,15 +236,16 @@ struct Scratch {
 };
 
 Scratch make_scratch(Context& ctx, int threads, int64_t floats) {
-  const int64_t per = round_up(int(std::min<int64_t>(floats, INT32_MAX - 64)), 64);
+  const int64_t per = (floats + 63) / 64 * 64;  // each thread's part 256-byte aligned
   return Scratch{ctx.arena().allocate_n<float>(std::size_t(threads) * per), per};
 }
 
 // Images are split between threads; one image's planar copy stays in L1/L2 while it is used.
-int team_size(const ConvGeometry& g) { return std::max(1, std::min(omp_get_max_threads(), g.n)); }
+int team_size(const ConvGeometry& g) {
+  return std::max(1, std::min(omp_get_max_threads(), g.n));
+}
 
-void forward_planar(Context& ctx, const ConvGeometry& g, const float* x, const float* wt,
-                    float* y);
+void forward_planar(Context& ctx, const ConvGeometry& g, const float* x, const float* wt, float* y);
 
 // Stride-1 backward data as a forward pass: dx = conv(dy, w') with w'[ci][kh][kw][co] =
 // w[co][KH-1-kh][KW-1-kw][ci] (the adjoint of a stride-1 'same' convolution with odd filters).
@@ -321,20 +345,6 @@ void gather_block(const Plan& p, const Gather& q, const float* dyg, const float*
     for (int c = 0; c < CI; ++c) d[c] = out[c * NV * kLanes + i];
 }
 
-template <int NV>
-void gather_channels(const Plan& p, const Gather& q, const float* dyg, const float* w, int iy,
-                     int r, int j0, float* dxrow) {
-  constexpr int kBig = NV == 1 ? 8 : NV == 2 ? 4 : 2;
-  const int cin = p.g.c_in;
-  int ci = 0;
-  for (; ci + kBig <= cin; ci += kBig) gather_block<NV, kBig>(p, q, dyg, w, iy, r, ci, j0, dxrow);
-  if constexpr (kBig > 4)
-    if (ci + 4 <= cin) gather_block<NV, 4>(p, q, dyg, w, iy, r, ci, j0, dxrow), ci += 4;
-  if constexpr (kBig > 2)
-    if (ci + 2 <= cin) gather_block<NV, 2>(p, q, dyg, w, iy, r, ci, j0, dxrow), ci += 2;
-  if (ci < cin) gather_block<NV, 1>(p, q, dyg, w, iy, r, ci, j0, dxrow);
-}
-
 // One image's dx[H, W, Cin]: every input row, every stride phase, in runs of up to 32 columns.
 // Every dx element is written exactly once (each X = ix + pw has one phase and one column).
 void backward_data_image(const Plan& p, const Gather& q, const float* dyg, const float* w,
@@ -360,14 +370,14 @@ void backward_data_image(const Plan& p, const Gather& q, const float* dyg, const
           if (x >= g.pad_w()) std::fill_n(dxrow + int64_t(x - g.pad_w()) * g.c_in, g.c_in, 0.f);
         continue;
       }
-      for (int j0 = 0; j0 < q.jv; j0 += kMaxVecs * kLanes) {
-        switch (std::min(kMaxVecs, (q.jv - j0) / kLanes)) {
-          case 1: gather_channels<1>(p, q, dyg, w, iy, r, j0, dxrow); break;
-          case 2: gather_channels<2>(p, q, dyg, w, iy, r, j0, dxrow); break;
-          case 3: gather_channels<3>(p, q, dyg, w, iy, r, j0, dxrow); break;
-          default: gather_channels<4>(p, q, dyg, w, iy, r, j0, dxrow); break;
-        }
-      }
+      for (int j0 = 0; j0 < q.jv; j0 += kMaxVecs * kLanes)
+        with_vecs((q.jv - j0) / kLanes, [&](auto nv_) {
+          constexpr int nv = decltype(nv_)::value;
+          for_channel_blocks<nv>(g.c_in, [&](int ci, auto block_) {
+            constexpr int block = decltype(block_)::value;
+            gather_block<nv, block>(p, q, dyg, w, iy, r, ci, j0, dxrow);
+          });
+        });
     }
   }
 }
@@ -376,14 +386,14 @@ void backward_data_image(const Plan& p, const Gather& q, const float* dyg, const
 // products of dy's channels with the input run the tap reads, over every output row the tap lands
 // in, kept in vector lanes (CO*NV accumulators); each input vector feeds CO FMAs.
 template <int NV, int CO>
-void backward_filter_taps(const Plan& p, const float* xp, const float* dyp, int co0, int kh,
-                          int kw, int ci, int ox0, float* sums) {
+void backward_filter_taps(const Plan& p, const float* xp, const float* dyp, int co0, int kh, int kw,
+                          int ci, int ox0, float* sums) {
   const ConvGeometry& g = p.g;
   const int64_t dy_channel = int64_t(p.oh) * p.owv, x_row = int64_t(g.c_in) * g.stride * p.jw;
   Vec acc[CO][NV] = {};
   const int lo = p.oy_lo(kh), hi = p.oy_hi(kh);
-  const float* x = xp + p.row(ci, lo * g.stride - g.pad_h() + kh, kw & (g.stride - 1)) +
-                   (kw >> p.shift) + ox0;
+  const float* x =
+      xp + p.row(ci, lo * g.stride - g.pad_h() + kh, kw & (g.stride - 1)) + (kw >> p.shift) + ox0;
   const float* d = dyp + int64_t(co0) * dy_channel + int64_t(lo) * p.owv + ox0;
   for (int oy = lo; oy < hi; ++oy, x += g.stride * x_row, d += p.owv) {
     Vec xv[NV];
@@ -398,23 +408,6 @@ void backward_filter_taps(const Plan& p, const float* xp, const float* dyp, int 
   }
 }
 
-template <int NV>
-void backward_filter_run(const Plan& p, const float* xp, const float* dyp, int kh, int kw, int ci,
-                         int ox0, float* sums) {
-  constexpr int kBig = NV == 1 ? 8 : NV == 2 ? 4 : 2;
-  const int cout = p.g.c_out;
-  int co = 0;
-  for (; co + kBig <= cout; co += kBig)
-    backward_filter_taps<NV, kBig>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co);
-  if constexpr (kBig > 4)
-    if (co + 4 <= cout)
-      backward_filter_taps<NV, 4>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co), co += 4;
-  if constexpr (kBig > 2)
-    if (co + 2 <= cout)
-      backward_filter_taps<NV, 2>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co), co += 2;
-  if (co < cout) backward_filter_taps<NV, 1>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co);
-}
-
 // dw of one image (overwritten when !accumulate, else added to), tap by tap.
 void backward_filter_image(const Plan& p, const float* xp, const float* dyp, bool accumulate,
                            float* dw, float* sums) {
@@ -424,14 +417,14 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
     for (int kw = 0; kw < g.kw; ++kw)
       for (int ci = 0; ci < g.c_in; ++ci) {
         std::fill(sums, sums + g.c_out, 0.f);
-        for (int ox0 = 0; ox0 < p.ow; ox0 += kMaxVecs * kLanes) {
-          switch (std::min(kMaxVecs, (p.ow - ox0 + kLanes - 1) / kLanes)) {
-            case 1: backward_filter_run<1>(p, xp, dyp, kh, kw, ci, ox0, sums); break;
-            case 2: backward_filter_run<2>(p, xp, dyp, kh, kw, ci, ox0, sums); break;
-            case 3: backward_filter_run<3>(p, xp, dyp, kh, kw, ci, ox0, sums); break;
-            default: backward_filter_run<4>(p, xp, dyp, kh, kw, ci, ox0, sums); break;
-          }
-        }
+        for (int ox0 = 0; ox0 < p.ow; ox0 += kMaxVecs * kLanes)
+          with_vecs((p.ow - ox0 + kLanes - 1) / kLanes, [&](auto nv_) {
+            constexpr int nv = decltype(nv_)::value;
+            for_channel_blocks<nv>(g.c_out, [&](int co, auto block_) {
+              constexpr int block = decltype(block_)::value;
+              backward_filter_taps<nv, block>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co);
+            });
+          });
         float* out = dw + (int64_t(kh) * g.kw + kw) * g.c_in + ci;
         for (int co = 0; co < g.c_out; ++co)
           out[co * k_size] = accumulate ? out[co * k_size] + sums[co] : sums[co];
@@ -451,9 +444,12 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
 bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass) {
   const int64_t channels = int64_t(g.c_in) * g.c_out;
   switch (pass) {
-    case ConvPass::Forward: return g.out_w() >= 12 && channels <= 64;
-    case ConvPass::BackwardData: return g.w >= 12 && channels <= 128;
-    case ConvPass::BackwardFilter: return g.out_w() >= 12 && channels <= 32;
+    case ConvPass::Forward:
+      return g.out_w() >= 12 && channels <= 64;
+    case ConvPass::BackwardData:
+      return g.w >= 12 && channels <= 128;
+    case ConvPass::BackwardFilter:
+      return g.out_w() >= 12 && channels <= 32;
   }
   return false;
 }

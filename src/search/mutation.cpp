@@ -372,8 +372,6 @@ MutationResult filter_size(const Dna& parent, std::mt19937_64& rng) {
   return r;
 }
 
-// Forward pairs of backbone vertices (at any distance, next neighbours included: a skip beside a
-// conv makes a residual block) not yet joined by a skip.
 // For each backbone position j, the positions i < j whose vertex has no edge (backbone or skip)
 // into vertex j yet: the sources ADD-SKIP may join to target j. A skip beside an existing edge
 // would double an identity edge's signal or turn a convolution into a one-layer residual block;
