@@ -182,7 +182,7 @@ TEST_CASE("Inheritance keeps tensors whose id and shape are unchanged", "[weight
   child_dna.edges[1].depth_factor *= 2;
   const CompiledDna child = compile(child_dna, 16, 16, 1, 10);
   int kept = 0;
-  const Weights cw = inherit_weights(parent, pw, child, ctx, &kept);
+  const Weights cw = inherit_weights(parent, pw, child, ctx, Inheritance::Paper, &kept);
   int expected = 0;
   for (const ParamInfo& p : child.params) {
     const ParamInfo* q = parent.find_param(p.key);
@@ -199,6 +199,153 @@ TEST_CASE("Inheritance keeps tensors whose id and shape are unchanged", "[weight
   CHECK(kept > 0);
   CHECK(kept < int(child.params.size()));
   CHECK(cw.at(parent_dna.edges[0].id).to_host() == pw.at(parent_dna.edges[0].id).to_host());
+}
+
+// Inference-mode logits of `plan` with `w` on input x (n images).
+std::vector<float> inference_logits(const CompiledDna& plan, Weights& w, const std::vector<float>& x,
+                                    int n, Context& ctx) {
+  Model model(plan, n, ctx);
+  model.bind(w);
+  std::copy(x.begin(), x.end(), model.input());
+  model.forward(n, false);
+  return std::vector<float>(model.logits(), model.logits() + std::size_t(n) * plan.classes);
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(double(a[i]) - b[i]));
+  return d;
+}
+
+// --inheritance keep: a widened layer (every tensor downstream changes shape) and a resized filter
+// compute exactly the parent's function in inference mode (new channels are read with weight 0,
+// new taps are 0), on a net without skips; the paper's rule (fresh tensors) does not. The new
+// output channels are the same fresh draws the paper's rule makes (same seed): they learn.
+TEST_CASE("Keep inheritance: widened and resized layers start as the parent's function",
+          "[weights]") {
+  const Dna parent_dna = load_dna(source_path("data/dna/four_conv.json"));
+  const int h = 12, w = 12, n = 6;
+  const CompiledDna parent = compile(parent_dna, h, w, 1, 10);
+  Context pctx(Device::cpu(), test::rng()());
+  Weights pw = init_weights(parent, pctx);
+  // A parent that has learned something: no unit gamma, zero beta or unit running statistics.
+  for (const ParamInfo& p : parent.params) {
+    if (p.kind == ParamKind::ConvFilter || p.kind == ParamKind::FcWeight) continue;
+    const bool positive = p.kind == ParamKind::BnRunningVar || p.kind == ParamKind::BnGamma;
+    const std::vector<float> v =
+        test::random_vector(std::size_t(p.elements()), positive ? 0.5f : -0.5f, 1.5f);
+    pw.tensors[p.key] = Tensor::from_host(v, Shape(p.shape), Device::cpu());
+  }
+  const std::vector<float> x = test::random_vector(std::size_t(n) * h * w);
+  const std::vector<float> want = inference_logits(parent, pw, x, n, pctx);
+
+  Dna widened = parent_dna, resized = parent_dna, narrowed = parent_dna;
+  widened.edges[1].depth_factor *= 2;   // e6: 2x channels, so e7, e8, fc change shape too
+  resized.edges[2].filter_h = resized.edges[2].filter_w = 5;  // e7: 3x3 -> 5x5
+  narrowed.edges[1].depth_factor /= 2;  // e6: half the channels (approximate by design)
+  for (const Dna* d : {&widened, &resized}) {
+    const CompiledDna child = compile(*d, h, w, 1, 10);
+    const uint64_t seed = test::rng()();
+    Context kctx(Device::cpu(), seed), fctx(Device::cpu(), seed);
+    int kept = 0;
+    Weights keep = inherit_weights(parent, pw, child, kctx, Inheritance::Keep, &kept);
+    Weights paper = inherit_weights(parent, pw, child, fctx, Inheritance::Paper);
+    CHECK(kept < int(child.params.size()));  // some tensors did change shape
+    const std::vector<float> got = inference_logits(child, keep, x, n, kctx);
+    const std::vector<float> fresh = inference_logits(child, paper, x, n, fctx);
+    double scale = 0;
+    for (float v : want) scale = std::max(scale, std::abs(double(v)));
+    INFO("max |logit| " << scale);
+    CHECK(max_abs_diff(got, want) <= 1e-4 * std::max(1.0, scale));
+    CHECK(max_abs_diff(fresh, want) > 1e-2 * std::max(1.0, scale));
+
+    // Element by element, in double loops over [C_out, KH, KW, C_in]: old outputs keep the
+    // parent's values at the centred tap, 0 elsewhere; new outputs are the paper's fresh draw.
+    for (const ParamInfo& p : child.params) {
+      if (p.kind != ParamKind::ConvFilter) continue;
+      const ParamInfo* q = parent.find_param(p.key);
+      REQUIRE(q);
+      if (q->shape == p.shape) continue;
+      const std::vector<float> c = keep.at(p.key).to_host(), f = paper.at(p.key).to_host(),
+                               pv = pw.at(p.key).to_host();
+      const int64_t co = p.shape[0], kh = p.shape[1], kw = p.shape[2], ci = p.shape[3];
+      const int64_t pco = q->shape[0], pkh = q->shape[1], pkw = q->shape[2], pci = q->shape[3];
+      int wrong = 0;
+      for (int64_t o = 0; o < co; ++o)
+        for (int64_t y = 0; y < kh; ++y)
+          for (int64_t xx = 0; xx < kw; ++xx)
+            for (int64_t i = 0; i < ci; ++i) {
+              const std::size_t at = std::size_t(((o * kh + y) * kw + xx) * ci + i);
+              const int64_t py = y - (kh - pkh) / 2, px = xx - (kw - pkw) / 2;
+              float expect = f[at];
+              if (o < pco)
+                expect = (i < pci && py >= 0 && py < pkh && px >= 0 && px < pkw)
+                             ? pv[std::size_t(((o * pkh + py) * pkw + px) * pci + i)]
+                             : 0.0f;
+              wrong += c[at] != expect;
+            }
+      INFO(p.key << " " << co << "x" << kh << "x" << kw << "x" << ci);
+      CHECK(wrong == 0);
+    }
+  }
+
+  // Narrowing keeps the first channels' weights on the inputs that remain.
+  const CompiledDna child = compile(narrowed, h, w, 1, 10);
+  Context ctx(Device::cpu(), test::rng()());
+  const Weights keep = inherit_weights(parent, pw, child, ctx, Inheritance::Keep);
+  const std::string e7 = parent_dna.edges[2].id;
+  const ParamInfo* p = child.find_param(e7);
+  const ParamInfo* q = parent.find_param(e7);
+  REQUIRE(p);
+  REQUIRE(q);
+  REQUIRE(p->shape[3] < q->shape[3]);
+  const std::vector<float> c = keep.at(e7).to_host(), pv = pw.at(e7).to_host();
+  for (int64_t o = 0; o < std::min(p->shape[0], q->shape[0]); ++o)
+    for (int64_t k = 0; k < 9; ++k)
+      for (int64_t i = 0; i < p->shape[3]; ++i)
+        CHECK(c[std::size_t((o * 9 + k) * p->shape[3] + i)] ==
+              pv[std::size_t((o * 9 + k) * q->shape[3] + i)]);
+}
+
+// An inserted convolution (a key the parent lacks, C_out == C_in) starts as the identity filter
+// with --inheritance keep: with a linear target vertex the child computes the parent's function.
+TEST_CASE("Keep inheritance: an inserted convolution starts as the identity", "[weights]") {
+  const Dna parent_dna = load_dna(source_path("data/dna/four_conv.json"));
+  const int h = 10, w = 10, n = 4;
+  const CompiledDna parent = compile(parent_dna, h, w, 1, 10);
+  Context ctx(Device::cpu(), test::rng()());
+  Weights pw = init_weights(parent, ctx);
+  // Insert e99: v2 -> v99 (linear, 3x3, depth factor 1, stride 1); e7 now starts at v99.
+  Dna child_dna = parent_dna;
+  Vertex v = child_dna.vertices[0];
+  v.id = "v99";
+  v.activation = Activation::Linear;
+  child_dna.vertices.push_back(v);
+  Edge e = parent_dna.edges[1];
+  e.id = "e99";
+  e.from = parent_dna.edges[2].from;
+  e.to = "v99";
+  e.depth_factor = 1;
+  e.filter_h = e.filter_w = 3;
+  e.stride_scale = 0;
+  child_dna.edges.push_back(e);
+  child_dna.edges[2].from = "v99";
+  child_dna.next_id = std::max<int64_t>(child_dna.next_id, 100);
+  const CompiledDna child = compile(child_dna, h, w, 1, 10);
+  Weights keep = inherit_weights(parent, pw, child, ctx, Inheritance::Keep);
+  const ParamInfo* p = child.find_param("e99");
+  REQUIRE(p);
+  const std::vector<float> f = keep.at("e99").to_host();
+  const int64_t c = p->shape[0];
+  REQUIRE(p->shape[3] == c);
+  for (int64_t o = 0; o < c; ++o)
+    for (int64_t k = 0; k < 9; ++k)
+      for (int64_t i = 0; i < c; ++i)
+        CHECK(f[std::size_t((o * 9 + k) * c + i)] == (k == 4 && i == o ? 1.0f : 0.0f));
+  const std::vector<float> x = test::random_vector(std::size_t(n) * h * w);
+  const std::vector<float> want = inference_logits(parent, pw, x, n, ctx);
+  const std::vector<float> got = inference_logits(child, keep, x, n, ctx);
+  CHECK(max_abs_diff(got, want) <= 1e-4);
 }
 
 // The paper's init_scale: a fresh convolution into a vertex that sums k in-edges is drawn with

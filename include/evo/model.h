@@ -37,11 +37,31 @@ struct Weights {
 // Randomness comes from ctx.rng(), so the same seed gives the same weights on every backend.
 Weights init_weights(const CompiledDna& plan, Context& ctx);
 
-// The paper's weight inheritance: the child keeps every parent tensor (running statistics
-// included) whose key and shape are unchanged; the rest are freshly initialised. Returns the
-// number of tensors kept in *kept when not null.
+// How a child's weights come from its parent's.
+// - Paper (Real et al. 2017, the default on GPUs): a tensor whose key and shape are unchanged is
+//   kept, every other one is freshly initialised. A widened layer changes the shape of every
+//   tensor downstream of it, so such a child starts over from random weights there.
+// - Keep (beyond the paper; the CPU default, see README "Search defaults"): as paper for unchanged
+//   tensors; a tensor whose shape changed but that reads the same vertex as in the parent (not a
+//   convolution REMOVE-CONVOLUTION reconnected) keeps the parent's values where the two overlap:
+//   convolutions keep every old output channel's weights on the old inputs and old taps (a filter
+//   resized keeps its centre) with 0 on new inputs and taps, and new output channels freshly drawn;
+//   the classifier gives new input columns 0; batch-norm vectors keep the old channels. So a
+//   widened or resized layer computes what the parent's did on the old channels and what reads
+//   the new channels starts ignoring them. A convolution the parent did not have (an inserted
+//   one, C_out == C_in) starts as the identity filter. Details in data/dna/README.md.
+enum class Inheritance { Paper, Keep };
+const char* to_string(Inheritance h);  // "paper", "keep"
+// Throws UsageError naming both spellings.
+Inheritance parse_inheritance(const std::string& name);
+
+// The child's weights from its parent's by rule `how`. Tensors of the parent the child does not
+// have are dropped. Returns in *kept (when not null) the number of tensors kept whole.
+// Randomness: every tensor not kept whole takes its fresh draw from ctx.rng() in both modes, so
+// the random stream does not depend on the rule.
 Weights inherit_weights(const CompiledDna& parent, const Weights& parent_weights,
-                        const CompiledDna& child, Context& ctx, int* kept = nullptr);
+                        const CompiledDna& child, Context& ctx,
+                        Inheritance how = Inheritance::Paper, int* kept = nullptr);
 
 // The weight file ("evo-weights/1", documented in data/dna/README.md): magic, version, tensor
 // count, then per tensor its key, shape and little-endian f32 values, and a CRC-32 of all that.

@@ -62,7 +62,8 @@ IndividualRecord record_from_json(const nlohmann::json& j, const std::string& so
 
 // What a free slot is for: kInitial slots are the paper's initial population (fill them with a
 // fresh single-layer individual); kReturned ones were freed by an abandoned or dead child (fill
-// them with a child of a random alive parent, without a kill, or an initial one when none is).
+// them with a child of a parent chosen by selection, without a kill, or an initial one when no
+// individual is alive).
 enum class FreeSlot { kNone, kInitial, kReturned };
 
 struct PopulationOptions {

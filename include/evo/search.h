@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "evo/device.h"
+#include "evo/model.h"
 
 namespace evo {
 
@@ -23,6 +24,7 @@ struct SearchOptions {
   bool augment = true;       // pad-4 random crops and flips (He et al. 2016), as the paper
   Selection selection = Selection::Tournament;
   int sample_size = 2;       // tournament: 2 (the paper); aging: S individuals per selection
+  Inheritance inheritance = Inheritance::Paper;  // model.h: paper's rule, or keep the overlap
   double time_limit = 0;     // seconds; 0 = none
   int max_children = 0;      // children trained by this process; 0 = none
   uint64_t seed = 0;

@@ -57,6 +57,7 @@ PopulationOptions population_options(const SearchOptions& o) {
                 {"augment", o.augment},
                 {"selection", o.selection == Selection::Tournament ? "tournament" : "aging"},
                 {"sample_size", o.sample_size},
+                {"inheritance", to_string(o.inheritance)},
                 {"val_fraction", o.val_fraction},
                 {"seed", o.seed}};
   return p;
@@ -147,12 +148,16 @@ std::optional<Parent> load_parent(Shared& sh, const IndividualRecord& r) {
 // Tournament (the paper): sample two, kill the worse at once (its slot goes to our child), the
 // better is the parent. Aging (Real et al. 2019): sample S, the best is the parent, the oldest of
 // the population dies. Another worker may kill a sampled individual first: then sample again.
-std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
-                                      Population::Staging& child) {
+// With `kill` false the same selection chooses the parent and nobody dies: that fills a slot an
+// abandoned child gave back (its tournament's loser already died when the slot was taken), so
+// every child of a run, resumed or not, has a parent chosen by selection.
+std::optional<Parent> select_parent(Shared& sh, std::mt19937_64& rng,
+                                    Population::Staging& child, bool kill) {
   const SearchOptions& o = sh.opts;
   for (int attempt = 0; attempt < 100 && !sh.stopping(); ++attempt) {
     std::vector<std::string> ids = sh.population.alive_ids();
-    if (ids.size() < 2) return std::nullopt;
+    const std::size_t least = kill ? 2 : 1;  // a refill may choose the one survivor
+    if (ids.size() < least) return std::nullopt;
     std::sort(ids.begin(), ids.end());
     forget_dead(sh, ids);
     std::vector<IndividualRecord> alive;  // aging: all of them, for the oldest
@@ -166,7 +171,7 @@ std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
       if (sample.size() == want) break;
       if (auto r = alive_record(sh, id)) sample.push_back(*r);
     }
-    if (sample.size() < 2) continue;
+    if (sample.size() < least) continue;
     // Ties are broken at random (by the shuffle), which the paper's "lower fitness" leaves open.
     std::stable_sort(sample.begin(), sample.end(),
                      [](const auto& a, const auto& b) { return a.fitness > b.fitness; });
@@ -181,20 +186,9 @@ std::optional<Parent> select_and_kill(Shared& sh, std::mt19937_64& rng,
     }
     auto parent = load_parent(sh, sample.front());
     if (!parent) continue;
-    if (!sh.population.kill(child, victim)) continue;  // lost a race for the victim: again
+    if (kill && !sh.population.kill(child, victim)) continue;  // lost a race for the victim
     return parent;
   }
-  return std::nullopt;
-}
-
-// A returned slot (an abandoned child's) is refilled by the child of a random alive parent,
-// without a kill.
-std::optional<Parent> random_parent(Shared& sh, std::mt19937_64& rng) {
-  std::vector<std::string> ids = sh.population.alive_ids();
-  std::shuffle(ids.begin(), ids.end(), rng);
-  for (const std::string& id : ids)
-    if (auto r = alive_record(sh, id))
-      if (auto p = load_parent(sh, *r)) return p;
   return std::nullopt;
 }
 
@@ -258,9 +252,9 @@ void worker_main(Shared& sh, int index, Device device) {
     rec.id = staging.id;
     try {
       const FreeSlot slot = sh.population.take_free_slot(staging);
-      if (slot == FreeSlot::kReturned) parent = random_parent(sh, rng);
+      if (slot == FreeSlot::kReturned) parent = select_parent(sh, rng, staging, false);
       if (slot == FreeSlot::kNone) {
-        parent = select_and_kill(sh, rng, staging);
+        parent = select_parent(sh, rng, staging, true);
         if (!parent) {  // no population to select from yet, or stopping
           sh.population.abandon(std::move(staging));
           sh.unreserve();
@@ -297,7 +291,7 @@ void worker_main(Shared& sh, int index, Device device) {
         try {
           const CompiledDna pplan = compile(parent->dna, data.h, data.w, data.c, data.classes);
           const Weights pw = load_weights(parent->weights_path, pplan, device);
-          weights = inherit_weights(pplan, pw, plan, ctx);
+          weights = inherit_weights(pplan, pw, plan, ctx, o.inheritance);
         } catch (const Error&) {
           weights = init_weights(plan, ctx);  // the parent's weights are gone or unusable
         }
@@ -429,12 +423,12 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
 
   if (!opts.quiet) {
     std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child "
-                "(%s), %zu worker%s, %s selection, run folder %s\n",
+                "(%s), %zu worker%s, %s selection, %s inheritance, run folder %s\n",
                 sh.data.name.c_str(), sh.data.train.n, sh.data.val.n, opts.population, opts.steps,
                 opts.augment ? "with crops and flips" : "no crops or flips", opts.devices.size(),
                 opts.devices.size() == 1 ? "" : "s",
                 opts.selection == Selection::Tournament ? "tournament" : "aging",
-                opts.run_dir.c_str());
+                to_string(opts.inheritance), opts.run_dir.c_str());
     if (resumed) std::printf("resuming a population of %zu individuals\n", resumed);
     if (recovered) std::printf("discarded %zu unfinished children of dead workers\n", recovered);
     std::fflush(stdout);
