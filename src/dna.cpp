@@ -1,6 +1,7 @@
 // The DNA's JSON format (evo-dna/1) and its validation: parse, serialise, check every rule.
 // Not shape inference or FLOP counting (dna_compile.cpp), and not mutations.
 #include "evo/dna.h"
+#include "evo/io.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 namespace evo {
 
@@ -63,8 +65,13 @@ Dna initial_dna() {
 
 namespace {
 
-std::string json_quote(const std::string& s) {
-  return json(s).dump();
+// A string quoted for an error message: cut to a readable length, any bytes (invalid UTF-8 shows
+// as U+FFFD instead of throwing).
+std::string json_quote(const std::string& s) { return quote_excerpt(s, 120); }
+
+// A string as JSON text for the DNA file: whole (validate() has checked what ids may hold).
+std::string json_text(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string vertex_field(const Dna& d, std::size_t i) {
@@ -176,6 +183,13 @@ void validate(const Dna& d) {
   // Ids: one namespace for vertices and edges, since both name weight tensors.
   if (d.vertices.empty())
     throw DnaError(src, "vertices", "is empty; a DNA needs at least the input vertex");
+  if (d.vertices.size() > std::size_t(kMaxVertices))
+    throw DnaError(src, "vertices", "has " + std::to_string(d.vertices.size()) +
+                                        " vertices; a DNA may have at most " +
+                                        std::to_string(kMaxVertices));
+  if (d.edges.size() > std::size_t(kMaxEdges))
+    throw DnaError(src, "edges", "has " + std::to_string(d.edges.size()) +
+                                     " edges; a DNA may have at most " + std::to_string(kMaxEdges));
   std::map<std::string, std::string> seen;  // id -> field that defined it
   for (std::size_t i = 0; i < d.vertices.size(); ++i) {
     const std::string field = vertex_field(d, i);
@@ -205,13 +219,16 @@ void validate(const Dna& d) {
         src, "input",
         "vertex " + json_quote(d.input) + " is the image and must have activation \"linear\"");
 
-  // Edges one by one: endpoints and settings.
+  // Edges one by one: endpoints and settings. Vertex ids in a set: a lookup per edge must not
+  // walk the vertex list (10,000 of each would be 10^8 string compares).
+  std::set<std::string_view> vertex_ids;
+  for (const Vertex& v : d.vertices) vertex_ids.insert(v.id);
   for (std::size_t i = 0; i < d.edges.size(); ++i) {
     const Edge& e = d.edges[i];
     const std::string field = edge_field(d, i);
-    if (!d.find_vertex(e.from))
+    if (!vertex_ids.count(e.from))
       throw DnaError(src, field + ".from", json_quote(e.from) + " is not the id of any vertex");
-    if (!d.find_vertex(e.to))
+    if (!vertex_ids.count(e.to))
       throw DnaError(src, field + ".to", json_quote(e.to) + " is not the id of any vertex");
     if (e.skip && e.type != EdgeType::Identity)
       throw DnaError(src, field + ".type",
@@ -302,6 +319,12 @@ void validate(const Dna& d) {
                      "duplicates skip edge " + json_quote(it->second) + " (same from and to)");
   }
 
+  // Ids count their last 15 digits (trailing_number), so a larger counter means nothing and
+  // would overflow when minting.
+  constexpr int64_t kMaxNextId = 999'999'999'999'999;
+  if (d.next_id > kMaxNextId)
+    throw DnaError(src, "next_id", std::to_string(d.next_id) + " is above the largest id number, " +
+                                       std::to_string(kMaxNextId));
   if (const int64_t need = smallest_next_id(d); d.next_id < need)
     throw DnaError(src, "next_id",
                    std::to_string(d.next_id) +
@@ -377,7 +400,7 @@ class ObjectReader {
 
   [[noreturn]] void wrong_type(const char* key, const char* want, const json& v) const {
     throw DnaError(source_, path(key),
-                   "must be " + std::string(want) + ", not " + v.type_name() + " " + v.dump());
+                   "must be " + std::string(want) + ", not " + v.type_name() + " " + json_excerpt(v));
   }
 
  private:
@@ -390,7 +413,7 @@ class ObjectReader {
 int int_in_range(const std::string& field, const json& v, const std::string& source) {
   if (!v.is_number_integer())
     throw DnaError(source, field,
-                   "must be an integer, not " + std::string(v.type_name()) + " " + v.dump());
+                   "must be an integer, not " + std::string(v.type_name()) + " " + json_excerpt(v));
   const int64_t x = v.is_number_unsigned()
                         ? int64_t(std::min<uint64_t>(v.get<uint64_t>(), 1u << 30))
                         : v.get<int64_t>();
@@ -497,27 +520,29 @@ Dna dna_from_json(const json& j, const std::string& source_name) {
   return d;
 }
 
-Dna parse_dna(const std::string& json_text, const std::string& source_name) {
+Dna parse_dna(const std::string& text, const std::string& source_name) {
   json j;
   try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    // A syntax error (with line and column) or a number out of range. Keep nlohmann's message,
-    // drop its "[json.exception...]" tag.
+    j = parse_json_limited(text, source_name);
+  } catch (const Error& e) {
+    // "SOURCE: not valid JSON: ..." (a syntax error with line and column, a number out of range,
+    // nesting deeper than kMaxJsonDepth): as a DnaError, without repeating the source.
     std::string what = e.what();
-    if (const auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    throw DnaError(source_name, "", "not valid JSON: " + what);
+    if (what.rfind(source_name + ": ", 0) == 0) what = what.substr(source_name.size() + 2);
+    throw DnaError(source_name, "", what);
   }
   return dna_from_json(j, source_name);
 }
 
 Dna load_dna(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DnaError(path, "", "cannot open the DNA file (does it exist, is it readable?)");
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw DnaError(path, "", "reading the DNA file failed");
-  return parse_dna(text.str(), path);
+  std::string text;
+  try {
+    text = read_file_limited(path, kMaxDnaFileBytes, "DNA file");
+  } catch (const Error& e) {
+    throw DnaError(path, "", std::string(e.what()).substr(std::string("DNA file ").size() +
+                                                          path.size() + 2));
+  }
+  return parse_dna(text, path);
 }
 
 json dna_to_json(const Dna& d) {
@@ -553,22 +578,22 @@ std::string to_json(const Dna& d) {
   auto num = [](double x) { return json(x).dump(); };
   std::ostringstream o;
   o << "{\n";
-  o << "  \"format\": " << json_quote(kDnaFormat) << ",\n";
+  o << "  \"format\": " << json_text(kDnaFormat) << ",\n";
   o << "  \"learning_rate\": " << num(d.learning_rate) << ",\n";
-  o << "  \"input\": " << json_quote(d.input) << ",\n";
-  o << "  \"output\": " << json_quote(d.output) << ",\n";
+  o << "  \"input\": " << json_text(d.input) << ",\n";
+  o << "  \"output\": " << json_text(d.output) << ",\n";
   o << "  \"next_id\": " << d.next_id << ",\n";
   o << "  \"vertices\": [";
   for (std::size_t i = 0; i < d.vertices.size(); ++i)
-    o << (i ? ",\n" : "\n") << "    {\"id\": " << json_quote(d.vertices[i].id)
-      << ", \"activation\": " << json_quote(to_string(d.vertices[i].activation)) << "}";
+    o << (i ? ",\n" : "\n") << "    {\"id\": " << json_text(d.vertices[i].id)
+      << ", \"activation\": " << json_text(to_string(d.vertices[i].activation)) << "}";
   o << (d.vertices.empty() ? "],\n" : "\n  ],\n");
   o << "  \"edges\": [";
   for (std::size_t i = 0; i < d.edges.size(); ++i) {
     const Edge& e = d.edges[i];
-    o << (i ? ",\n" : "\n") << "    {\"id\": " << json_quote(e.id)
-      << ", \"from\": " << json_quote(e.from) << ", \"to\": " << json_quote(e.to)
-      << ", \"type\": " << json_quote(to_string(e.type))
+    o << (i ? ",\n" : "\n") << "    {\"id\": " << json_text(e.id)
+      << ", \"from\": " << json_text(e.from) << ", \"to\": " << json_text(e.to)
+      << ", \"type\": " << json_text(to_string(e.type))
       << ", \"skip\": " << (e.skip ? "true" : "false");
     if (e.type == EdgeType::Conv)
       o << ", \"depth_factor\": " << num(e.depth_factor) << ", \"filter\": [" << e.filter_h << ", "

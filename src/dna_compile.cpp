@@ -114,13 +114,19 @@ CompiledDna compile(const Dna& dna, int height, int width, int channels, int cla
 
   // Topological order = the backbone path (validate() guarantees it covers every vertex and that
   // skips go forward along it).
+  // Every lookup by id goes through a map: linear in the DNA's size up to kMaxVertices.
   std::map<std::string, const Edge*> backbone_out, backbone_in;
-  for (const Edge& e : dna.edges)
+  std::map<std::string, std::vector<const Edge*>> skips_in;  // in file order, as before
+  for (const Edge& e : dna.edges) {
     if (!e.skip) backbone_out[e.from] = backbone_in[e.to] = &e;
+    if (e.skip) skips_in[e.to].push_back(&e);
+  }
+  std::map<std::string, Activation> activation;
+  for (const Vertex& v : dna.vertices) activation[v.id] = v.activation;
   std::map<std::string, int> index;
   for (std::string at = dna.input;; at = backbone_out.at(at)->to) {
     index[at] = int(plan.vertices.size());
-    plan.vertices.push_back({at, dna.find_vertex(at)->activation, {}, {}});
+    plan.vertices.push_back({at, activation.at(at), {}, {}});
     if (at == dna.output) break;
   }
   plan.vertices[0].shape = plan.input;
@@ -135,8 +141,8 @@ CompiledDna compile(const Dna& dna, int height, int width, int channels, int cla
     VertexPlan& v = plan.vertices[vi];
     // The backbone (primary) edge fixes the vertex's shape; the skips are reshaped to it.
     std::vector<const Edge*> in_edges{backbone_in.at(v.id)};
-    for (const Edge& e : dna.edges)
-      if (e.skip && e.to == v.id) in_edges.push_back(&e);
+    if (const auto it = skips_in.find(v.id); it != skips_in.end())
+      in_edges.insert(in_edges.end(), it->second.begin(), it->second.end());
     for (const Edge* e : in_edges) {
       EdgePlan ep;
       ep.id = e->id;
@@ -219,8 +225,7 @@ CompiledDna compile(const Dna& dna, int height, int width, int channels, int cla
 
 namespace {
 
-std::string conv_text(const Dna& dna, const EdgePlan& e) {
-  const Edge& de = *dna.find_edge(e.id);
+std::string conv_text(const Edge& de, const EdgePlan& e) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "conv %dx%d stride %d depth x%s", e.kh, e.kw, e.stride,
                 nlohmann::json(de.depth_factor).dump().c_str());
@@ -263,12 +268,14 @@ std::string describe(const CompiledDna& plan) {
     o << text << "\n";
   };
   row("id", "from -> to", "operation", "in", "out", "params", "FLOPs");
+  std::map<std::string, const Edge*> edge_by_id;  // one lookup per edge, not a walk
+  for (const Edge& e : dna.edges) edge_by_id[e.id] = &e;
   for (std::size_t vi = 0; vi < plan.vertices.size(); ++vi) {
     const VertexPlan& v = plan.vertices[vi];
     for (int ei : v.in_edges) {
       const EdgePlan& e = plan.edges[ei];
       const std::string link = plan.vertices[e.from].id + " -> " + v.id;
-      const std::string op = e.type == EdgeType::Conv ? conv_text(dna, e)
+      const std::string op = e.type == EdgeType::Conv ? conv_text(*edge_by_id.at(e.id), e)
                              : e.skip                 ? skip_text(e)
                                                       : "identity";
       row(e.id, link, op, e.in.str(), e.reshaped.str(), e.params ? grouped(e.params) : "",

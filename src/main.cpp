@@ -26,6 +26,8 @@ namespace {
 
 // Training steps per child of the CPU default search (the paper: 25,600 on GPUs).
 constexpr int kCpuSteps = 1000;
+// Inheritance of the CPU default search (GPUs: the paper's). Measured in bench/results/cpu_search.md.
+constexpr evo::Inheritance kCpuInheritance = evo::Inheritance::Keep;
 
 constexpr int kExitUsage = 2;           // bad invocation: unknown option, missing GPU, ...
 
@@ -106,40 +108,58 @@ void print_summary(const evo::SearchSummary& s, const std::string& run_dir) {
 }
 
 // "30m", "2h", "1h30m", "90s", or plain seconds; 0 or "none" = no limit.
+// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (no limit). Plain decimal
+// numbers only: no sign, exponent, hex, NaN or infinity, and at most a year.
 double parse_duration(const std::string& text) {
+  const auto bad = [&] {
+    return evo::UsageError("--time-limit '" + text.substr(0, 40) +
+                           "': expected a duration like 30m, 2h, 1h30m, 90s or none");
+  };
   if (text == "none" || text == "0") return 0;
-  double total = 0, number = 0;
-  bool have_number = false, any = false;
+  double total = 0;
   std::size_t i = 0;
+  if (text.empty()) throw bad();
   while (i < text.size()) {
-    std::size_t used = 0;
-    try {
-      number = std::stod(text.substr(i), &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || number < 0) break;
-    i += used;
-    have_number = true;
+    const std::size_t start = i;
+    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+      ++i;
+    const std::string number = text.substr(start, i - start);
+    if (number.empty() || number.find('.') != number.rfind('.') || number == ".") throw bad();
     double unit = 1;
     if (i < text.size()) {
-      const char u = text[i];
-      if (u == 'h' || u == 'm' || u == 's' || u == 'd') {
-        unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
-        ++i;
-      } else {
-        break;
-      }
+      const char u = text[i++];
+      if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
+      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
     }
-    total += number * unit;
-    have_number = false;
-    any = true;
+    total += std::stod(number) * unit;
   }
-  if (!any || have_number || i != text.size())
-    throw evo::UsageError("--time-limit '" + text + "': expected a duration like 30m, 2h, 1h30m, "
-                          "90s or none");
+  if (!(total > 0) || total > 366 * 86400.0)
+    throw evo::UsageError("--time-limit '" + text.substr(0, 40) +
+                          "': must be more than 0 and at most a year (or none)");
   return total;
 }
+
+// For CLI11: an unsigned option given "-1" would wrap to 2^64-1 without a word.
+const CLI::Validator kNonNegativeInteger(
+    [](std::string& s) {
+      const bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      });
+      return digits ? std::string() : "must be a whole number >= 0, not '" + s.substr(0, 40) + "'";
+    },
+    "UINT");
+
+// For CLI11: the option's value must parse (its message is the one parse_duration throws).
+const CLI::Validator kDuration(
+    [](std::string& s) {
+      try {
+        parse_duration(s);
+        return std::string();
+      } catch (const evo::UsageError& e) {
+        return std::string(e.what());
+      }
+    },
+    "DURATION");
 
 std::atomic<bool> g_stop{false};
 
@@ -152,7 +172,7 @@ extern "C" void on_interrupt(int) {
 
 struct SearchArgs {
   std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit, selection = "tournament",
-              augment;
+              augment, inheritance;
   int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
   int max_train = 0, max_val = 0, threads = 0;
   uint64_t seed = 0;
@@ -163,29 +183,48 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
       ->capture_default_str();
   a->add_option("--gpus", o.gpus, "GPUs to use: 0-7, 0,2,5, all, or none (CPU); default: all "
                                   "visible GPUs, else none");
-  a->add_option("--workers-per-gpu", o.workers_per_gpu, "Workers (CUDA streams) per GPU")
-      ->capture_default_str();
-  a->add_option("--workers", o.workers, "CPU workers with --gpus none (default: one per core)");
-  a->add_option("--threads", o.threads, "CPU threads per CPU worker (default: cores / workers)");
+  // Ranges: what a run can use, so a typo (--workers 100000) is an error, not an abort.
+  a->add_option("--workers-per-gpu", o.workers_per_gpu, "Workers (CUDA streams) per GPU, 1-64")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  a->add_option("--workers", o.workers,
+                "CPU workers with --gpus none, 1-256 (default: one per core)")
+      ->check(CLI::Range(1, 256));
+  a->add_option("--threads", o.threads,
+                "CPU threads per CPU worker, 1-256 (default: cores / workers)")
+      ->check(CLI::Range(1, 256));
   a->add_option("--population", o.population,
-                "Population size (default: 1000 on GPUs as in the paper, 16 on the CPU)");
+                "Population size, 2-100,000 (default: 1000 on GPUs as in the paper, 16 on the CPU)")
+      ->check(CLI::Range(2, 100000));
   a->add_option("--steps", o.steps,
-                "Training steps per child (default: 25,600 on GPUs as in the paper, 1,000 on the CPU)");
+                "Training steps per child (default: 25,600 on GPUs as in the paper, 1,000 on the CPU)")
+      ->check(CLI::Range(1, 100000000));
   a->add_option("--run-dir", o.run_dir, "Population folder (may be shared by many machines; an "
                                         "existing population is resumed)")->capture_default_str();
   a->add_option("--time-limit", o.time_limit,
-                "Stop after this long: 30m, 2h, none (default: none on GPUs, 30m on the CPU)");
-  a->add_option("--max-children", o.max_children, "Stop after this process trained this many");
+                "Stop after this long: 30m, 2h, 1h30m, 90s, none (default: none on GPUs, 30m on "
+                "the CPU)")
+      ->check(kDuration);
+  a->add_option("--max-children", o.max_children, "Stop after this process trained this many")
+      ->check(CLI::NonNegativeNumber);
   a->add_option("--selection", o.selection, "tournament (the paper's) or aging (Real et al. 2019)")
       ->check(CLI::IsMember({"tournament", "aging"}))->capture_default_str();
   a->add_option("--sample-size", o.sample, "Individuals sampled per selection (tournament: 2; "
-                                           "aging: default 5)");
+                                           "aging: default 5)")
+      ->check(CLI::Range(2, 100000));
   a->add_option("--augment", o.augment, "Random pad-4 crops and flips while training: on (the "
                                         "paper's, default on GPUs) or off (default on the CPU)")
       ->check(CLI::IsMember({"on", "off"}));
-  a->add_option("--max-train", o.max_train, "Train on a random subset of this many images");
-  a->add_option("--max-val", o.max_val, "Validate on a random subset of this many images");
-  a->add_option("--seed", o.seed, "Random seed");
+  a->add_option("--inheritance", o.inheritance,
+                "How a child's weights come from its parent's: paper (keep tensors of unchanged "
+                "shape, draw the rest afresh; the default on GPUs) or keep (also keep the overlap "
+                "of resized tensors, inserted convolutions start as the identity; beyond the "
+                "paper, the default on the CPU)")
+      ->check(CLI::IsMember({"paper", "keep"}));
+  a->add_option("--max-train", o.max_train, "Train on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  a->add_option("--max-val", o.max_val, "Validate on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  a->add_option("--seed", o.seed, "Random seed (0 to 2^64-1)")->check(kNonNegativeInteger);
 }
 
 int run_search_command(const SearchArgs& a, bool json) {
@@ -222,6 +261,9 @@ int run_search_command(const SearchArgs& a, bool json) {
   o.selection = a.selection == "aging" ? evo::Selection::Aging : evo::Selection::Tournament;
   o.sample_size = a.sample > 0 ? a.sample : o.selection == evo::Selection::Aging ? 5 : 2;
   o.augment = a.augment.empty() ? on_gpu : a.augment == "on";
+  o.inheritance = !a.inheritance.empty() ? evo::parse_inheritance(a.inheritance)
+                  : on_gpu               ? evo::Inheritance::Paper
+                                         : kCpuInheritance;
   o.max_train = a.max_train;
   o.max_val = a.max_val;
   o.threads_per_worker = a.threads;
@@ -272,16 +314,21 @@ int main(int argc, char** argv) {
   train->add_option("--weights", tc.weights, "Start from these weights instead of fresh ones");
   train->add_option("--data", tc.data, std::string("Data set: ") + evo::kDataSpecHelp)
       ->capture_default_str();
-  train->add_option("--steps", tc.steps, "SGD steps (the paper: 25,600)")->capture_default_str();
-  train->add_option("--batch", tc.batch, "Images per step (the paper: 50)")->capture_default_str();
-  train->add_option("--max-train", tc.max_train, "Train on a random subset of this many images");
-  train->add_option("--val-fraction", tc.val_fraction, "Share of the training files held out")
+  train->add_option("--steps", tc.steps, "SGD steps (the paper: 25,600)")
+      ->check(CLI::Range(1, 100000000))->capture_default_str();
+  train->add_option("--batch", tc.batch, "Images per step, 1-100,000 (the paper: 50)")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  train->add_option("--max-train", tc.max_train, "Train on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--val-fraction", tc.val_fraction, "Share of the training files held out, 0-0.9")
+      ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
   train->add_option("--device", tc.device, "cpu, emu or cuda:N")->capture_default_str();
   train->add_option("--out", tc.out, "Folder for weights.evow, metrics.json and dna.json");
   bool no_augment = false;
   train->add_flag("--no-augment", no_augment, "No random crops or flips");
-  train->add_option("--seed", tc.seed, "Random seed (weights, batches, augmentation, split)");
+  train->add_option("--seed", tc.seed, "Random seed (weights, batches, augmentation, split)")
+      ->check(kNonNegativeInteger);
 
   evo::EvalCommand ec;
   CLI::App* eval = app.add_subcommand("eval", "Evaluate a trained DNA on a split");
@@ -291,15 +338,18 @@ int main(int argc, char** argv) {
   eval->add_option("--split", ec.split, "val or test")->check(CLI::IsMember({"val", "test"}))
       ->capture_default_str();
   eval->add_option("--device", ec.device, "cpu, emu or cuda:N")->capture_default_str();
-  eval->add_option("--seed", ec.seed, "The seed used in training (it chose the val split)");
-  eval->add_option("--val-fraction", ec.val_fraction, "As in training")->capture_default_str();
+  eval->add_option("--seed", ec.seed, "The seed used in training (it chose the val split)")
+      ->check(kNonNegativeInteger);
+  eval->add_option("--val-fraction", ec.val_fraction, "As in training")
+      ->check(CLI::Range(0.0, 0.9))->capture_default_str();
 
   evo::ShowCommand sc;
   CLI::App* show = app.add_subcommand("show", "Print a DNA: layers, shapes, parameters, FLOPs");
   show->add_option("file", sc.dna, "DNA file (JSON)")->required();
   show->add_flag("--dot", sc.dot, "Print Graphviz (dot) instead");
   show->add_option("--input", sc.input, "Image shape HxWxC")->capture_default_str();
-  show->add_option("--classes", sc.classes, "Number of classes")->capture_default_str();
+  show->add_option("--classes", sc.classes, "Number of classes, 1-100,000")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
 
   std::string dna, mutation;
   uint64_t seed = 0;
@@ -308,11 +358,18 @@ int main(int argc, char** argv) {
   std::string names = "random";
   for (evo::Mutation m : evo::all_mutations()) names += std::string(", ") + evo::to_string(m);
   mutate->add_option("--mutation", mutation, "One of: " + names)->required();
-  mutate->add_option("--seed", seed, "Random seed");
+  mutate->add_option("--seed", seed, "Random seed")->check(kNonNegativeInteger);
   std::string run_dir, report_out;
-  CLI::App* report = app.add_subcommand("report", "Write an HTML page with plots of a run");
-  report->add_option("run_dir", run_dir, "Run folder")->required();
-  report->add_option("--out", report_out, "Output file (default RUN_DIR/report.html)");
+  std::vector<std::string> report_dirs;
+  CLI::App* report = app.add_subcommand(
+      "report", "Write an HTML page with plots of a run, or one page comparing several runs");
+  report
+      ->add_option("run_dir", report_dirs,
+                   "Run folder; with two or more, one page comparing them, grouped by the "
+                   "run.json settings that differ (the seed aside)")
+      ->required();
+  report->add_option("--out", report_out,
+                     "Output file (default RUN_DIR/report.html; with several runs, compare.html)");
   std::string best_data = "fashion-mnist", best_device = "cpu";
   int ensemble = 5;
   CLI::App* best = app.add_subcommand("best", "The best individual of a run, its test accuracy "
@@ -321,7 +378,8 @@ int main(int argc, char** argv) {
   best->add_option("--data", best_data, "The run's data set")->capture_default_str();
   best->add_option("--ensemble", ensemble, "Ensemble size")->capture_default_str();
   best->add_option("--device", best_device, "cpu, emu or cuda:N")->capture_default_str();
-  best->add_option("--seed", seed, "The run's seed (it chose the val split)");
+  best->add_option("--seed", seed, "The run's seed (it chose the val split)")
+      ->check(kNonNegativeInteger);
   CLI::App* status = app.add_subcommand("status", "What this build can do: devices, data sets");
 
   try {
@@ -347,8 +405,14 @@ int main(int argc, char** argv) {
     }
     if (mutate->parsed()) return evo::run_mutate(dna, mutation, seed, json);
     if (report->parsed()) {
-      const std::string out = report_out.empty() ? run_dir + "/report.html" : report_out;
-      evo::write_report(run_dir, out);
+      std::string out = report_out;
+      if (report_dirs.size() == 1) {
+        if (out.empty()) out = evo::default_report_path(report_dirs[0]);
+        evo::write_report(report_dirs[0], out);
+      } else {
+        if (out.empty()) out = "compare.html";
+        evo::write_compare_report(report_dirs, out);
+      }
       std::printf("%s\n", out.c_str());
       return 0;
     }

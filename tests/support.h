@@ -68,6 +68,16 @@ inline std::vector<float> random_vector(std::size_t n, float lo = -1.f, float hi
   return v;
 }
 
+// A fresh empty folder under the system's temp folder, unique per process and call (the caller
+// removes it).
+inline std::string temp_dir(const std::string& tag) {
+  static int calls = 0;
+  const std::filesystem::path p = std::filesystem::temp_directory_path() /
+      ("evo_test_" + tag + "_" + std::to_string(rng()()) + "_" + std::to_string(++calls));
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
 // The devices this machine can test on: cpu and emu always, cuda:0 when a GPU is visible.
 std::vector<Device> test_devices();
 

@@ -2,6 +2,8 @@
 // Not tests of what the subcommands compute.
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <sys/wait.h>
 
@@ -79,4 +81,52 @@ TEST_CASE("evo show prints a DNA's layers, and bad DNA files are clear errors", 
   CHECK(r.output.find("/nonexistent/dna.json") != std::string::npos);
   r = run_evo("search --time-limit 3x --gpus none");
   CHECK(r.code == 2);
+}
+
+// Values that used to be accepted silently (or abort, or let libgomp end the process): each is a
+// usage error (exit 2) naming the option, and nothing is created on disk before the check.
+TEST_CASE("Out-of-range and malformed option values exit 2 before anything is created", "[cli]") {
+  const std::string dir = evo::test::temp_dir("cli-values");
+  const std::string run = dir + "/run";
+  const std::pair<const char*, const char*> cases[] = {
+      {"--time-limit nan", "--time-limit"},    {"--time-limit inf", "--time-limit"},
+      {"--time-limit 0x10", "--time-limit"},   {"--time-limit=", "--time-limit"},
+      {"--time-limit 1e3", "--time-limit"},    {"--time-limit -5m", "--time-limit"},
+      {"--time-limit 400d", "at most a year"}, {"--population 0", "--population"},
+      {"--population -5", "--population"},     {"--population 1", "--population"},
+      {"--steps 0", "--steps"},                {"--steps -1", "--steps"},
+      {"--seed -1", "--seed"},                 {"--workers 0", "--workers"},
+      {"--workers -3", "--workers"},           {"--workers 100000", "--workers"},
+      {"--threads 100000", "--threads"},       {"--sample-size 1", "--sample-size"},
+      {"--max-train 0", "--max-train"},        {"--max-train 1", "fewer than one batch"},
+      {"--data imagenet", "imagenet"},
+  };
+  for (const auto& [args, says] : cases) {
+    const Run r = run_evo("search --gpus none --run-dir " + run + " " + args);
+    INFO("evo search " << args << "\n" << r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(says) != std::string::npos);
+    CHECK(!std::filesystem::exists(run));  // no run.json a corrected command would meet
+  }
+  Run r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --batch 0");
+  CHECK(r.code == 2);
+  r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --steps 0");
+  CHECK(r.code == 2);
+  r = run_evo("show " EVO_SOURCE_DIR "/data/dna/initial.json --classes 0");
+  CHECK(r.code == 2);
+  // --out naming a file: refused before training starts (the message names it, exit 2).
+  const std::string file = dir + "/a-file";
+  { std::ofstream(file) << "x"; }
+  r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --steps 100000 --out " + file);
+  CHECK(r.code == 2);
+  CHECK(r.output.find(file) != std::string::npos);
+  CHECK(r.output.find("step") == std::string::npos);  // no training progress was printed
+  // Durations that are fine get past the option check (to the data set's error).
+  for (const char* ok : {"90s", "1h30m", "1.5h", "45", "none"}) {
+    r = run_evo("search --gpus none --data imagenet --run-dir " + run + " --time-limit " + ok);
+    INFO(ok << ": " << r.output);
+    CHECK(r.output.find("imagenet") != std::string::npos);
+    CHECK(r.output.find("--time-limit") == std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -406,6 +406,61 @@ TEST_CASE("errors outside the field table", "[dna]") {
   CHECK_THROWS_AS(parse_dna(text), DnaError);
 }
 
+// Hostile input (issue: nothing crashes, nothing reads without bound): each case a DnaError that
+// names the file and says what is wrong, within bounded stack, memory and time.
+TEST_CASE("hostile DNA input gives a bounded, readable DnaError", "[dna]") {
+  const std::string dir = test::temp_dir("dna-hostile");
+  // 100,000 nested arrays in a field: parsing stops at the depth limit, nothing recurses.
+  const std::string deep = "{\"format\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  CHECK_THROWS_WITH(parse_dna(deep, "deep.json"),
+                    Catch::StartsWith("deep.json") && Catch::Contains("nested more than 64"));
+  // Nested just within the limit, in a field whose type error prints the value: printed, cut.
+  const std::string ok_deep = "{\"format\":" + std::string(60, '[') + std::string(60, ']') + "}";
+  CHECK_THROWS_WITH(parse_dna(ok_deep, "d.json"), Catch::Contains("format") &&
+                                                       Catch::Contains("must be"));
+  // A 10 MB value is not echoed whole.
+  json j = base_json();
+  j["learning_rate"] = std::string(10'000'000, 'x');
+  try {
+    parse_dna(j.dump(), "big.json");
+    FAIL("no error");
+  } catch (const DnaError& e) {
+    CHECK(std::string(e.what()).size() < 400);
+    CHECK(std::string(e.what()).find("characters)") != std::string::npos);
+  }
+  // An id that is not valid UTF-8, or not ASCII: a DnaError about the id, not a JSON type error.
+  for (const std::string bad : {std::string("v\xff\xfe"), std::string("v\xc3\xa9")}) {
+    Dna d = parse_dna(base_json().dump());
+    d.vertices[1].id = bad;
+    CHECK_THROWS_WITH(validate(d), Catch::Contains(".id") && Catch::Contains("letters, digits"));
+    std::string text = base_json().dump();
+    text.replace(text.find("\"v1\""), 4, "\"" + bad + "\"");
+    CHECK_THROWS_AS(parse_dna(text, "utf8.json"), DnaError);
+  }
+  // The id counter at its top cannot overflow when minting.
+  j = base_json();
+  j["next_id"] = std::numeric_limits<int64_t>::max();
+  CHECK_THROWS_WITH(parse_dna(j.dump(), "n.json"), Catch::Contains("next_id"));
+  // More vertices than a DNA may have (an identity chain): refused at once.
+  j = base_json();
+  for (int i = 0; i <= kMaxVertices; ++i) j["vertices"].push_back({{"id", "c" + std::to_string(i)},
+                                                                    {"activation", "linear"}});
+  CHECK_THROWS_WITH(parse_dna(j.dump(), "wide.json"), Catch::Contains("at most 10000"));
+  // Not a regular file, or too big: refused before reading. /dev/zero would never end.
+  CHECK_THROWS_WITH(load_dna("/dev/zero"), Catch::StartsWith("/dev/zero") &&
+                                              Catch::Contains("not a regular file"));
+  CHECK_THROWS_WITH(load_dna(dir), Catch::Contains("is a directory"));
+  const std::string sparse = dir + "/huge.json";
+  {
+    std::ofstream f(sparse, std::ios::binary);
+    f.seekp(std::streamoff(kMaxDnaFileBytes) + 10);
+    f.put('}');
+  }
+  CHECK_THROWS_WITH(load_dna(sparse), Catch::StartsWith(sparse) && Catch::Contains("more than"));
+  CHECK_THROWS_WITH(load_dna(dir + "/missing.json"), Catch::Contains("no such file"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("compile rejects absurd channel counts and exceeded budgets", "[dna]") {
   const Dna d = parse_dna(base_json().dump(), "b.json");
   // e3 multiplies 3 channels by 8, e4 by 2: 48 channels. A factor of 200 on e4 gives 4800 > 4096.

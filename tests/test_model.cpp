@@ -128,6 +128,9 @@ TEST_CASE("Whole-model gradients: the initial individual (pool + fully connected
   check_model_gradients(initial_dna(), 5, 5, 3, 6, 4);
 }
 
+// The weight file's magic number (data/dna/README.md, "Weight files").
+constexpr char kMagicBytes[8] = {'E', 'V', 'O', 'W', 'E', 'I', 'G', 'H'};
+
 TEST_CASE("Weight files round-trip and reject corrupt, truncated or foreign files", "[weights]") {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("evo_weights_" + std::to_string(test::rng()()));
@@ -166,7 +169,35 @@ TEST_CASE("Weight files round-trip and reject corrupt, truncated or foreign file
   CHECK_THROWS_WITH(load_weights(path, other, Device::cpu()),
                     Catch::Contains("written for another DNA"));
   CHECK_THROWS_WITH(load_weights((dir / "missing.evow").string(), plan, Device::cpu()),
-                    Catch::Contains("cannot open"));
+                    Catch::Contains("no such file"));
+  // Hostile files: a tensor whose dimensions multiply past 2^63 (3 x 2^31 x 2^31: the element
+  // count used to wrap and pass the size check), a device, a folder, a file far larger than the
+  // DNA's weights. Each a WeightsError naming the file, nothing allocated for it.
+  {
+    std::string b(kMagicBytes, sizeof kMagicBytes);
+    auto put = [&](const auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(uint32_t(1));  // version
+    put(uint32_t(1));  // one tensor
+    put(uint16_t(2));
+    b += "e5";
+    put(uint8_t(3));
+    for (const int64_t d : {int64_t(3), int64_t(1) << 31, int64_t(1) << 31}) put(d);
+    b += std::string(64, '\0');
+    write(b);
+    CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()),
+                      Catch::Contains(path) && Catch::Contains("more elements than"));
+  }
+  CHECK_THROWS_WITH(load_weights("/dev/zero", plan, Device::cpu()),
+                    Catch::Contains("/dev/zero") && Catch::Contains("not a regular file"));
+  CHECK_THROWS_WITH(load_weights(dir.string(), plan, Device::cpu()),
+                    Catch::Contains("is a directory"));
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.seekp(std::streamoff(64) << 20);  // 64 MiB, sparse
+    f.put('x');
+  }
+  CHECK_THROWS_WITH(load_weights(path, plan, Device::cpu()),
+                    Catch::Contains(path) && Catch::Contains("more than"));
   std::filesystem::remove_all(dir);
 }
 

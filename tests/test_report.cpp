@@ -1,11 +1,13 @@
 // Tests of the HTML run report: its content (plots, one dot per individual, the table, escaping),
-// write_report on a real run folder, and the page as headless Chromium renders it. Not the search.
+// write_report on a real run folder, the page as headless Chromium renders it, and the comparison
+// page of several runs (grouping, statistics, escaping). Not the search.
 #include <stb/stb_image.h>  // the implementation is compiled into evo_core (src/data_folder.cpp)
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -453,4 +455,283 @@ TEST_CASE("report: headless Chromium renders the plots", "[report][chromium]") {
   CHECK(count(parsed, "<circle class=\"dead\"") == std::size_t(run.dead));
   CHECK(count(parsed, "<tr") == count(html, "<tr"));
   CHECK(count(parsed, "<g class=\"vertex ") == std::size_t(kSkipsBnRelu + kSkipsLinear));
+}
+
+// ---- the comparison page of several runs -------------------------------------------------------
+
+namespace {
+
+// One synthetic run folder of a study, made through the store as the search makes one: initial
+// individuals through free slots, then children that each kill the worse of two living ones.
+// Returns the records it published (what the page must summarise).
+std::vector<IndividualRecord> make_study_run(const std::string& dir, const nlohmann::json& settings,
+                                             int population, int children) {
+  PopulationOptions po;
+  po.size = population;
+  po.durable = false;
+  po.settings = settings;
+  Population pop(dir, po);
+  const Dna dna = load_dna(kSkipsDna);
+  std::vector<IndividualRecord> published;
+  double t = kT0 + uniform(0, 1000);
+  for (int i = 0; i < children; ++i) {
+    Population::Staging child = pop.begin_child();
+    if (pop.take_free_slot(child) == FreeSlot::kNone) {
+      const std::vector<std::string> alive = pop.alive_ids();
+      REQUIRE(alive.size() >= 2);
+      const std::string a = alive[test::rng()() % alive.size()];
+      const std::string b = alive[test::rng()() % alive.size()];
+      REQUIRE(pop.kill(child, pop.read(a)->fitness < pop.read(b)->fitness ? a : b));
+    }
+    save_dna(dna, child.dna_path());
+    std::ofstream(child.weights_path()) << "not real weights";
+    IndividualRecord r;
+    r.mutation = i < population ? "initial" : "IDENTITY";
+    r.fitness = uniform(0.1, 0.9);
+    r.failed = i == children / 2;
+    if (r.failed) r.fitness = 0;
+    r.train_seconds = uniform(5, 50);
+    t += uniform(10, 100);
+    r.birth_time = t;
+    r.flops = uniform(1e11, 1e12);
+    r.id = child.id;
+    pop.publish(std::move(child), r);
+    published.push_back(r);
+  }
+  return published;
+}
+
+// HTML escaping written again here, so the test does not trust the page's own.
+std::string html_escaped(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '&')
+      o += "&amp;";
+    else if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '"')
+      o += "&quot;";
+    else if (c == '\'')
+      o += "&#39;";
+    else
+      o += c;
+  }
+  return o;
+}
+
+// The <tr ...> ... </tr> rows of one class in the page's comparison table, in order.
+std::vector<std::string> rows_of(const std::string& html, const std::string& cls) {
+  std::vector<std::string> rows;
+  const std::size_t table = html.find("<table id=\"compare\"");
+  if (table == std::string::npos) return rows;
+  const std::string open = "<tr class=\"" + cls + "\"";
+  for (std::size_t at = html.find(open, table); at != std::string::npos;
+       at = html.find(open, at + 1))
+    rows.push_back(html.substr(at, html.find("</tr>", at) - at));
+  return rows;
+}
+
+// The value of attribute `name` in the k-th <td> of a row (k = 0 is the setting / run name).
+double cell_attr(const std::string& row, int k, const std::string& name) {
+  std::size_t at = 0;
+  for (int i = 0; i <= k; ++i) at = row.find("<td", at + 1);
+  if (at == std::string::npos) return NAN;
+  const std::size_t end = row.find('>', at);
+  const std::size_t a = row.find(name + "=\"", at);
+  if (a == std::string::npos || a > end) return NAN;
+  return std::stod(row.substr(a + name.size() + 2));
+}
+
+}  // namespace
+
+TEST_CASE("report: the comparison page groups runs by setting, with their statistics",
+          "[report][compare]") {
+  TempDir tmp;
+  // Two settings that differ in steps and in a data string that is hostile HTML; the seed differs
+  // between every run and must not split a setting. Setting A has 3 runs, B has 2; A's third run
+  // and B's first have no final.json.
+  const std::string hostile = "x<script>&\"'y";
+  const std::string hostile_escaped = "x&lt;script&gt;&amp;&quot;&#39;y";
+  struct Planned {
+    int setting;
+    std::string dir;
+    nlohmann::json settings;
+    bool final;
+  };
+  const auto a = [](int seed) {
+    return nlohmann::json{{"data", "fashion-mnist"}, {"steps", 100}, {"seed", seed}};
+  };
+  const auto b = [&](int seed) {
+    return nlohmann::json{{"data", hostile}, {"steps", 200}, {"seed", seed}};
+  };
+  const auto dir = [&](const char* name) { return (tmp.path / name).string(); };
+  const std::vector<Planned> plan = {{0, dir("A-s1"), a(1), true},
+                                     {0, dir("A-s2"), a(2), true},
+                                     {0, dir("A-s3"), a(3), false},
+                                     {1, dir("B-s1 <&>"), b(1), false},
+                                     {1, dir("B-s2"), b(2), true}};
+  // What each run should show, computed here from what was published, independently of the page.
+  struct Expected {
+    double best_val = -1, best_test = NAN, ensemble_test = NAN, children = 0, flops = 0;
+  };
+  std::vector<Expected> expected;
+  std::vector<std::string> dirs;
+  for (const Planned& p : plan) {
+    const std::vector<IndividualRecord> recs =
+        make_study_run(p.dir, p.settings, 4, 10 + int(test::rng()() % 8));
+    Expected e;
+    for (const IndividualRecord& r : recs) {
+      if (!r.failed) e.best_val = std::max(e.best_val, r.fitness);
+      e.flops += r.flops;
+      e.children += 1;
+    }
+    if (p.final) {
+      e.best_test = uniform(0.5, 0.9), e.ensemble_test = uniform(0.5, 0.9);
+      save_final_results(p.dir, "whoever", e.best_test, e.ensemble_test, 3);
+    }
+    expected.push_back(e);
+    dirs.push_back(p.dir);
+  }
+
+  const std::string out = (tmp.path / "compare.html").string();
+  write_compare_report(dirs, out);
+  for (const auto& e : fs::directory_iterator(tmp.path))
+    CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  const std::string html = read_text(out);
+  INFO("page: " << out);
+
+  // Self-contained, two plots, the hostile setting and run folder only ever escaped.
+  CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(count(html, "<script") == 0);
+  CHECK(count(html, "src=") == 0);
+  CHECK(count(html, "https:") == 0);
+  CHECK(count(html, "<svg") == 2);
+  CHECK(html.find(hostile) == std::string::npos);
+  CHECK(html.find("B-s1 <&>") == std::string::npos);
+
+  // One group row per setting, each once, with its n; the seed and the shared data set aside.
+  const std::vector<std::string> settings = rows_of(html, "setting");
+  REQUIRE(settings.size() == 2);
+  CHECK(settings[0].find(">data=fashion-mnist, steps=100<") != std::string::npos);
+  CHECK(settings[1].find(">data=" + hostile_escaped + ", steps=200<") != std::string::npos);
+  const std::string table = html.substr(html.find("<table id=\"compare\""));
+  CHECK(count(table, "data=fashion-mnist, steps=100") == 1);
+  CHECK(count(table, "data=" + hostile_escaped + ", steps=200") == 1);
+  CHECK(settings[0].find("<td class=\"n\">3</td>") != std::string::npos);
+  CHECK(settings[1].find("<td class=\"n\">2</td>") != std::string::npos);
+  CHECK(table.find("seed=") == std::string::npos);
+  CHECK(html.find("shared by every run: population <b>4</b>") != std::string::npos);
+
+  // Every run has its row, under its setting, named by its folder.
+  const std::vector<std::string> runs = rows_of(html, "run");
+  REQUIRE(runs.size() == plan.size());
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    CHECK(runs[i].find(">" + html_escaped(plan[i].dir) + "<") != std::string::npos);
+    CHECK(runs[i].find("seed " + std::to_string(plan[i].settings["seed"].get<int>())) !=
+          std::string::npos);
+    CHECK(cell_attr(runs[i], 2, "data-value") == Approx(expected[i].best_val).epsilon(1e-8));
+    CHECK(cell_attr(runs[i], 5, "data-value") == expected[i].children);
+  }
+
+  // The statistics of each setting: mean and sample sd, by a double loop over runs here.
+  const auto field = [](const Expected& e, int column) {
+    switch (column) {
+      case 2:
+        return e.best_val;
+      case 3:
+        return e.best_test;
+      case 4:
+        return e.ensemble_test;
+      case 5:
+        return e.children;
+      default:
+        return e.flops;
+    }
+  };
+  for (int s = 0; s < 2; ++s) {
+    for (int column : {2, 3, 4, 5, 7}) {
+      double sum = 0;
+      int n = 0;
+      for (std::size_t i = 0; i < plan.size(); ++i)
+        if (plan[i].setting == s && std::isfinite(field(expected[i], column)))
+          sum += field(expected[i], column), ++n;
+      const double mean = sum / n;
+      double ss = 0;
+      for (std::size_t i = 0; i < plan.size(); ++i)
+        if (plan[i].setting == s && std::isfinite(field(expected[i], column)))
+          ss += (field(expected[i], column) - mean) * (field(expected[i], column) - mean);
+      INFO("setting " << s << ", column " << column << ", n " << n);
+      CHECK(cell_attr(settings[s], column, "data-n") == n);
+      CHECK(cell_attr(settings[s], column, "data-mean") == Approx(mean).epsilon(1e-8));
+      if (n >= 2) {
+        CHECK(cell_attr(settings[s], column, "data-sd") ==
+              Approx(std::sqrt(ss / (n - 1))).epsilon(1e-8));
+      } else {
+        CHECK(std::isnan(cell_attr(settings[s], column, "data-sd")));
+      }
+      if (column == 2 && n >= 2) {
+        char text[64];
+        std::snprintf(text, sizeof text, "%.2f%% &plusmn; %.2f<", 100 * mean,
+                      100 * std::sqrt(ss / (n - 1)));
+        CHECK(settings[s].find(text) != std::string::npos);
+      }
+    }
+  }
+  // Setting A's best test accuracy comes from 2 of its 3 runs, B's from 1 of 2: the page says so.
+  CHECK(settings[0].find("(2 of 3)") != std::string::npos);
+  CHECK(settings[1].find("(1 of 2)") != std::string::npos);
+
+  // The plots: a thin line per run, a thick mean per setting, a band per setting of 2+ runs.
+  for (const char* id : {"fig-compare-time", "fig-compare-flops"}) {
+    const std::string svg = svg_of(html, id);
+    INFO(id);
+    CHECK(count(svg, "class=\"run-line\"") == plan.size());
+    CHECK(count(svg, "class=\"mean-line\"") == 2);
+    CHECK(count(svg, "class=\"band\"") == 2);
+    CHECK(count(svg, "nan") == 0);
+  }
+  CHECK(count(svg_of(html, "fig-compare-flops"), "10<tspan") >= 2);
+
+  // `evo report` with one folder is still the single-run page; with a folder that is not there,
+  // an error that names it, and no page.
+  const std::string missing = (tmp.path / "no-such-run").string();
+  const fs::path out2 = tmp.path / "compare2.html";
+  try {
+    write_compare_report({dirs[0], missing}, out2.string());
+    FAIL("no error for a missing run folder");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains(missing) && Catch::Contains("is not a folder"));
+  }
+  CHECK(!fs::exists(out2));
+  CHECK_THROWS_AS(write_compare_report({}, out2.string()), Error);
+}
+
+TEST_CASE("report: the comparison page survives odd data", "[report][compare]") {
+  std::string html;
+  REQUIRE_NOTHROW(html = render_compare_report({}));
+  CHECK(count(html, "<svg") == 2);
+  CHECK(html.find("no runs") != std::string::npos);
+
+  // A run with no individuals, one whose settings are not an object, NaNs and infinities.
+  std::vector<CompareRun> runs(3);
+  runs[0].name = "empty";
+  runs[1].name = "odd";
+  runs[1].settings = nlohmann::json::array({1, 2});
+  runs[2].name = "odd-numbers";
+  runs[2].settings = {{"steps", 5}};
+  runs[2].individuals = synthetic_run(30, 10, "b").records;
+  runs[2].individuals[3].flops = NAN;
+  runs[2].individuals[4].fitness = NAN;
+  runs[2].individuals[5].birth_time = INFINITY;
+  runs[2].individuals[6].train_seconds = NAN;
+  runs[2].final_ensemble_test = INFINITY;
+  REQUIRE_NOTHROW(html = render_compare_report(runs));
+  CHECK(count(html, "nan") == 0);
+  CHECK(count(html, "inf\"") == 0);
+  CHECK(count(html, ">inf") == 0);
+  CHECK(rows_of(html, "setting").size() == 2);  // steps=(unset) twice, steps=5
+  CHECK(html.find("steps=(unset)") != std::string::npos);
+  CHECK(count(svg_of(html, "fig-compare-time"), "class=\"run-line\"") == 1);
 }

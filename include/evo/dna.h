@@ -32,6 +32,11 @@ inline constexpr int kMaxChannels = 4096;        // of any vertex, after depth f
 inline constexpr double kMaxDepthFactor = 4096;  // output channels / input channels of a conv
 inline constexpr int kMaxFilterSize = 63;        // filter height or width (odd, >= 1)
 inline constexpr int kMaxStrideScale = 8;        // stride 2^s <= 256
+// Size of a DNA. Evolved DNAs have tens of vertices (the paper's best CIFAR-10 net: ~30 layers);
+// the limits leave room for hand-written ones while keeping every check cheap and memory small.
+inline constexpr int kMaxVertices = 10000;
+inline constexpr int kMaxEdges = 40000;
+inline constexpr uint64_t kMaxDnaFileBytes = uint64_t(4) << 20;  // 4 MiB: ~100 bytes per edge
 
 // A DNA that is malformed or invalid. what() = "SOURCE: FIELD: REASON"; FIELD is a path into the
 // JSON such as edges[2] (id "e5").filter, or empty when the error concerns the whole DNA.

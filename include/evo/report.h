@@ -1,6 +1,8 @@
 // The HTML report of a search run (`evo report RUN_DIR`): the paper's Figure 1, best-so-far curves,
-// the best individual's DNA as a graph and a table of the top individuals, in one offline file.
-// Not the store (population.h) and not the search: it only reads what a run folder holds.
+// the best individual's DNA as a graph and a table of the top individuals, in one offline file;
+// and the comparison page of a study (`evo report RUN1 RUN2 ...`): several runs grouped by the
+// settings that differ between them. Not the store (population.h) and not the search: it only
+// reads what run folders hold.
 //
 // The page is self-contained: inline CSS and inline SVG drawn here, no script, nothing fetched.
 // Hovering a dot, a table row or a DNA vertex shows details through SVG/HTML titles. Individuals
@@ -71,5 +73,45 @@ void save_final_results(const std::string& run_dir, const std::string& best_id, 
 
 // The default output path: RUN_DIR/report.html.
 std::string default_report_path(const std::string& run_dir);
+
+// ---- comparing runs (a study) ------------------------------------------------------------------
+
+// One run of a comparison, as write_compare_report reads it from a run folder.
+struct CompareRun {
+  std::string name;  // how the page names the run (write_compare_report: the folder as given)
+  // run.json's settings plus "population" (its population_size). Keys whose values differ
+  // between the runs define the groups ("settings") of the page, except kCompareIgnored ones.
+  nlohmann::json settings = nlohmann::json::object();
+  std::vector<IndividualRecord> individuals;
+  // RUN_DIR/final.json (save_final_results); NaN: absent. The best's test accuracy falls back on
+  // the best record's own test_accuracy when final.json has none.
+  double final_best_test = std::numeric_limits<double>::quiet_NaN();
+  double final_ensemble_test = std::numeric_limits<double>::quiet_NaN();
+};
+
+// Settings that never define a group: runs that differ only in these are repeats of one setting.
+inline const std::vector<std::string> kCompareIgnored = {"seed", "run_dir"};
+
+struct CompareOptions {
+  std::string title = "evo study";
+  // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
+  double generated_at = std::numeric_limits<double>::quiet_NaN();
+};
+
+// The comparison page: best validation accuracy so far against time since each run started
+// (its first child's birth minus that child's training time) and against cumulative FLOPs, one
+// thin line per run, one colour per setting, each setting's mean drawn thick over the range every
+// run of it covers, with its min-max band shaded; then a table per setting (n, mean +- sample sd
+// of the best validation accuracy, the best's and the ensemble's test accuracy, children,
+// children per hour, total FLOPs) with one row per run under it. Every statistic cell carries
+// data-mean, data-sd and data-n attributes (sd: n - 1 in the denominator; absent below 2 values).
+// Never throws for odd data (no runs, no individuals, NaNs, settings that are not an object).
+std::string render_compare_report(const std::vector<CompareRun>& runs,
+                                  const CompareOptions& opts = {});
+
+// Reads each run folder (records, run.json, final.json) and writes render_compare_report's page to
+// out_path atomically, as write_report does. Throws evo::Error naming the folder when one is not
+// a run folder, and when run_dirs is empty or out_path cannot be written.
+void write_compare_report(const std::vector<std::string>& run_dirs, const std::string& out_path);
 
 }  // namespace evo

@@ -1,7 +1,9 @@
 // The HTML report of a run: a small SVG plotting kit (scales, 1-2-5 ticks, axes), the paper's
-// Figure 1, best-so-far curves, a drawing of a compiled DNA and the table. Not a general plotting
-// library: only what these four figures need, and no script or network in the page it writes.
+// Figure 1, best-so-far curves, a drawing of a compiled DNA and the table; and the comparison page
+// of several runs, drawn with the same kit. Not a general plotting library: only what these
+// figures need, and no script or network in the pages it writes.
 #include "evo/report.h"
+#include "evo/io.h"
 
 #include <unistd.h>
 
@@ -162,7 +164,13 @@ std::vector<Tick> linear_ticks(double& lo, double& hi, int target, double mult =
   const double step = nice_step(hi - lo, target);
   lo = std::floor(lo / step + 1e-9) * step;
   hi = std::ceil(hi / step - 1e-9) * step;
-  const int decimals = std::max(0, -int(std::floor(std::log10(step * mult) + 1e-9)));
+  int decimals = std::max(0, -int(std::floor(std::log10(step * mult) + 1e-9)));
+  // A step of 2.5 (or 0.25) needs one decimal more than its magnitude: 7.5, not 8.
+  while (decimals < 9) {
+    const double scaled = step * mult * std::pow(10.0, decimals);
+    if (std::fabs(scaled - std::round(scaled)) < 1e-6 * scaled) break;
+    ++decimals;
+  }
   std::vector<Tick> ticks;
   for (int i = 0;; ++i) {
     const double v = lo + i * step;
@@ -431,26 +439,34 @@ std::vector<BestPoint> best_so_far(const Run& run) {
 
 // A staircase through the points (value held until the next improvement) and a dot at every
 // improvement; `xs` gives a point's x in data units.
-template <typename XOf>
-std::string staircase(const Plot& p, const std::vector<BestPoint>& pts, XOf xs, const Run& run,
-                      bool flops_axis) {
-  std::ostringstream o;
+// The SVG path data of a step function through (x, y) points in data units, x ascending: each
+// value held until the next change. Points the axis cannot show (non-finite, <= 0 on a log axis)
+// are skipped; "" when none is left.
+std::string step_path(const Plot& p, const std::vector<std::pair<double, double>>& xy) {
   std::string d;
   bool started = false;
-  double last_y = 0;
-  for (const BestPoint& b : pts) {
-    const double xv = xs(b);
-    if (!std::isfinite(xv) || (p.x.log && xv <= 0)) continue;
-    const double X = p.x(xv), Y = p.y(b.best);
+  double last_y = 0, last_x = 0;
+  for (auto [xv, yv] : xy) {
+    if (!std::isfinite(xv) || !std::isfinite(yv) || (p.x.log && xv <= 0)) continue;
+    const double X = p.x(xv), Y = p.y(yv);
     if (!started)
       d += "M" + px(X) + " " + px(Y), started = true;
     else if (Y != last_y)
       d += "H" + px(X) + "V" + px(Y);
-    last_y = Y;
+    last_y = Y, last_x = X;
   }
-  if (!started) return p.empty_note("no individuals with a fitness yet");
-  const double xv_end = xs(pts.back());
-  d += "H" + px(p.x(xv_end));
+  if (started) d += "H" + px(last_x);
+  return d;
+}
+
+template <typename XOf>
+std::string staircase(const Plot& p, const std::vector<BestPoint>& pts, XOf xs, const Run& run,
+                      bool flops_axis) {
+  std::ostringstream o;
+  std::vector<std::pair<double, double>> xy;
+  for (const BestPoint& b : pts) xy.emplace_back(xs(b), b.best);
+  const std::string d = step_path(p, xy);
+  if (d.empty()) return p.empty_note("no individuals with a fitness yet");
   o << "<path class=\"best-line\" d=\"" << d << "\" fill=\"none\" stroke=\"" << kBestColour
     << "\" stroke-width=\"2\" stroke-linejoin=\"round\"/>\n";
   o << "<g class=\"best-marks\" fill=\"" << kBestColour << "\">\n";
@@ -986,15 +1002,50 @@ void write_atomically(const std::string& path, const std::string& text) {
   }
 }
 
-}  // namespace
-
-void write_report(const std::string& run_dir, const std::string& out_path) {
+// The same checks for `evo report` with one folder or many: a clear error naming the folder.
+void check_run_folder(const std::string& run_dir) {
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec))
     throw Error("report: '" + run_dir + "' is not a folder; give a search's --run-dir");
   if (!fs::is_regular_file(fs::path(run_dir) / "run.json", ec))
     throw Error("report: '" + run_dir + "' is not a run folder (it has no run.json); give a " +
                 "search's --run-dir");
+}
+
+struct FinalResults {
+  std::string best_id;
+  double best_test = kNaN, ensemble_test = kNaN;
+  int ensemble_size = 0;
+};
+
+// The end-of-search test results, when a search left them (a damaged file is ignored: the page
+// then says "not measured", and nothing else depends on it).
+FinalResults read_final(const std::string& run_dir) {
+  FinalResults f;
+  try {
+    const fs::path path = fs::path(run_dir) / "final.json";
+    if (fs::exists(path)) {
+      const nlohmann::json j =
+          parse_json_limited(read_file_limited(path.string(), 1 << 20, "final results"), path.string());
+      if (!j.is_object()) return f;
+      if (j.contains("best_id") && j["best_id"].is_string())
+        f.best_id = j["best_id"].get<std::string>();
+      if (j.contains("best_test") && j["best_test"].is_number())
+        f.best_test = j["best_test"].get<double>();
+      if (j.contains("ensemble_test") && j["ensemble_test"].is_number())
+        f.ensemble_test = j["ensemble_test"].get<double>();
+      if (j.contains("ensemble_size") && j["ensemble_size"].is_number_integer())
+        f.ensemble_size = j["ensemble_size"].get<int>();
+    }
+  } catch (const std::exception&) {
+  }
+  return f;
+}
+
+}  // namespace
+
+void write_report(const std::string& run_dir, const std::string& out_path) {
+  check_run_folder(run_dir);
   const Population pop(run_dir);
   const std::vector<IndividualRecord> all = pop.all_individuals();
 
@@ -1021,21 +1072,11 @@ void write_report(const std::string& run_dir, const std::string& out_path) {
       if (missing.empty()) missing = e.what();
     }
   }
-  // The end-of-search test results, when a search left them (a damaged file is ignored: the
-  // cards then say "not measured", and nothing else depends on it).
-  try {
-    std::ifstream in(fs::path(run_dir) / "final.json");
-    if (in) {
-      const nlohmann::json j = nlohmann::json::parse(in);
-      opts.final_best_id = j.value("best_id", std::string());
-      if (j.contains("best_test") && j["best_test"].is_number())
-        opts.final_best_test = j["best_test"].get<double>();
-      if (j.contains("ensemble_test") && j["ensemble_test"].is_number())
-        opts.final_ensemble_test = j["ensemble_test"].get<double>();
-      opts.final_ensemble_size = j.value("ensemble_size", 0);
-    }
-  } catch (const std::exception&) {
-  }
+  const FinalResults fin = read_final(run_dir);
+  opts.final_best_id = fin.best_id;
+  opts.final_best_test = fin.best_test;
+  opts.final_ensemble_test = fin.ensemble_test;
+  opts.final_ensemble_size = fin.ensemble_size;
   if (!missing.empty())
     opts.best_dna_note = opts.best_dna ? "The best DNA could not be read (" + missing +
                                              "); drawn instead: " + opts.best_dna_id + "'s."
@@ -1057,6 +1098,441 @@ void save_final_results(const std::string& run_dir, const std::string& best_id, 
 
 std::string default_report_path(const std::string& run_dir) {
   return (fs::path(run_dir) / "report.html").string();
+}
+
+// ---- comparing runs (a study) ------------------------------------------------------------------
+
+namespace {
+
+// One colour per setting: matplotlib's tab10 without its grey, which the page uses for text.
+constexpr const char* kSettingColours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                           "#8c564b", "#e377c2", "#bcbd22", "#17becf"};
+constexpr std::size_t kSettingColourCount = sizeof kSettingColours / sizeof kSettingColours[0];
+
+using Curve = std::vector<std::pair<double, double>>;  // (x, best so far), x ascending
+
+// What the comparison takes from one run.
+struct RunSummary {
+  const CompareRun* src = nullptr;
+  Run run;              // summarise(src->individuals); points into them
+  double start = kNaN;  // unix seconds: the earliest birth minus that child's training time
+  Curve by_time;        // (seconds since start, best validation accuracy so far)
+  Curve by_flops;       // (cumulative FLOPs, best so far)
+  double best_val = kNaN, best_test = kNaN, ensemble_test = kNaN;
+  double children = 0, children_per_hour = kNaN, total_flops = kNaN;
+  std::string seed;
+};
+
+RunSummary summarise_run(const CompareRun& src) {
+  RunSummary s;
+  s.src = &src;
+  s.run = summarise(src.individuals);
+  const Run& run = s.run;
+  // Time since the run started, not since its first birth: a setting whose children train longer
+  // is born later, and the comparison must charge it for that time.
+  for (const IndividualRecord* r : run.all) {
+    const double trained =
+        std::isfinite(r->train_seconds) && r->train_seconds > 0 ? r->train_seconds : 0.0;
+    if (!(s.start <= r->birth_time - trained)) s.start = r->birth_time - trained;
+  }
+  const std::vector<BestPoint> pts = best_so_far(run);
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    s.by_time.emplace_back(run.all[i]->birth_time - s.start, pts[i].best);
+    s.by_flops.emplace_back(pts[i].flops, pts[i].best);
+  }
+  if (run.best) s.best_val = run.best->fitness;
+  s.best_test = std::isfinite(src.final_best_test)                   ? src.final_best_test
+                : run.best && std::isfinite(run.best->test_accuracy) ? run.best->test_accuracy
+                                                                     : kNaN;
+  s.ensemble_test = src.final_ensemble_test;
+  s.children = double(run.all.size());
+  if (run.children_per_hour > 0) s.children_per_hour = run.children_per_hour;
+  if (!run.all.empty()) s.total_flops = run.total_flops;
+  if (src.settings.is_object())
+    if (auto it = src.settings.find("seed"); it != src.settings.end()) s.seed = setting_text(*it);
+  return s;
+}
+
+// Runs that share the values of every setting that differs somewhere.
+struct Group {
+  std::string label;  // "population=8, steps=500"; raw text, escaped where written
+  const char* colour = kSettingColours[0];
+  std::vector<const RunSummary*> runs;
+};
+
+// The settings every run shares (for the header) and the groups, in order of first appearance.
+std::vector<Group> group_runs(const std::vector<RunSummary>& runs,
+                              std::vector<std::pair<std::string, std::string>>& shared) {
+  static const nlohmann::json kUnset = nlohmann::json::object();  // never a settings value here
+  auto value_of = [](const RunSummary& r, const std::string& key) -> const nlohmann::json& {
+    if (!r.src->settings.is_object()) return kUnset;
+    auto it = r.src->settings.find(key);
+    return it == r.src->settings.end() ? kUnset : *it;
+  };
+  std::map<std::string, bool> differs;  // every key of every run, sorted
+  for (const RunSummary& r : runs)
+    if (r.src->settings.is_object())
+      for (const auto& item : r.src->settings.items()) differs[item.key()] = false;
+  for (auto& [key, d] : differs)
+    for (const RunSummary& r : runs) d = d || value_of(r, key) != value_of(runs.front(), key);
+  for (const std::string& key : kCompareIgnored) differs.erase(key);
+  for (const auto& [key, d] : differs)
+    if (!d) shared.emplace_back(key, setting_text(value_of(runs.front(), key)));
+
+  std::vector<Group> groups;
+  for (const RunSummary& r : runs) {
+    std::string label;
+    for (const auto& [key, d] : differs) {
+      if (!d) continue;
+      const nlohmann::json& v = value_of(r, key);
+      label +=
+          (label.empty() ? "" : ", ") + key + "=" + (&v == &kUnset ? "(unset)" : setting_text(v));
+    }
+    if (label.empty()) label = "all runs (same settings)";
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const Group& x) { return x.label == label; });
+    if (g == groups.end()) {
+      groups.push_back({label, kSettingColours[groups.size() % kSettingColourCount], {}});
+      g = groups.end() - 1;
+    }
+    g->runs.push_back(&r);
+  }
+  return groups;
+}
+
+// The mean and the min-max band of a group's step functions, over the x range that every one of
+// them covers (outside it some runs have no value, and a mean of the others would jump).
+struct Envelope {
+  std::vector<double> x, mean, lo, hi;
+};
+
+Envelope envelope(const std::vector<const Curve*>& curves, bool log_x) {
+  Envelope e;
+  std::vector<Curve> drawable;
+  for (const Curve* c : curves) {
+    Curve d;
+    for (auto [x, y] : *c)
+      if (std::isfinite(x) && std::isfinite(y) && (!log_x || x > 0)) d.emplace_back(x, y);
+    if (d.empty()) return e;
+    drawable.push_back(std::move(d));
+  }
+  if (drawable.empty()) return e;
+  double a = -INFINITY, b = INFINITY;
+  for (const Curve& c : drawable) a = std::max(a, c.front().first), b = std::min(b, c.back().first);
+  if (!(a <= b)) return e;
+  std::vector<double> xs = {a, b};
+  for (const Curve& c : drawable)
+    for (auto [x, y] : c)
+      if (x > a && x < b) xs.push_back(x);
+  std::sort(xs.begin(), xs.end());
+  xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
+  for (double x : xs) {
+    double sum = 0, lo = INFINITY, hi = -INFINITY;
+    for (const Curve& c : drawable) {
+      // The value held at x: that of the last point at or before it (x >= a >= c's first x).
+      auto it = std::upper_bound(
+          c.begin(), c.end(), x,
+          [](double v, const std::pair<double, double>& p) { return v < p.first; });
+      const double y = std::prev(it)->second;
+      sum += y, lo = std::min(lo, y), hi = std::max(hi, y);
+    }
+    e.x.push_back(x), e.mean.push_back(sum / double(drawable.size()));
+    e.lo.push_back(lo), e.hi.push_back(hi);
+  }
+  return e;
+}
+
+// The band between two step functions sharing the change points e.x: along the top forwards,
+// back along the bottom.
+std::string band_path(const Plot& p, const Envelope& e) {
+  const std::size_t m = e.x.size();
+  if (m < 2) return "";
+  std::string d = "M" + px(p.x(e.x[0])) + " " + px(p.y(e.hi[0]));
+  for (std::size_t i = 1; i < m; ++i) d += "H" + px(p.x(e.x[i])) + "V" + px(p.y(e.hi[i]));
+  d += "V" + px(p.y(e.lo[m - 1]));
+  for (std::size_t i = m - 1; i >= 1; --i)
+    d += "V" + px(p.y(e.lo[i - 1])) + "H" + px(p.x(e.x[i - 1]));
+  return d + "Z";
+}
+
+// Best validation accuracy so far of every run, against time (flops_axis false) or cumulative
+// FLOPs: bands first, then the runs' thin lines, then the settings' means on top.
+std::string compare_plot(const std::vector<Group>& groups, bool flops_axis, const TimeUnit& unit) {
+  Plot p;
+  p.id = flops_axis ? "fig-compare-flops" : "fig-compare-time";
+  p.title = flops_axis ? "Best validation accuracy so far vs compute"
+                       : "Best validation accuracy so far vs time";
+  p.xlabel = flops_axis ? "cumulative FLOPs (training + validation, all individuals)"
+                        : std::string("time since the run started (") + unit.name + ")";
+  p.ylabel = "best validation accuracy (%)";
+  auto curve_of = [&](const RunSummary& r) -> Curve {
+    if (flops_axis) return r.by_flops;
+    Curve c = r.by_time;
+    for (auto& pt : c) pt.first /= unit.seconds;
+    return c;
+  };
+  double xlo = flops_axis ? kNaN : 0, xhi = 0;
+  std::vector<BestPoint> ys;  // only .best is read: best_y_range's input
+  for (const Group& g : groups)
+    for (const RunSummary* r : g.runs)
+      for (auto [x, y] : curve_of(*r)) {
+        if (!std::isfinite(x) || !std::isfinite(y) || (flops_axis && x <= 0)) continue;
+        if (flops_axis && !(xlo <= x)) xlo = x;
+        xhi = std::max(xhi, x);
+        ys.push_back({0, 0, y, nullptr, false});
+      }
+  if (flops_axis) {
+    p.xt = log_ticks(xlo, xhi);
+    p.x = {xlo, xhi, true};
+  } else {
+    if (ys.empty()) xhi = 1;
+    p.xt = linear_ticks(xlo, xhi, 6);
+    p.x = {xlo, xhi, false};
+  }
+  best_y_range(ys, p);
+  p.layout();
+
+  std::ostringstream o;
+  o << p.open();
+  if (ys.empty()) {
+    o << p.empty_note(flops_axis ? "no FLOP counts recorded" : "no individuals yet") << "</svg>\n";
+    return o.str();
+  }
+  std::vector<Envelope> envs;
+  for (const Group& g : groups) {
+    std::vector<Curve> curves;
+    for (const RunSummary* r : g.runs) curves.push_back(curve_of(*r));
+    std::vector<const Curve*> ptrs;
+    for (const Curve& c : curves) ptrs.push_back(&c);
+    envs.push_back(envelope(ptrs, flops_axis));
+  }
+  o << "<g class=\"bands\" stroke=\"none\" fill-opacity=\"0.16\">\n";
+  for (std::size_t gi = 0; gi < groups.size(); ++gi)
+    if (groups[gi].runs.size() > 1)
+      if (const std::string d = band_path(p, envs[gi]); !d.empty())
+        o << "<path class=\"band\" d=\"" << d << "\" fill=\"" << groups[gi].colour << "\"><title>"
+          << esc(groups[gi].label) << ": min to max of " << groups[gi].runs.size()
+          << " runs</title></path>\n";
+  o << "</g>\n<g class=\"run-lines\" fill=\"none\" stroke-width=\"1.1\" stroke-opacity=\"0.6\">\n";
+  for (const Group& g : groups)
+    for (const RunSummary* r : g.runs)
+      if (const std::string d = step_path(p, curve_of(*r)); !d.empty())
+        o << "<path class=\"run-line\" d=\"" << d << "\" stroke=\"" << g.colour << "\"><title>"
+          << esc(r->src->name) << " (" << esc(g.label) << "): " << percent(r->best_val)
+          << "</title></path>\n";
+  o << "</g>\n<g class=\"mean-lines\" fill=\"none\" stroke-width=\"3\" "
+       "stroke-linejoin=\"round\">\n";
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const Envelope& e = envs[gi];
+    Curve mean;
+    for (std::size_t i = 0; i < e.x.size(); ++i) mean.emplace_back(e.x[i], e.mean[i]);
+    if (const std::string d = step_path(p, mean); !d.empty())
+      o << "<path class=\"mean-line\" d=\"" << d << "\" stroke=\"" << groups[gi].colour
+        << "\"><title>" << esc(groups[gi].label) << ": mean of " << groups[gi].runs.size() << " run"
+        << (groups[gi].runs.size() == 1 ? "" : "s") << "</title></path>\n";
+  }
+  o << "</g>\n</svg>\n";
+  return o.str();
+}
+
+// Mean, sample standard deviation (n - 1) and count of the finite values.
+struct Stat {
+  int n = 0;
+  double mean = kNaN, sd = kNaN;
+};
+
+Stat stat_of(const std::vector<double>& values) {
+  Stat s;
+  double sum = 0;
+  for (double v : values)
+    if (std::isfinite(v)) sum += v, ++s.n;
+  if (s.n == 0) return s;
+  s.mean = sum / s.n;
+  if (s.n >= 2) {
+    double ss = 0;
+    for (double v : values)
+      if (std::isfinite(v)) ss += (v - s.mean) * (v - s.mean);
+    s.sd = std::sqrt(ss / (s.n - 1));
+  }
+  return s;
+}
+
+enum class Shown { kPercent, kCount, kRate, kFlops };
+
+std::string shown_text(double v, Shown how) {
+  if (!std::isfinite(v)) return "&mdash;";
+  switch (how) {
+    case Shown::kPercent:
+      return percent(v);
+    case Shown::kCount:
+      return strf("%.0f", v);
+    case Shown::kRate:
+      return strf("%.1f", v);
+    case Shown::kFlops:
+      return sci(v);
+  }
+  return "&mdash;";
+}
+
+// A table cell of a setting's statistic: "87.52% &plusmn; 0.31" (the sd in percentage points),
+// with the exact numbers in data attributes, and "(k of n)" when some runs lack the value.
+std::string stat_cell(const Stat& s, int runs, Shown how) {
+  std::string o = "<td data-n=\"" + std::to_string(s.n) + "\"";
+  if (std::isfinite(s.mean)) o += " data-mean=\"" + strf("%.10g", s.mean) + "\"";
+  if (std::isfinite(s.sd)) o += " data-sd=\"" + strf("%.10g", s.sd) + "\"";
+  o += ">" + shown_text(s.mean, how);
+  if (std::isfinite(s.sd)) {
+    o += " &plusmn; ";
+    switch (how) {
+      case Shown::kPercent:
+        o += strf("%.2f", 100 * s.sd);
+        break;
+      case Shown::kFlops:
+        o += sci(s.sd);
+        break;
+      default:
+        o += shown_text(s.sd, how);
+    }
+  }
+  if (s.n > 0 && s.n < runs) o += strf(" <small>(%d of %d)</small>", s.n, runs);
+  return o + "</td>";
+}
+
+std::string value_cell(double v, Shown how) {
+  return std::string("<td") + (std::isfinite(v) ? " data-value=\"" + strf("%.10g", v) + "\"" : "") +
+         ">" + shown_text(v, how) + "</td>";
+}
+
+std::string swatch(const char* colour) {
+  return std::string("<span class=\"swatch\" style=\"background:") + colour + "\"></span>";
+}
+
+std::string compare_table(const std::vector<Group>& groups) {
+  std::ostringstream o;
+  o << "<div class=\"table-wrap\"><table id=\"compare\">\n<thead><tr><th class=\"l\">setting / "
+       "run</th><th>runs</th><th title=\"highest validation accuracy of any child\">best val "
+       "acc</th><th title=\"the best individual's test accuracy (final.json)\">best's test "
+       "acc</th><th title=\"the top-k ensemble's test accuracy (final.json)\">ensemble test "
+       "acc</th><th>children</th><th title=\"births per hour between the first and the last "
+       "birth\">children / hour</th><th title=\"training + validation, every individual\">total "
+       "FLOPs</th></tr></thead>\n<tbody>\n";
+  struct Column {
+    double RunSummary::*field;
+    Shown how;
+  };
+  const Column columns[] = {
+      {&RunSummary::best_val, Shown::kPercent},       {&RunSummary::best_test, Shown::kPercent},
+      {&RunSummary::ensemble_test, Shown::kPercent},  {&RunSummary::children, Shown::kCount},
+      {&RunSummary::children_per_hour, Shown::kRate}, {&RunSummary::total_flops, Shown::kFlops}};
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const Group& g = groups[gi];
+    const int n = int(g.runs.size());
+    o << "<tr class=\"setting\" id=\"setting-" << gi << "\"><td class=\"l\">" << swatch(g.colour)
+      << "<b class=\"label\">" << esc(g.label) << "</b></td><td class=\"n\">" << n << "</td>";
+    for (const Column& c : columns) {
+      std::vector<double> v;
+      for (const RunSummary* r : g.runs) v.push_back(r->*c.field);
+      o << stat_cell(stat_of(v), n, c.how);
+    }
+    o << "</tr>\n";
+    for (const RunSummary* r : g.runs) {
+      o << "<tr class=\"run\"><td class=\"l run-name\"><span class=\"mono\">" << esc(r->src->name)
+        << "</span>" << (r->seed.empty() ? "" : " <small>seed " + esc(r->seed) + "</small>")
+        << "</td><td></td>";
+      for (const Column& c : columns) o << value_cell(r->*c.field, c.how);
+      o << "</tr>\n";
+    }
+  }
+  if (groups.empty()) o << "<tr><td colspan=\"8\" class=\"l\">no runs</td></tr>\n";
+  o << "</tbody></table></div>\n";
+  return o.str();
+}
+
+constexpr const char* kCompareStyle = R"(
+.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:7px;
+  vertical-align:-1px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 22px;font-size:13px;margin:10px 0 0}
+tr.setting td{border-top:1.5px solid #bbb;background:#fafafa}
+tr.setting .label{font-weight:600;white-space:normal;overflow-wrap:anywhere}
+td.run-name{padding-left:28px}
+figure.plot-figure{width:540px}
+)";
+
+}  // namespace
+
+std::string render_compare_report(const std::vector<CompareRun>& runs, const CompareOptions& opts) {
+  std::vector<RunSummary> summaries;
+  summaries.reserve(runs.size());  // groups point into it
+  for (const CompareRun& r : runs) summaries.push_back(summarise_run(r));
+  std::vector<std::pair<std::string, std::string>> shared;
+  const std::vector<Group> groups =
+      summaries.empty() ? std::vector<Group>{} : group_runs(summaries, shared);
+  double span = 0;
+  for (const RunSummary& r : summaries)
+    if (!r.by_time.empty() && std::isfinite(r.by_time.back().first))
+      span = std::max(span, r.by_time.back().first);
+  const TimeUnit unit = pick_unit(span);
+  const double generated =
+      std::isfinite(opts.generated_at) ? opts.generated_at : double(std::time(nullptr));
+
+  std::ostringstream o;
+  o << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    << "<title>" << esc(opts.title) << " &#8212; evo comparison</title>\n<style>" << kStyle
+    << kCompareStyle << "</style>\n</head>\n<body>\n<main>\n";
+  o << "<h1>" << esc(opts.title) << "</h1>\n<div class=\"sub\">" << runs.size() << " run"
+    << (runs.size() == 1 ? "" : "s") << " in " << groups.size() << " setting"
+    << (groups.size() == 1 ? "" : "s") << " &#183; report generated " << utc_text(generated)
+    << "</div>\n";
+  if (!shared.empty()) {
+    o << "<div class=\"sub settings\">shared by every run: ";
+    for (std::size_t i = 0; i < shared.size(); ++i)
+      o << (i ? " &#183; " : "") << esc(shared[i].first) << " <b>" << esc(shared[i].second)
+        << "</b>";
+    o << "</div>\n";
+  }
+  o << "<div class=\"legend\" id=\"legend\">\n";
+  for (const Group& g : groups)
+    o << "<span>" << swatch(g.colour) << esc(g.label) << " <small>(" << g.runs.size() << " run"
+      << (g.runs.size() == 1 ? "" : "s") << ")</small></span>\n";
+  o << "</div>\n";
+  // Each figure as wide as its plot, so the two sit side by side and the captions wrap under them.
+  o << "<div class=\"row\">\n<figure class=\"plot-figure\">\n"
+    << compare_plot(groups, false, unit)
+    << "<figcaption>Best validation accuracy among the children born so far, from the start of "
+       "each run (its first child's birth minus that child's training time). Thin lines: runs; "
+       "thick: each setting's mean where all its runs have data; shaded: their min to max."
+       "</figcaption>\n</figure>\n<figure class=\"plot-figure\">\n"
+    << compare_plot(groups, true, unit)
+    << "<figcaption>The same against the compute each run has spent (log scale).</figcaption>\n"
+       "</figure>\n</div>\n";
+  o << "<h2>Settings compared</h2>\n"
+    << "<p class=\"sub\">Per setting: mean &plusmn; sample standard deviation over its runs "
+       "(for accuracies, in percentage points); one row per run below it.</p>\n"
+    << compare_table(groups) << "</main>\n</body>\n</html>\n";
+  return o.str();
+}
+
+void write_compare_report(const std::vector<std::string>& run_dirs, const std::string& out_path) {
+  if (run_dirs.empty()) throw Error("report: no run folders given; give one or more --run-dir's");
+  // Every folder checked before any is read: a typo in the last one fails at once.
+  for (const std::string& dir : run_dirs) check_run_folder(dir);
+  std::vector<CompareRun> runs;
+  for (const std::string& dir : run_dirs) {
+    const Population pop(dir);
+    CompareRun r;
+    r.name = dir;
+    if (pop.settings().is_object()) r.settings = pop.settings();
+    r.settings["population"] = pop.size();
+    r.individuals = pop.all_individuals();
+    const FinalResults fin = read_final(dir);
+    r.final_best_test = fin.best_test;
+    r.final_ensemble_test = fin.ensemble_test;
+    runs.push_back(std::move(r));
+  }
+  CompareOptions opts;
+  opts.title = "evo study: " + std::to_string(runs.size()) + " runs";
+  write_atomically(out_path, render_compare_report(runs, opts));
 }
 
 }  // namespace evo

@@ -408,15 +408,26 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
         std::max(1, int(std::thread::hardware_concurrency()) / std::max(cpu_workers, 1));
   if (cpu_workers > 1 || opts.threads_per_worker == 1) openblas_set_num_threads(1);
 
-  Shared sh(opts, user_stop);
-  const std::size_t recovered = sh.population.recover(600);
-  const std::size_t resumed = sh.population.alive_ids().size();
+  // Everything that can be wrong with the invocation is found before the run folder is created
+  // or changed: a corrected command must not meet a run.json its mistake wrote.
   DataOptions dopts;
   dopts.val_fraction = opts.val_fraction;
   dopts.seed = opts.seed;
   dopts.max_train = opts.max_train;
   dopts.max_val = opts.max_val;
-  sh.data = load_dataset(opts.data, dopts);
+  Dataset data = load_dataset(opts.data, dopts);
+  if (data.train.n < opts.batch)
+    throw UsageError("the training set of " + opts.data + " has " + std::to_string(data.train.n) +
+                     " images, fewer than one batch of " + std::to_string(opts.batch) +
+                     (opts.max_train > 0 ? ": raise --max-train" : ""));
+  if (data.val.n < 1)
+    throw UsageError("the validation set of " + opts.data +
+                     " is empty: raise --max-val or the share of images held out");
+
+  Shared sh(opts, user_stop);
+  sh.data = std::move(data);
+  const std::size_t recovered = sh.population.recover(600);
+  const std::size_t resumed = sh.population.alive_ids().size();
   for (const Device& d : opts.devices)
     if (!sh.device_data.count(d.str()))
       sh.device_data[d.str()] = std::make_unique<DeviceDataset>(DeviceDataset::upload(sh.data, d));

@@ -98,6 +98,14 @@ int run_show(const ShowCommand& cmd) {
 
 int run_train(const TrainCommand& cmd) {
   const Device device = parse_device(cmd.device);
+  // The output folder is made (and found usable) before training, not after an hour of it.
+  if (!cmd.out.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(cmd.out, ec);
+    if (!std::filesystem::is_directory(cmd.out))
+      throw UsageError("--out " + cmd.out + ": not a folder and cannot be made one" +
+                       (ec ? " (" + ec.message() + ")" : std::string()));
+  }
   const Dna dna = load_dna(cmd.dna);
   DataOptions dopts;
   dopts.val_fraction = cmd.val_fraction;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "evo/io.h"
 #include "evo/model.h"
 
 namespace evo {
@@ -277,11 +278,20 @@ void save_weights(const Weights& weights, const std::string& path) {
 }
 
 Weights load_weights(const std::string& path, const CompiledDna& plan, Device device) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw WeightsError("cannot open weight file " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  Reader in(path, ss.str());
+  // The file `plan` expects has a known size; a bigger one is the wrong file (or /dev/zero), and
+  // is refused before it is read. The slack lets a file with a few stray bytes reach the precise
+  // errors below.
+  uint64_t expected = sizeof kMagic + 4 + 4 + 4;
+  for (const ParamInfo& p : plan.params)
+    expected += 2 + p.key.size() + 1 + 8 * p.shape.size() + 4 * uint64_t(p.elements());
+  std::string bytes;
+  try {
+    bytes = read_file_limited(path, expected + (uint64_t(1) << 20), "weight file");
+  } catch (const Error& e) {
+    throw WeightsError(std::string(e.what()) + " (" + std::to_string(expected) +
+                       " bytes expected for this DNA)");
+  }
+  Reader in(path, std::move(bytes));
 
   char magic[sizeof kMagic];
   in.get(magic, sizeof magic, "the magic number");
@@ -308,6 +318,13 @@ Weights load_weights(const std::string& path, const CompiledDna& plan, Device de
       if (d < 0 || d > (int64_t(1) << 31))
         throw WeightsError("weight file " + path + ": tensor '" + key + "' has dimension " +
                            std::to_string(d) + " at offset " + std::to_string(in.pos() - 8));
+      // n stays within what the file can hold (so no overflow: d <= 2^31 and n <= 2^62 / 4).
+      const uint64_t room = (in.size() - in.pos()) / 4;
+      if (d != 0 && uint64_t(n) > room / uint64_t(d))
+        throw WeightsError("weight file " + path + " is truncated: tensor '" + key +
+                           "' has more elements than the " + std::to_string(in.size()) +
+                           "-byte file holds (dimensions up to offset " +
+                           std::to_string(in.pos() - 8) + ")");
       n *= d;
     }
     // Check the size before allocating: a corrupt dimension must not ask for terabytes.

@@ -1,0 +1,97 @@
+// Bounded file reading and JSON parsing (io.h). Not the data-set loaders or any writer.
+#include "evo/io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "evo/error.h"
+
+namespace evo {
+
+namespace {
+
+std::string human_bytes(uint64_t n) {
+  const char* unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+  return buf;
+}
+
+// An fd closed on every path out.
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+std::string read_file_limited(const std::string& path, uint64_t max_bytes, const std::string& what) {
+  const std::string name = what + " " + path + ": ";
+  // O_NONBLOCK: opening a FIFO with no writer must not hang before fstat can refuse it.
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
+  if (f.fd < 0)
+    throw Error(name + (errno == ENOENT ? std::string("no such file")
+                                        : "cannot open (" + std::string(std::strerror(errno)) + ")"));
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0)
+    throw Error(name + "cannot stat (" + std::string(std::strerror(errno)) + ")");
+  if (S_ISDIR(st.st_mode)) throw Error(name + "is a directory, not a file");
+  if (!S_ISREG(st.st_mode))
+    throw Error(name + "is not a regular file (a device, FIFO or socket); give a file's path");
+  if (uint64_t(st.st_size) > max_bytes)
+    throw Error(name + "is " + human_bytes(uint64_t(st.st_size)) + ", more than the " +
+                human_bytes(max_bytes) + " such a file may have; is it the right file?");
+  std::string text(std::size_t(st.st_size), '\0');
+  std::size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::read(f.fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(name + "read failed (" + std::string(std::strerror(errno)) + ")");
+    if (n == 0) break;  // shrank while we read: what is there
+    got += std::size_t(n);
+  }
+  text.resize(got);
+  return text;
+}
+
+nlohmann::json parse_json_limited(const std::string& text, const std::string& source) {
+  try {
+    // The callback sees each value's depth as the parser enters it, so a too-deep file is refused
+    // after reading kMaxJsonDepth levels, before any recursive walk could run.
+    return nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t,
+                                           nlohmann::json&) {
+      if (depth > kMaxJsonDepth)
+        throw Error(source + ": not valid here: JSON nested more than " +
+                    std::to_string(kMaxJsonDepth) + " levels deep");
+      return true;
+    });
+  } catch (const nlohmann::json::exception& e) {
+    // Keep nlohmann's position ("at line 3, column 7"), drop its "[json.exception...]" tag.
+    std::string what = e.what();
+    if (const auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    throw Error(source + ": not valid JSON: " + what);
+  }
+}
+
+std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars) {
+  std::string s = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (s.size() <= max_chars) return s;
+  const std::size_t n = s.size();
+  s.resize(max_chars);
+  return s + "... (" + std::to_string(n) + " characters)";
+}
+
+std::string quote_excerpt(const std::string& s, std::size_t max_chars) {
+  return json_excerpt(nlohmann::json(s), max_chars);
+}
+
+}  // namespace evo
