@@ -91,7 +91,28 @@ int print_status(bool json) {
   return 0;
 }
 
+// NaN (not measured) is JSON null.
+nlohmann::json number_or_null(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); }
+
+nlohmann::json summary_json(const evo::SearchSummary& s) {
+  return {{"children", s.children},
+          {"failed", s.failed},
+          {"seconds", s.seconds},
+          {"total_flops", s.total_flops},
+          {"best_id", s.best_id},
+          {"best_val_accuracy", s.best_val},
+          {"best_test_accuracy", number_or_null(s.best_test)},
+          {"best_error", s.best_error},
+          {"ensemble_size", s.ensemble_size},
+          {"ensemble_test_accuracy", number_or_null(s.ensemble_test)},
+          {"children_per_hour", s.children_per_hour},
+          {"damaged_records", s.damaged},
+          {"report", s.report_path}};
+}
+
 void print_summary(const evo::SearchSummary& s, const std::string& run_dir) {
+  for (const std::string& d : s.damaged)
+    std::fprintf(stderr, "evo: left out a damaged record: %s\n", d.c_str());
   if (s.best_id.empty()) {
     std::printf("no trained individual in %s yet\n", run_dir.c_str());
     return;
@@ -99,9 +120,17 @@ void print_summary(const evo::SearchSummary& s, const std::string& run_dir) {
   if (s.seconds > 0)
     std::printf("\nsearch finished after %.1f minutes: %d children trained here (%d failed)\n",
                 s.seconds / 60, s.children + s.failed, s.failed);
-  std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy %.2f%%\n",
-              s.best_id.c_str(), 100 * s.best_val, 100 * s.best_test);
-  std::printf("ensemble of top %d: test accuracy %.2f%%\n", s.ensemble_size, 100 * s.ensemble_test);
+  if (std::isfinite(s.best_test))
+    std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy %.2f%%\n",
+                s.best_id.c_str(), 100 * s.best_val, 100 * s.best_test);
+  else
+    std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy not measured: "
+                "%s\n", s.best_id.c_str(), 100 * s.best_val, s.best_error.c_str());
+  if (s.ensemble_size > 0)
+    std::printf("ensemble of top %d: test accuracy %.2f%%\n", s.ensemble_size,
+                100 * s.ensemble_test);
+  else
+    std::printf("ensemble          not measured: no individual could be evaluated\n");
   std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
               s.children_per_hour);
   if (!s.report_path.empty()) std::printf("report            %s\n", s.report_path.c_str());
@@ -227,7 +256,32 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
   a->add_option("--seed", o.seed, "Random seed (0 to 2^64-1)")->check(kNonNegativeInteger);
 }
 
-int run_search_command(const SearchArgs& a, bool json) {
+// A run folder's recorded settings fill every search option the command line did not give, so
+// `evo search --run-dir RUN` resumes RUN as it was started; an option given explicitly that
+// differs is refused by the store (population.h) with both values named.
+void resume_settings(SearchArgs& a, const CLI::App& app) {
+  const evo::RunSettings run = evo::read_run_settings(a.run_dir);
+  const nlohmann::json& st = run.settings;
+  const auto given = [&](const char* option) { return app.count(option) > 0; };
+  const auto has = [&](const char* key, bool (nlohmann::json::*is)() const noexcept) {
+    return st.contains(key) && (st[key].*is)();
+  };
+  if (!given("--data") && has("data", &nlohmann::json::is_string)) a.data = st["data"];
+  if (!given("--steps") && has("steps", &nlohmann::json::is_number_integer)) a.steps = st["steps"];
+  if (!given("--augment") && has("augment", &nlohmann::json::is_boolean))
+    a.augment = st["augment"].get<bool>() ? "on" : "off";
+  if (!given("--selection") && has("selection", &nlohmann::json::is_string))
+    a.selection = st["selection"];
+  if (!given("--sample-size") && has("sample_size", &nlohmann::json::is_number_integer))
+    a.sample = st["sample_size"];
+  if (!given("--inheritance") && has("inheritance", &nlohmann::json::is_string))
+    a.inheritance = st["inheritance"];
+  if (!given("--seed") && has("seed", &nlohmann::json::is_number_unsigned)) a.seed = st["seed"];
+  if (!given("--population") && run.population > 0) a.population = run.population;
+}
+
+int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
+  resume_settings(a, app);
   const evo::GpuInventory inv = evo::discover_gpus();
   std::vector<int> gpus;
   if (a.gpus.empty()) {
@@ -274,15 +328,7 @@ int run_search_command(const SearchArgs& a, bool json) {
   std::signal(SIGTERM, on_interrupt);
   const evo::SearchSummary s = evo::run_search(o, g_stop);
   if (json) {
-    nlohmann::json j = {{"children", s.children},       {"failed", s.failed},
-                        {"seconds", s.seconds},         {"total_flops", s.total_flops},
-                        {"best_id", s.best_id},         {"best_val_accuracy", s.best_val},
-                        {"best_test_accuracy", s.best_test},
-                        {"ensemble_size", s.ensemble_size},
-                        {"ensemble_test_accuracy", s.ensemble_test},
-                        {"children_per_hour", s.children_per_hour},
-                        {"report", s.report_path}};
-    std::cout << j.dump() << "\n";
+    std::cout << summary_json(s).dump() << "\n";
   } else {
     print_summary(s, a.run_dir);
   }
@@ -375,10 +421,10 @@ int main(int argc, char** argv) {
   CLI::App* best = app.add_subcommand("best", "The best individual of a run, its test accuracy "
                                               "and the top-k ensemble's");
   best->add_option("run_dir", run_dir, "Run folder")->required();
-  best->add_option("--data", best_data, "The run's data set")->capture_default_str();
+  best->add_option("--data", best_data, "The run's data set (default: the one in run.json)");
   best->add_option("--ensemble", ensemble, "Ensemble size")->capture_default_str();
   best->add_option("--device", best_device, "cpu, emu or cuda:N")->capture_default_str();
-  best->add_option("--seed", seed, "The run's seed (it chose the val split)")
+  best->add_option("--seed", seed, "The run's seed (default: the one in run.json)")
       ->check(kNonNegativeInteger);
   CLI::App* status = app.add_subcommand("status", "What this build can do: devices, data sets");
 
@@ -417,13 +463,38 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (best->parsed()) {
+      // The run's own data set, seed and split (they choose the test and validation images);
+      // an explicit value that differs is a mistake.
+      const evo::RunSettings run = evo::read_run_settings(run_dir);
+      double val_fraction = 0.1;
+      const nlohmann::json& st = run.settings;
+      if (st.contains("data") && st["data"].is_string()) {
+        if (best->count("--data") && st["data"] != best_data)
+          throw evo::UsageError("run " + run_dir + " was made on " + st["data"].dump() +
+                                " (run.json), not " + nlohmann::json(best_data).dump() +
+                                ": leave out --data");
+        best_data = st["data"];
+      }
+      if (st.contains("seed") && st["seed"].is_number_unsigned()) {
+        if (best->count("--seed") && st["seed"] != seed)
+          throw evo::UsageError("run " + run_dir + " was made with seed " + st["seed"].dump() +
+                                " (run.json), not " + std::to_string(seed) + ": leave out --seed");
+        seed = st["seed"];
+      }
+      if (st.contains("val_fraction") && st["val_fraction"].is_number())
+        val_fraction = st["val_fraction"];
       const evo::SearchSummary s = evo::best_of_run(run_dir, best_data, ensemble,
-                                                    evo::parse_device(best_device), seed, 0.1);
-      print_summary(s, run_dir);
+                                                    evo::parse_device(best_device), seed,
+                                                    val_fraction);
+      if (json)
+        std::cout << summary_json(s).dump() << "\n";
+      else
+        print_summary(s, run_dir);
       return 0;
     }
     if (status->parsed()) return print_status(json);
-    return run_search_command(search->parsed() ? sub : top, json);
+    return search->parsed() ? run_search_command(sub, json, *search)
+                            : run_search_command(top, json, app);
   } catch (const evo::UsageError& e) {
     std::fprintf(stderr, "evo: error: %s\n", e.what());
     return kExitUsage;

@@ -1,6 +1,7 @@
 // Tests of the evo command line as a user meets it: help, exit codes, errors for bad options.
 // Not tests of what the subcommands compute.
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,8 @@
 
 #include "evo/device.h"
 #include "support.h"
+
+#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -128,5 +131,52 @@ TEST_CASE("Out-of-range and malformed option values exit 2 before anything is cr
     CHECK(r.output.find("imagenet") != std::string::npos);
     CHECK(r.output.find("--time-limit") == std::string::npos);
   }
+  std::filesystem::remove_all(dir);
+}
+
+// A run resumes with a bare `evo search --run-dir RUN` (its settings come from run.json); an
+// explicit conflicting value is refused naming both; `evo best` uses the run's data set and seed,
+// prints JSON with --json, and says when the best's test accuracy could not be measured.
+TEST_CASE("resume takes run.json's settings; evo best reads the run's own data", "[cli]") {
+  if (!evo::test::have_fashion_mnist()) {
+    if (std::getenv("CI")) FAIL("Fashion-MNIST is missing in CI (tools/setup.sh installs it)");
+    return;
+  }
+  const std::string dir = evo::test::temp_dir("cli-resume");
+  const std::string run = dir + "/run";
+  const std::string small = " --max-train 500 --max-val 200 --steps 10 --workers 1 --threads 1";
+  Run r = run_evo("search --gpus none --run-dir " + run + " --seed 7 --population 3 "
+                  "--inheritance paper --max-children 4 --json" + small);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  r = run_evo("search --gpus none --run-dir " + run + " --max-children 2 --json" + small);
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("\"children\":2") != std::string::npos);
+  r = run_evo("search --gpus none --run-dir " + run + " --seed 8 --max-children 1" + small);
+  CHECK(r.code == 2);
+  CHECK(r.output.find("seed = 7 (run.json), not 8") != std::string::npos);
+  r = run_evo("search --gpus none --run-dir " + run + " --inheritance keep --max-children 1" +
+              small);
+  CHECK(r.code == 2);
+  CHECK(r.output.find("inheritance") != std::string::npos);
+
+  r = run_evo("best " + run + " --json");
+  CHECK(r.code == 0);
+  const auto brace = r.output.find('{');
+  REQUIRE(brace != std::string::npos);
+  const nlohmann::json j = nlohmann::json::parse(r.output.substr(brace));
+  CHECK(j["best_test_accuracy"].is_number());
+  r = run_evo("best " + run + " --data mnist:" + dir);
+  CHECK(r.code == 2);
+  CHECK(r.output.find("leave out --data") != std::string::npos);
+
+  // The best's weights damaged: not "0.00%", but why it was not measured.
+  const std::string best_id = j["best_id"];
+  std::ofstream(run + "/alive/" + best_id + "/weights.evow", std::ios::trunc) << "junk";
+  r = run_evo("best " + run);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("test accuracy not measured") != std::string::npos);
+  CHECK(r.output.find("weights.evow") != std::string::npos);
   std::filesystem::remove_all(dir);
 }

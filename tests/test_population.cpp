@@ -966,3 +966,88 @@ TEST_CASE(
 
 }  // namespace
 }  // namespace evo
+
+namespace evo {
+
+// Files dropped into free/ by hand (a README, junk) are not slots: the population never grows
+// past N. Only the store's own names count (init-NNNNNN.json, <unique id>.json).
+TEST_CASE("junk in free/ is not a slot", "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run";
+  PopulationOptions o;
+  o.size = 2;
+  o.durable = false;
+  Population pop(run, o);
+  for (const char* junk : {"README", "junk.json", "init-12.json", "1-x.json", "notes-1-2-3.json",
+                           "init-000001.json.bak"})
+    std::ofstream(run + "/free/" + junk) << "{\"slot\": \"x\", \"origin\": \"initial\"}\n";
+  CHECK(pop.free_count() == 2);
+  for (int i = 0; i < 2; ++i) publish_initial(pop, 0.5);
+  Population::Staging s = pop.begin_child();
+  CHECK(pop.take_free_slot(s) == FreeSlot::kNone);
+  pop.abandon(std::move(s));
+  CHECK(pop.alive_ids().size() == 2);
+  CHECK(fs::exists(run + "/free/README"));  // left where the user put it
+  // A returned slot (a unique id's name) is a slot.
+  Population::Staging k = pop.begin_child();
+  REQUIRE(pop.kill(k, pop.alive_ids().front()));
+  pop.abandon(std::move(k));
+  CHECK(pop.free_count() == 1);
+}
+
+// One truncated metrics.json must not stop a report or a search: readers leave it out and say
+// which file; a search moves it to damaged/ through a kill, so its slot is refilled.
+TEST_CASE("a damaged record is left out by readers and quarantined by a search", "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run";
+  PopulationOptions o;
+  o.size = 3;
+  o.durable = false;
+  Population pop(run, o);
+  const std::string a = publish_initial(pop, 0.4), b = publish_initial(pop, 0.6),
+                    c = publish_initial(pop, 0.5);
+  Population::Staging k = pop.begin_child();
+  REQUIRE(pop.kill(k, c));  // c is dead; damage its death.json too
+  pop.abandon(std::move(k));
+  const std::string metrics = run + "/alive/" + b + "/metrics.json";
+  const std::string text = slurp(metrics);
+  std::ofstream(metrics, std::ios::trunc) << text.substr(0, text.size() / 2);
+  std::ofstream(run + "/dead/" + c + "/death.json", std::ios::trunc) << "{\"death_time\": ";
+
+  std::vector<std::string> damaged;
+  const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].id == a);
+  REQUIRE(damaged.size() == 2);
+  CHECK(damaged[0].find(metrics) != std::string::npos);
+  CHECK(damaged[1].find(c) != std::string::npos);
+  CHECK(pop.all_individuals().size() == 1);  // without the list, too
+
+  const std::vector<std::string> moved = pop.quarantine_damaged();
+  REQUIRE(moved.size() == 1);
+  CHECK(moved[0].rfind(b + ": ", 0) == 0);
+  CHECK(fs::exists(run + "/damaged/" + b + "/metrics.json"));
+  CHECK(pop.alive_ids() == std::vector<std::string>{a});
+  CHECK(pop.free_count() == 2);  // c's slot and b's: both refilled by the next children
+  CHECK(pop.quarantine_damaged().empty());
+}
+
+// A creator killed half-way leaves RUN.creating-*: the next creation of a run there removes it
+// once it is old, and leaves a recent one (its creator may still be at work).
+TEST_CASE("stale RUN.creating-* folders are removed", "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run";
+  const std::string old_one = run + ".creating-1-x-1-1", new_one = run + ".creating-2-x-2-2";
+  fs::create_directories(old_one + "/free");
+  fs::create_directories(new_one);
+  const auto hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  fs::last_write_time(old_one, hour_ago);
+  PopulationOptions o;
+  o.size = 2;
+  o.durable = false;
+  Population pop(run, o);
+  CHECK(!fs::exists(old_one));
+  CHECK(fs::exists(new_one));
+}
+
+}  // namespace evo

@@ -166,8 +166,16 @@ class Population {
   std::string weights_path(const std::string& id) const;
 
   // Every individual of the run, alive then dead (for reports); an individual being killed at
-  // this very moment may be missed.
-  std::vector<IndividualRecord> all_individuals() const;
+  // this very moment may be missed. A record that cannot be read (a truncated metrics.json, a
+  // death.json that is not JSON) is left out and, when `damaged` is given, named there with the
+  // reason ("<path>: ..."), so one bad file never stops a report.
+  std::vector<IndividualRecord> all_individuals(std::vector<std::string>* damaged = nullptr) const;
+
+  // Moves every alive individual whose record cannot be read out of the population: it is killed
+  // as selection would kill it (its slot goes back to free/, refilled by the next child), then
+  // its folder moves from dead/ to damaged/, where nothing reads it. Returns "<id>: <reason>" for
+  // each. A search calls it at start; readers never move anything.
+  std::vector<std::string> quarantine_damaged();
 
   // Discards the staging folders of dead workers and frees their slots; a victim they had taken
   // is finished (dead/, death.json). A worker on this machine is dead when its process is gone

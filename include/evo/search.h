@@ -10,6 +10,8 @@
 #include "evo/device.h"
 #include "evo/model.h"
 
+#include <nlohmann/json.hpp>
+
 namespace evo {
 
 enum class Selection { Tournament, Aging };
@@ -45,7 +47,11 @@ struct SearchSummary {
   double total_flops = 0;    // of every individual in the run (training + validation)
   std::string best_id;
   double best_val = 0;
-  double best_test = 0;      // test accuracy of the best individual by validation accuracy
+  // Test accuracy of the best individual by validation accuracy; NaN when it could not be
+  // measured (its files are damaged or gone: best_error says why).
+  double best_test = 0;
+  std::string best_error;
+  std::vector<std::string> damaged;  // records left out, "<path>: <reason>"
   double ensemble_test = 0;  // test accuracy of the averaged softmax of the top `ensemble`
   int ensemble_size = 0;
   double children_per_hour = 0;
@@ -57,8 +63,17 @@ struct SearchSummary {
 SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& stop);
 
 // The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
-// accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour.
+// accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour. `data`,
+// `seed` and `val_fraction` must be the run's (they choose the test images and the split).
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data, int ensemble,
                           Device device, uint64_t seed, double val_fraction);
+
+// A run folder's settings as its run.json records them ({} when there is none), and its
+// population size (0 when there is none). Throws evo::Error naming the file when it is damaged.
+struct RunSettings {
+  nlohmann::json settings = nlohmann::json::object();
+  int population = 0;
+};
+RunSettings read_run_settings(const std::string& run_dir);
 
 }  // namespace evo

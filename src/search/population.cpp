@@ -301,6 +301,33 @@ nlohmann::json number(double x) {
   return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json();
 }
 
+// Whether a name in free/ is a slot this store wrote: "init-NNNNNN.json" (the initial population)
+// or "<unique_id>.json" (a returned slot: digits, host tag, pid, counter). Anything else dropped
+// there (a README, an editor's backup) is not a slot and never lets the population grow.
+bool is_slot_name(const std::string& name) {
+  const std::size_t n = name.size();
+  if (n < 6 || name.compare(n - 5, 5, ".json") != 0) return false;
+  const std::string stem = name.substr(0, n - 5);
+  const auto digits = [](const std::string& s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(),
+                                     [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (starts_with(stem, "init-")) return stem.size() == 11 && digits(stem.substr(5));
+  const std::size_t first = stem.find('-'), last = stem.rfind('-');
+  if (first == std::string::npos || first == last) return false;
+  const std::size_t pid = stem.rfind('-', last - 1);
+  return digits(stem.substr(0, first)) && pid > first && digits(stem.substr(pid + 1, last - pid - 1)) &&
+         digits(stem.substr(last + 1));
+}
+
+std::vector<std::string> slot_names(const std::string& root) {
+  std::vector<std::string> names = list_names(root + "/free");
+  names.erase(std::remove_if(names.begin(), names.end(),
+                             [](const std::string& n) { return !is_slot_name(n); }),
+              names.end());
+  return names;
+}
+
 // ---- the protocol's steps -----------------------------------------------------------------------
 
 // The victim folders a staging folder holds (at most one: a child replaces one individual).
@@ -535,6 +562,19 @@ bool create_run(const std::string& root, const PopulationOptions& o) {
       throw UsageError("population: cannot create the folder " + parent.string() + " for run " +
                        root + ": " + ec.message());
   }
+  // A creator killed half-way left its RUN.creating-* folder: nothing else ever names it, so any
+  // such folder older than ten minutes (creating even 100,000 slots takes seconds) is removed.
+  {
+    const std::filesystem::path dir = parent.empty() ? "." : parent;
+    const std::string prefix = std::filesystem::path(root).filename().string() + ".creating-";
+    for (const std::string& name : list_names(dir.string(), true)) {
+      if (!starts_with(name, prefix.c_str())) continue;
+      const std::string path = (dir / name).string();
+      const auto st = stat_of(path);
+      if (st && S_ISDIR(st->st_mode) && unix_now() - to_seconds(st->st_mtim) > 600)
+        remove_tree(path);
+    }
+  }
   const std::string tmp = root + ".creating-" + unique_id();
   try {
     for (const char* sub : {"", "/alive", "/dead", "/staging", "/free"})
@@ -654,7 +694,7 @@ FreeSlot Population::take_free_slot(Staging& child) {
   } catch (const Gone&) {
     throw_gone(root_, child.id);
   }
-  std::vector<std::string> names = list_names(root_ + "/free");
+  std::vector<std::string> names = slot_names(root_);
   thread_local std::mt19937_64 rng(std::random_device{}());
   // Workers that start together would all race for the first slot: spread them out.
   std::shuffle(names.begin(), names.end(), rng);
@@ -786,14 +826,14 @@ std::size_t Population::dead_count() const {
 }
 
 std::size_t Population::free_count() const {
-  return list_names(root_ + "/free").size();
+  return slot_names(root_).size();
 }
 
 Population::Census Population::census() const {
   Census c;
   c.alive = list_names(root_ + "/alive").size();
   c.dead = list_names(root_ + "/dead").size();
-  c.free = list_names(root_ + "/free").size();
+  c.free = slot_names(root_).size();
   for (const std::string& name : list_names(root_ + "/staging")) {
     ++c.staging;
     try {
@@ -853,20 +893,55 @@ std::string Population::weights_path(const std::string& id) const {
   return exists(dead) ? dead : alive;
 }
 
-std::vector<IndividualRecord> Population::all_individuals() const {
+std::vector<IndividualRecord> Population::all_individuals(std::vector<std::string>* damaged) const {
   std::vector<IndividualRecord> out;
   std::set<std::string> seen;
-  for (const std::string& id : alive_ids())
-    if (auto r = read(id)) {
-      seen.insert(id);
-      out.push_back(std::move(*r));
+  const auto take = [&](const std::string& id) {
+    try {
+      if (auto r = read(id)) {
+        seen.insert(id);
+        out.push_back(std::move(*r));
+      }
+    } catch (const Gone&) {
+    } catch (const Error& e) {
+      if (damaged) damaged->push_back(e.what());
     }
+  };
+  for (const std::string& id : alive_ids()) take(id);
   std::vector<std::string> dead = list_names(root_ + "/dead");
   std::sort(dead.begin(), dead.end());
   for (const std::string& id : dead)
-    if (!seen.count(id))
-      if (auto r = read(id)) out.push_back(std::move(*r));
+    if (!seen.count(id)) take(id);
   return out;
+}
+
+std::vector<std::string> Population::quarantine_damaged() {
+  std::vector<std::string> moved;
+  for (const std::string& id : alive_ids()) {
+    std::string reason;
+    try {
+      read(id);
+      continue;
+    } catch (const Gone&) {
+      continue;
+    } catch (const Error& e) {
+      reason = e.what();
+    }
+    // The kill is the store's own step (so its slot and the proof's invariants are kept); then
+    // the dead folder, which no reader can use, moves aside.
+    Staging child = begin_child();
+    const bool killed = kill(child, id);
+    abandon(std::move(child));  // the victim's slot goes back to free/
+    if (!killed) continue;      // another process got there first
+    const std::string quarantine = root_ + "/damaged";
+    if (::mkdir(quarantine.c_str(), 0755) != 0 && errno != EEXIST)
+      throw_sys("population: cannot create " + quarantine, errno);
+    const std::string from = root_ + "/dead/" + id, to = quarantine + "/" + id;
+    if (::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT)
+      throw_sys("population: cannot move " + from + " to " + to, errno);
+    moved.push_back(id + ": " + reason);
+  }
+  return moved;
 }
 
 std::size_t Population::recover(double stale_seconds) {

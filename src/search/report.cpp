@@ -1047,7 +1047,10 @@ FinalResults read_final(const std::string& run_dir) {
 void write_report(const std::string& run_dir, const std::string& out_path) {
   check_run_folder(run_dir);
   const Population pop(run_dir);
-  const std::vector<IndividualRecord> all = pop.all_individuals();
+  std::vector<std::string> damaged;
+  const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
+  for (const std::string& d : damaged)
+    std::fprintf(stderr, "evo report: left out a damaged record: %s\n", d.c_str());
 
   ReportOptions opts;
   opts.title = run_dir;
@@ -1524,7 +1527,10 @@ void write_compare_report(const std::vector<std::string>& run_dirs, const std::s
     r.name = dir;
     if (pop.settings().is_object()) r.settings = pop.settings();
     r.settings["population"] = pop.size();
-    r.individuals = pop.all_individuals();
+    std::vector<std::string> damaged;
+    r.individuals = pop.all_individuals(&damaged);
+    for (const std::string& d : damaged)
+      std::fprintf(stderr, "evo report: left out a damaged record: %s\n", d.c_str());
     const FinalResults fin = read_final(dir);
     r.final_best_test = fin.best_test;
     r.final_ensemble_test = fin.ensemble_test;

@@ -2,6 +2,7 @@
 // the population lives only in the run folder, so processes on many machines cooperate lock-free.
 // Not the store's file protocol (population.cpp), not the mutations (mutation.cpp).
 #include "evo/search.h"
+#include "evo/io.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -340,11 +341,24 @@ void worker_main(Shared& sh, int index, Device device) {
 
 }  // namespace
 
+RunSettings read_run_settings(const std::string& run_dir) {
+  RunSettings r;
+  const std::string path = run_dir + "/run.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return r;
+  const nlohmann::json j = parse_json_limited(read_file_limited(path, 1 << 20, "run file"), path);
+  if (!j.is_object()) throw Error(path + ": not a JSON object; the run folder is damaged");
+  if (j.contains("settings") && j["settings"].is_object()) r.settings = j["settings"];
+  if (j.contains("population_size") && j["population_size"].is_number_integer())
+    r.population = j["population_size"].get<int>();
+  return r;
+}
+
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data_spec, int ensemble,
                           Device device, uint64_t seed, double val_fraction) {
   Population pop(run_dir);
   SearchSummary s;
-  const std::vector<IndividualRecord> all = pop.all_individuals();
+  const std::vector<IndividualRecord> all = pop.all_individuals(&s.damaged);
   double first_birth = INFINITY, last_birth = 0;
   for (const IndividualRecord& r : all) {
     s.total_flops += r.flops;
@@ -355,13 +369,14 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
   s.children_per_hour = hours > 0 ? double(all.size()) / hours : 0;
 
   std::vector<IndividualRecord> alive;
-  for (const std::string& id : pop.alive_ids())
-    if (auto r = pop.read(id); r && !r->failed) alive.push_back(*r);
+  for (const IndividualRecord& r : all)
+    if (r.alive() && !r.failed) alive.push_back(r);
   std::sort(alive.begin(), alive.end(),
             [](const auto& a, const auto& b) { return a.fitness > b.fitness; });
   if (alive.empty()) return s;
   s.best_id = alive[0].id;
   s.best_val = alive[0].fitness;
+  s.best_test = NAN;
 
   DataOptions dopts;
   dopts.val_fraction = val_fraction;
@@ -383,8 +398,10 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
       if (avg.empty()) avg.assign(r.probabilities.size(), 0.0);
       for (std::size_t j = 0; j < avg.size(); ++j) avg[j] += r.probabilities[j];
       ++s.ensemble_size;
-    } catch (const Error&) {
-      // Killed while we read it: the ensemble uses the others.
+    } catch (const Error& e) {
+      // Damaged, or killed while we read it: the ensemble uses the others; the best's own
+      // accuracy is then not measured, and says why.
+      if (i == 0) s.best_error = e.what();
     }
   }
   int correct = 0;
@@ -392,7 +409,7 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
     const double* p = avg.data() + std::size_t(i) * data.classes;
     correct += int(std::max_element(p, p + data.classes) - p) == data.test.labels[std::size_t(i)];
   }
-  s.ensemble_test = data.test.n ? double(correct) / data.test.n : 0;
+  s.ensemble_test = data.test.n && !avg.empty() ? double(correct) / data.test.n : NAN;
   return s;
 }
 
@@ -427,6 +444,9 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   Shared sh(opts, user_stop);
   sh.data = std::move(data);
   const std::size_t recovered = sh.population.recover(600);
+  for (const std::string& d : sh.population.quarantine_damaged())
+    std::fprintf(stderr, "evo search: moved a damaged individual to %s/damaged/ (its slot is "
+                 "refilled by selection): %s\n", opts.run_dir.c_str(), d.c_str());
   const std::size_t resumed = sh.population.alive_ids().size();
   for (const Device& d : opts.devices)
     if (!sh.device_data.count(d.str()))
@@ -471,7 +491,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   s.failed = sh.failed;
   s.seconds = now_seconds() - sh.start;
   s.report_path = opts.report.empty() ? opts.run_dir + "/report.html" : opts.report;
-  if (!s.best_id.empty())
+  if (!s.best_id.empty() && std::isfinite(s.best_test))
     save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size);
   write_report(opts.run_dir, s.report_path);
   return s;
