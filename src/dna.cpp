@@ -606,10 +606,11 @@ std::string to_json(const Dna& d) {
 }
 
 void save_dna(const Dna& dna, const std::string& path) {
-  std::ofstream out(path, std::ios::binary);
-  out << to_json(dna);
-  out.close();
-  if (!out) throw DnaError(path, "", "cannot write the DNA file (is the folder writable?)");
+  try {
+    write_file_atomic(path, to_json(dna), "DNA file");
+  } catch (const Error& e) {
+    throw DnaError(path, "", std::string("cannot write the DNA file: ") + e.what());
+  }
 }
 
 }  // namespace evo

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -88,6 +89,53 @@ std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars) {
   const std::size_t n = s.size();
   s.resize(max_chars);
   return s + "... (" + std::to_string(n) + " characters)";
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& what,
+                       bool durable) {
+  static std::atomic<uint64_t> counter{0};
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
+                          "." + name + ".tmp-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(counter++);
+  const std::string where = what + " " + path + ": ";
+  const auto fail = [&](const std::string& step, int e) {
+    ::unlink(tmp.c_str());
+    throw Error(where + step + " (" + std::strerror(e) + ")");
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int e = errno;
+    throw Error(where + "cannot write it: creating " + tmp + " failed (" + std::strerror(e) +
+                (e == ENOENT ? "; does the folder exist?" : "") + ")");
+  }
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      ::close(fd);
+      fail("writing failed" + std::string(e == ENOSPC ? ", the disk is full" : ""), e);
+    }
+    done += std::size_t(n);
+  }
+  if (durable && ::fsync(fd) != 0) {
+    const int e = errno;
+    ::close(fd);
+    fail("fsync failed", e);
+  }
+  if (::close(fd) != 0) fail("writing failed at close", errno);  // NFS reports errors here
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename " + tmp + " onto it", errno);
+  if (durable) {
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
 }
 
 std::string quote_excerpt(const std::string& s, std::size_t max_chars) {

@@ -180,3 +180,29 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.output.find("weights.evow") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+// evo train --out never writes through a link planted in the output folder: the result replaces
+// the link, and the file it pointed to is untouched.
+TEST_CASE("evo train --out replaces planted links instead of following them", "[cli]") {
+  if (!evo::test::have_fashion_mnist()) {
+    if (std::getenv("CI")) FAIL("Fashion-MNIST is missing in CI (tools/setup.sh installs it)");
+    return;
+  }
+  const std::string dir = evo::test::temp_dir("cli-links");
+  const std::string out = dir + "/out", victim = dir + "/victim";
+  std::filesystem::create_directories(out);
+  { std::ofstream(victim) << "precious"; }
+  for (const char* name : {"metrics.json", "metrics.json.tmp", "weights.evow", "dna.json"})
+    std::filesystem::create_symlink(victim, out + "/" + name);
+  const Run r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --steps 5 "
+                        "--max-train 200 --out " + out);
+  INFO(r.output);
+  CHECK(r.code == 0);
+  std::ifstream in(victim);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  CHECK(text == "precious");
+  for (const char* name : {"metrics.json", "weights.evow", "dna.json"}) {
+    CHECK(std::filesystem::is_regular_file(std::filesystem::symlink_status(out + "/" + name)));
+  }
+  std::filesystem::remove_all(dir);
+}

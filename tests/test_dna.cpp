@@ -429,7 +429,7 @@ TEST_CASE("hostile DNA input gives a bounded, readable DnaError", "[dna]") {
     CHECK(std::string(e.what()).find("characters)") != std::string::npos);
   }
   // An id that is not valid UTF-8, or not ASCII: a DnaError about the id, not a JSON type error.
-  for (const std::string bad : {std::string("v\xff\xfe"), std::string("v\xc3\xa9")}) {
+  for (const std::string& bad : {std::string("v\xff\xfe"), std::string("v\xc3\xa9")}) {
     Dna d = parse_dna(base_json().dump());
     d.vertices[1].id = bad;
     CHECK_THROWS_WITH(validate(d), Catch::Contains(".id") && Catch::Contains("letters, digits"));

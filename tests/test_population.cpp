@@ -1051,3 +1051,40 @@ TEST_CASE("stale RUN.creating-* folders are removed", "[population]") {
 }
 
 }  // namespace evo
+
+namespace evo {
+
+// Links planted in a run folder are not individuals: a kill never writes through them, garbage
+// collection never deletes through them (issue: nothing outside the run folder is touched).
+TEST_CASE("symbolic links in a run folder are never followed", "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run", outside = tmp.path + "/outside";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/weights.evow") << "precious";
+  std::ofstream(outside + "/metrics.json") << "{\"fitness\": 1}";
+  PopulationOptions o;
+  o.size = 2;
+  o.durable = false;
+  Population pop(run, o);
+  const std::string a = publish_initial(pop, 0.5);
+  publish_initial(pop, 0.6);
+  fs::create_directory_symlink(outside, run + "/alive/1000000000000-evil-1-1");
+  fs::create_directory_symlink(outside, run + "/dead/1000000000000-evil-1-2");
+  fs::create_symlink(outside + "/weights.evow", run + "/free/init-000099.json");
+  CHECK(pop.alive_ids().size() == 2);
+  CHECK(pop.dead_count() == 0);
+  CHECK(pop.free_count() == 0);
+  // Kill everything the listing offers, then collect garbage with no grace: outside is intact.
+  for (const std::string& id : pop.alive_ids()) {
+    Population::Staging k = pop.begin_child();
+    REQUIRE(pop.kill(k, id));
+    pop.abandon(std::move(k));
+  }
+  pop.collect_garbage(0);
+  CHECK(slurp(outside + "/weights.evow") == "precious");
+  CHECK(!fs::exists(outside + "/death.json"));
+  CHECK(fs::is_symlink(run + "/alive/1000000000000-evil-1-1"));
+  (void)a;
+}
+
+}  // namespace evo

@@ -1,7 +1,8 @@
-// Bounded input: reading a whole file and parsing JSON with limits checked before anything large is
-// allocated, and values quoted into error messages at a readable length. Every file evo reads
-// whole (DNA, weights, population records, run.json) goes through here. Not the data-set loaders'
-// streaming readers (data*.cpp) and not the writers.
+// Files in and out. In: reading a whole file and parsing JSON with limits checked before anything
+// large is allocated, and values quoted into error messages at a readable length; every file evo
+// reads whole (DNA, weights, run.json, final.json) goes through here. Out: the one atomic writer
+// every output file goes through. Not the data-set loaders' streaming readers (data*.cpp), and
+// not the population store's protocol (population.cpp), which calls the writer for its files.
 //
 // Why: a DNA path that names /dev/zero, a directory or a 10 GB file must give one clear error,
 // not read until memory runs out; JSON nested 100,000 levels deep parses fine but printing it back
@@ -36,5 +37,15 @@ std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars = 80
 
 // The same for a string: quoted as JSON, cut the same way. Safe for any bytes.
 std::string quote_excerpt(const std::string& s, std::size_t max_chars = 80);
+
+// Writes `bytes` to `path` so that no reader ever sees a half-written file and no link is followed:
+// a temporary file beside it with a name unique to this process and call (".<name>.tmp-<pid>-<n>"),
+// created with O_EXCL | O_NOFOLLOW (a link planted under that name, or any name, is never written
+// through), then rename() onto `path` (which replaces a link at `path` rather than following it).
+// `durable`: fsync the file before the rename and the folder after it, so the new content
+// survives a power cut. Throws evo::Error "<what> <path>: ..." (what failed, and errno's text);
+// the temporary file is removed on every failure.
+void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& what,
+                       bool durable = false);
 
 }  // namespace evo

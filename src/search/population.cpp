@@ -83,6 +83,15 @@ std::vector<std::string> list_names(const std::string& dir, bool hidden = false)
     const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     if (!hidden && name[0] == '.') continue;
+    // A symbolic link is never an individual, a slot or a child: evo makes none, and following
+    // one would let a planted link (alive/x -> /outside) make a kill write into, or garbage
+    // collection delete from, a folder outside the run.
+    if (e->d_type == DT_LNK) continue;
+    if (e->d_type == DT_UNKNOWN) {  // file systems without d_type (some NFS): ask
+      struct stat st {};
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        continue;
+    }
     names.push_back(name);
   }
   ::closedir(d);
@@ -127,7 +136,9 @@ void fsync_path(const std::string& path, bool directory) {
 }
 
 void write_text(const std::string& path, const std::string& text, bool durable) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Every name written here is new (a unique temporary name, or a file in a folder this process
+  // just made): O_EXCL | O_NOFOLLOW, so a link planted in the run folder is never written through.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw_sys("population: cannot create " + path, errno);
   std::size_t done = 0;
   while (done < text.size()) {

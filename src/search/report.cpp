@@ -977,29 +977,7 @@ void input_from_settings(const nlohmann::json& st, ReportOptions& opts) {
 // Writes next to the destination, then renames: readers see the old page or the new one, never
 // a half-written one, and two writers cannot interleave.
 void write_atomically(const std::string& path, const std::string& text) {
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw Error("report: cannot write '" + path + "' (its temporary file '" + tmp +
-                  "'): " + std::strerror(errno));
-    out.write(text.data(), std::streamsize(text.size()));
-    out.close();
-    if (!out) {
-      std::error_code ignored;
-      fs::remove(tmp, ignored);
-      throw Error("report: writing '" + tmp + "' failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    throw Error("report: cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
-  }
+  write_file_atomic(path, text, "report");
 }
 
 // The same checks for `evo report` with one folder or many: a clear error naming the folder.

@@ -1,6 +1,7 @@
 // evo train / eval / show: load what the options name, run it, print a summary (or one JSON
 // object). Not the parsing of options (src/main.cpp).
 #include "evo/commands.h"
+#include "evo/io.h"
 
 #include <unistd.h>
 
@@ -54,16 +55,6 @@ class Progress {
   int total_;
   bool tty_;
 };
-
-void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << text;
-    if (!f) throw Error("cannot write " + tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
 
 ActShape parse_hwc(const std::string& text) {
   ActShape s;
@@ -166,8 +157,8 @@ int run_train(const TrainCommand& cmd) {
   if (!cmd.out.empty()) {
     std::filesystem::create_directories(cmd.out);
     save_weights(weights, cmd.out + "/weights.evow");
-    write_text(cmd.out + "/metrics.json", metrics.dump(2) + "\n");
-    write_text(cmd.out + "/dna.json", to_json(dna));
+    write_file_atomic(cmd.out + "/metrics.json", metrics.dump(2) + "\n", "metrics");
+    write_file_atomic(cmd.out + "/dna.json", to_json(dna), "DNA file");
   }
   if (cmd.json) {
     std::printf("%s\n", metrics.dump().c_str());

@@ -260,20 +260,11 @@ void save_weights(const Weights& weights, const std::string& path) {
       crc32(0L, reinterpret_cast<const Bytef*>(out.bytes.data()), uInt(out.bytes.size())));
   out.put<uint32_t>(crc);
 
-  // Temporary file in the same folder, then an atomic rename: readers see all or nothing.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw WeightsError("cannot write weight file " + tmp);
-    f.write(out.bytes.data(), std::streamsize(out.bytes.size()));
-    f.flush();
-    if (!f) throw WeightsError("writing weight file " + tmp + " failed (disk full?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    throw WeightsError("cannot rename " + tmp + " to " + path + ": " + ec.message());
+  // Readers see all or nothing, and a link planted at the temporary name is never followed.
+  try {
+    write_file_atomic(path, out.bytes, "weight file");
+  } catch (const Error& e) {
+    throw WeightsError(e.what());
   }
 }
 
