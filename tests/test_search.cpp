@@ -1,8 +1,15 @@
 // End-to-end test of the search on a Fashion-MNIST subset on the CPU: the population evolves past
 // its trivial start, the run folder stays consistent, and a second process resumes it.
 // Not a test of the store's races (test_population) or of the mutations (test_mutation).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "evo/data.h"
 #include "evo/population.h"
@@ -110,5 +117,66 @@ TEST_CASE("Aging selection removes the oldest individual other than the parent",
   }
   CHECK(kills == 30 - 5);  // every child after the initial five replaced one individual
   CHECK(Population(o.run_dir).alive_ids().size() == 5);
+  std::filesystem::remove_all(dir);
+}
+
+// A worker of another process dies holding a slot (its staging child killed an individual): a
+// running search reclaims that slot within recover_every, not only when it next starts.
+TEST_CASE("A running search reclaims the slot of a worker that died", "[search]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("evo_reclaim_" + std::to_string(test::rng()()));
+  SearchOptions o;
+  o.run_dir = dir.string();
+  o.devices = {Device::cpu()};
+  o.population = 4;
+  o.steps = 5;
+  o.max_train = 1000;
+  o.max_val = 200;
+  o.seed = test::rng()() % 1000;
+  o.quiet = true;
+  o.ensemble = 1;
+  o.recover_every = 0.2;
+  std::atomic<bool> stop{false};
+  bool reclaimed = false;
+  std::string planted;
+  std::thread dead_peer([&] {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!std::filesystem::exists(dir / "run.json")) continue;
+      Population pop(o.run_dir);
+      const std::vector<std::string> alive = pop.alive_ids();
+      if (alive.size() < 4) continue;
+      // The peer: a child that killed alive[0], owned by a process that has exited.
+      Population::Staging s = pop.begin_child();
+      if (!pop.kill(s, alive[0])) continue;
+      const pid_t pid = ::fork();
+      if (pid == 0) ::_exit(0);
+      ::waitpid(pid, nullptr, 0);
+      nlohmann::json owner = nlohmann::json::parse(std::ifstream(s.dir + "/owner.json"));
+      owner["pid"] = int(pid);
+      std::ofstream(s.dir + "/owner.json", std::ios::trunc) << owner.dump();
+      planted = s.dir;
+      new Population::Staging(std::move(s));  // leaked: never abandoned, as by a dead process
+      break;
+    }
+    while (!planted.empty() && std::chrono::steady_clock::now() < deadline) {
+      if (!std::filesystem::exists(planted)) {
+        reclaimed = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    stop = true;
+  });
+  run_search(o, stop);
+  dead_peer.join();
+  INFO("planted child " << planted);
+  CHECK(!planted.empty());
+  CHECK(reclaimed);  // gone while the search was still running
   std::filesystem::remove_all(dir);
 }

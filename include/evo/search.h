@@ -36,6 +36,10 @@ struct SearchOptions {
   int threads_per_worker = 0;  // CPU threads per worker (0: cores / workers)
   int ensemble = 5;          // the top k whose averaged softmax is reported at the end
   double summary_every = 300;  // seconds between progress summaries
+  // Seconds between recoveries of the children of dead workers (any process on the run folder:
+  // on this host at once by pid, on others after 600 s without a heartbeat), so the survivors of
+  // a crash reclaim its slots without waiting for it to restart.
+  double recover_every = 60;
   bool quiet = false;        // no per-child lines (tests)
   std::string report;        // write the HTML report here at the end ("" = RUN_DIR/report.html)
 };

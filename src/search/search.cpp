@@ -478,8 +478,21 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     });
   // Workers stop by themselves at --max-children or Ctrl-C (finishing or abandoning their child);
   // the time limit ends the run on time: in-flight children are abandoned cleanly.
+  double last_recover = now_seconds();
   while (running.load() > 0) {
     if (opts.time_limit > 0 && now_seconds() - sh.start >= opts.time_limit) sh.stop = true;
+    if (opts.recover_every > 0 && now_seconds() - last_recover >= opts.recover_every) {
+      last_recover = now_seconds();
+      try {
+        if (const std::size_t n = sh.population.recover(600); n > 0 && !opts.quiet) {
+          std::printf("-- reclaimed the slots of %zu children of workers that died\n", n);
+          std::fflush(stdout);
+        }
+      } catch (const Error& e) {  // a folder fault now is not worth stopping the search for
+        std::fprintf(stderr, "evo search: recovering dead workers' children failed: %s\n",
+                     e.what());
+      }
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   for (auto& w : workers) w.join();
