@@ -1,15 +1,18 @@
-// Data sets: the SPEC strings, file reading (gzip included), the seeded validation split and the
-// per-channel statistics. Not the formats themselves (data_idx.cpp, _cifar.cpp, _folder.cpp).
+// Data sets: SPEC strings, bounded file reading (DataFile, gzip inflated as it is read), the
+// seeded validation split, channel statistics. Not the formats (data_idx, _cifar, _folder.cpp).
 #include "evo/data.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 namespace evo {
@@ -39,77 +42,14 @@ ImageSet ImageSet::subset(const std::vector<int>& indices) const {
 
 namespace {
 
-std::vector<uint8_t> read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) {
-    const int err = errno;
-    throw DataError(path, -1, std::string("cannot open: ") + std::strerror(err));
-  }
-  const std::streamsize size = in.tellg();
-  std::vector<uint8_t> bytes(std::size_t(std::max<std::streamsize>(size, 0)));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw DataError(path, -1, "reading failed after " + std::to_string(in.gcount()) + " bytes");
-  return bytes;
-}
-
-// Inflates every gzip member of `raw`. Offsets in errors are into the compressed file, where the
-// damage is.
-std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>& raw) {
-  // The trailer's ISIZE (size mod 2^32 of the last member) is only a hint for the first buffer.
-  std::size_t hint = 1 << 20;
-  if (raw.size() >= 18) {
-    const uint8_t* t = raw.data() + raw.size() - 4;
-    hint = std::clamp<std::size_t>(t[0] | t[1] << 8 | t[2] << 16 | std::size_t(t[3]) << 24, 1 << 16,
-                                   std::size_t(1) << 30);
-  }
-  std::vector<uint8_t> out(hint);
-  std::size_t produced = 0;
-  z_stream z{};
-  if (inflateInit2(&z, 15 + 16) != Z_OK)  // 15: largest window; +16: expect a gzip wrapper
-    throw DataError(path, -1, "zlib could not start (out of memory?)");
-  z.next_in = const_cast<Bytef*>(raw.data());
-  std::size_t consumed = 0;
-  auto fail = [&](int64_t offset, const std::string& reason) {
-    inflateEnd(&z);
-    throw DataError(path, offset, reason);
-  };
-  for (;;) {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    // zlib counts in 32 bits: feed at most 1 GiB at a time.
-    const std::size_t in_left = raw.size() - consumed;
-    z.next_in = const_cast<Bytef*>(raw.data() + consumed);
-    z.avail_in = uInt(std::min<std::size_t>(in_left, 1u << 30));
-    z.next_out = out.data() + produced;
-    z.avail_out = uInt(std::min<std::size_t>(out.size() - produced, 1u << 30));
-    const uInt avail_in = z.avail_in, avail_out = z.avail_out;
-    const int rc = inflate(&z, Z_NO_FLUSH);
-    consumed += avail_in - z.avail_in;
-    produced += avail_out - z.avail_out;
-    if (rc == Z_STREAM_END) {
-      // Another member may follow (concatenated .gz files); trailing zero padding is tolerated.
-      const bool more =
-          consumed + 2 <= raw.size() && raw[consumed] == 0x1f && raw[consumed + 1] == 0x8b;
-      if (!more) {
-        for (std::size_t k = consumed; k < raw.size(); ++k)
-          if (raw[k] != 0) fail(int64_t(k), "unexpected bytes after the end of the gzip stream");
-        break;
-      }
-      inflateReset(&z);
-      continue;
-    }
-    if (rc == Z_OK) continue;
-    if (rc == Z_BUF_ERROR && consumed == raw.size())
-      fail(int64_t(raw.size()),
-           "the gzip stream ends early (after " + std::to_string(produced) +
-               " uncompressed bytes): the file is truncated; download it again");
-    if (rc == Z_BUF_ERROR) continue;  // output buffer full: grown at the top of the loop
-    fail(int64_t(consumed), std::string("corrupt gzip data (zlib: ") + (z.msg ? z.msg : "error") +
-                                "); download the file again");
-  }
-  inflateEnd(&z);
-  out.resize(produced);
-  return out;
+std::string bytes_text(uint64_t n) {
+  const char* unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+  return buf;
 }
 
 // SplitMix64: turns (seed, purpose) into independent seeds for the separate random choices.
@@ -132,11 +72,184 @@ uint64_t uniform_below(std::mt19937_64& gen, uint64_t bound) {
 
 }  // namespace
 
-std::vector<uint8_t> read_file_bytes(const std::string& path, bool* gzipped) {
-  std::vector<uint8_t> raw = read_raw(path);
-  const bool gz = raw.size() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b;
-  if (gzipped) *gzipped = gz;
-  return gz ? gunzip(path, raw) : raw;
+// ---- DataFile ---------------------------------------------------------------------------------
+
+struct DataFile::Impl {
+  std::string path, limit;
+  uint64_t max_bytes = 0, disk_size = 0;
+  uint64_t produced = 0;  // content bytes handed out (or counted by rest())
+  int fd = -1;
+  bool gz = false;
+  bool done = false;  // gzip: the last member's end (CRC, length) and what follows were checked
+  z_stream z{};
+  bool z_live = false;
+  // Compressed (or, before the first read, raw) bytes: [in_pos, in_end) are not used yet. 256 KiB:
+  // ~100 read() calls for Fashion-MNIST's 26 MB of gzip, and small next to any data set.
+  std::vector<uint8_t> in = std::vector<uint8_t>(std::size_t(256) << 10);
+  std::size_t in_pos = 0, in_end = 0;
+  uint64_t in_file = 0;  // file offset of in[0]
+  bool eof = false;
+
+  ~Impl() {
+    if (z_live) inflateEnd(&z);
+    if (fd >= 0) ::close(fd);
+  }
+
+  [[noreturn]] void fail(int64_t offset, const std::string& reason) const {
+    throw DataError(path, offset, reason);
+  }
+
+  // Tops `in` up to at least `want` unused bytes unless the file ends first; the count there is.
+  std::size_t fill(std::size_t want) {
+    if (in_end - in_pos >= want || eof) return in_end - in_pos;
+    std::memmove(in.data(), in.data() + in_pos, in_end - in_pos);
+    in_file += in_pos;
+    in_end -= in_pos;
+    in_pos = 0;
+    while (in_end < want && !eof) {
+      const ssize_t n = ::read(fd, in.data() + in_end, in.size() - in_end);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        fail(int64_t(in_file + in_end), std::string("reading failed: ") + std::strerror(errno));
+      if (n == 0) eof = true;
+      in_end += std::size_t(n);
+    }
+    return in_end - in_pos;
+  }
+
+  std::size_t read_plain(uint8_t* dst, std::size_t n) {
+    std::size_t got = std::min(n, in_end - in_pos);  // what the gzip check peeked at first
+    std::memcpy(dst, in.data() + in_pos, got);
+    in_pos += got;
+    while (got < n) {
+      const ssize_t r = ::read(fd, dst + got, std::min<std::size_t>(n - got, std::size_t(1) << 30));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0)
+        fail(int64_t(produced + got), std::string("reading failed: ") + std::strerror(errno));
+      if (r == 0) break;  // shrank while we read: the callers' size checks say what is missing
+      got += std::size_t(r);
+    }
+    return got;
+  }
+
+  // After a member's end: another member may follow (concatenated .gz files); trailing zero
+  // padding (tar blocks) is tolerated; anything else is damage.
+  void member_end() {
+    if (fill(2) >= 2 && in[in_pos] == 0x1f && in[in_pos + 1] == 0x8b) {
+      inflateReset(&z);
+      return;
+    }
+    for (;;) {
+      for (; in_pos < in_end; ++in_pos)
+        if (in[in_pos] != 0)
+          fail(int64_t(in_file + in_pos), "unexpected bytes after the end of the gzip stream");
+      if (fill(1) == 0) break;
+    }
+    done = true;
+  }
+
+  // Inflates up to n bytes into dst; fewer only at the stream's end. No limit: callers bound n.
+  std::size_t inflate_into(uint8_t* dst, std::size_t n) {
+    std::size_t got = 0;
+    while (got < n && !done) {
+      if (in_pos == in_end) fill(1);
+      z.next_in = in.data() + in_pos;
+      z.avail_in = uInt(in_end - in_pos);  // at most the 256 KiB buffer
+      z.next_out = dst + got;
+      // zlib counts in 32 bits: at most 1 GiB of output per call.
+      z.avail_out = uInt(std::min<std::size_t>(n - got, std::size_t(1) << 30));
+      const uInt avail_in = z.avail_in, avail_out = z.avail_out;
+      const int rc = inflate(&z, Z_NO_FLUSH);
+      in_pos += avail_in - z.avail_in;
+      got += avail_out - z.avail_out;
+      if (rc == Z_STREAM_END) {
+        member_end();
+      } else if (rc == Z_BUF_ERROR && in_pos == in_end && eof) {
+        fail(int64_t(disk_size),
+             "the gzip stream ends early (after " + std::to_string(produced + got) +
+                 " uncompressed bytes): the file is truncated; download it again");
+      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {  // Z_BUF_ERROR otherwise: refilled at the top
+        fail(int64_t(in_file + in_pos),
+             std::string(rc == Z_MEM_ERROR ? "zlib ran out of memory" : "corrupt gzip data") +
+                 " (zlib: " + (z.msg ? z.msg : "error") + "); download the file again");
+      }
+    }
+    return got;
+  }
+};
+
+DataFile::DataFile(const std::string& path, uint64_t max_bytes, const std::string& limit)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& f = *impl_;
+  f.path = path;
+  f.limit = limit;
+  f.max_bytes = max_bytes;
+  // O_NONBLOCK: opening a FIFO with no writer must not hang before fstat can refuse it.
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (f.fd < 0) {
+    const int err = errno;
+    f.fail(-1, std::string("cannot open: ") + std::strerror(err) +
+                   (err == ENOENT ? "; check the data SPEC's DIR" : ""));
+  }
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) f.fail(-1, std::string("cannot stat: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode))
+    f.fail(-1,
+           "is a directory, not a data file; remove it or give the folder that holds the files");
+  if (!S_ISREG(st.st_mode))
+    f.fail(-1, "is not a regular file (a device, FIFO or socket); data files must be plain files");
+  f.disk_size = uint64_t(st.st_size);
+  f.gz = f.fill(2) >= 2 && f.in[0] == 0x1f && f.in[1] == 0x8b;
+  // Deflate's stored blocks add 5 bytes per 64 KiB of incompressible data and the gzip wrapper 18:
+  // 1/1024 + 1 KiB is room to spare. Checked before a byte is inflated.
+  const uint64_t max_disk = f.gz ? max_bytes + max_bytes / 1024 + 1024 : max_bytes;
+  if (f.disk_size > max_disk)
+    f.fail(-1, "is " + bytes_text(f.disk_size) + (f.gz ? " of gzip" : "") + ", more than " + limit +
+                   "; is it the right file?");
+  if (f.gz) {
+    if (inflateInit2(&f.z, 15 + 16) != Z_OK)  // 15: largest window; +16: expect a gzip wrapper
+      f.fail(-1, "zlib could not start (out of memory?)");
+    f.z_live = true;
+  }
+}
+
+DataFile::~DataFile() = default;
+
+const std::string& DataFile::path() const { return impl_->path; }
+bool DataFile::gzipped() const { return impl_->gz; }
+uint64_t DataFile::disk_size() const { return impl_->disk_size; }
+uint64_t DataFile::position() const { return impl_->produced; }
+
+std::size_t DataFile::read(uint8_t* dst, std::size_t n) {
+  Impl& f = *impl_;
+  if (!f.gz) {
+    const std::size_t got = f.read_plain(dst, n);
+    f.produced += got;
+    return got;
+  }
+  // One byte past the limit is enough to know it is exceeded: never inflate more than that.
+  const uint64_t room = f.produced > f.max_bytes ? 0 : f.max_bytes + 1 - f.produced;
+  const std::size_t want = std::size_t(std::min<uint64_t>(n, room));
+  const std::size_t got = f.inflate_into(dst, want);
+  f.produced += got;
+  if (f.produced > f.max_bytes)
+    f.fail(int64_t(f.max_bytes),
+           "inflates to more than " + f.limit + "; is it the right file (or a gzip bomb)?");
+  return got;
+}
+
+uint64_t DataFile::rest(uint64_t cap) {
+  Impl& f = *impl_;
+  if (!f.gz) return std::min(f.disk_size - std::min(f.disk_size, f.produced), cap + 1);
+  std::vector<uint8_t> scratch(std::size_t(std::min<uint64_t>(cap + 1, 64 << 10)));
+  uint64_t count = 0;
+  while (count <= cap && !f.done) {
+    const std::size_t got = f.inflate_into(
+        scratch.data(), std::size_t(std::min<uint64_t>(scratch.size(), cap + 1 - count)));
+    f.produced += got;
+    count += got;
+  }
+  return count;
 }
 
 void split_indices(int n, int count, uint64_t seed, std::vector<int>& chosen,
@@ -181,11 +294,27 @@ void channel_stats(const ImageSet& set, std::vector<float>& mean, std::vector<fl
 
 namespace {
 
+// Whether `p` exists. One that cannot be examined (a symbolic-link loop, no permission) is a
+// DataError naming it: std::filesystem's own exception would reach the user as "unexpected error:
+// filesystem error" without saying which data set it was.
+bool exists_checked(const fs::path& p) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(p, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    throw DataError(p.string(), -1, "cannot be examined (" + ec.message() + "); fix or remove it");
+  return fs::exists(st);
+}
+
+bool is_folder(const fs::path& p) {
+  std::error_code ec;
+  return exists_checked(p) && fs::is_directory(p, ec);
+}
+
 // The first of `names` that exists in `dir` (each also tried with .gz), for the error otherwise.
 std::string find_file(const fs::path& dir, const std::vector<std::string>& names) {
   for (const std::string& name : names)
     for (const char* suffix : {"", ".gz"})
-      if (fs::exists(dir / (name + suffix))) return (dir / (name + suffix)).string();
+      if (exists_checked(dir / (name + suffix))) return (dir / (name + suffix)).string();
   throw DataError((dir / names[0]).string(), -1,
                   "not found (looked for " + names[0] + " and " + names[0] +
                       ".gz in this folder); check the data SPEC's DIR");
@@ -194,9 +323,9 @@ std::string find_file(const fs::path& dir, const std::vector<std::string>& names
 // Looks for `first` in dir or one of its usual sub-folders (what the archives unpack to).
 fs::path find_dir_with(const fs::path& dir, const std::string& first,
                        const std::vector<std::string>& subdirs) {
-  if (fs::exists(dir / first)) return dir;
+  if (exists_checked(dir / first)) return dir;
   for (const std::string& sub : subdirs)
-    if (fs::exists(dir / sub / first)) return dir / sub;
+    if (exists_checked(dir / sub / first)) return dir / sub;
   std::string where = dir.string();
   for (const std::string& sub : subdirs) where += " or " + (dir / sub).string();
   throw DataError((dir / first).string(), -1,
@@ -217,7 +346,7 @@ Dataset load_idx_dataset(const std::string& name, const fs::path& dir) {
     return find_file(dir, {std::string(stem) + "-" + kind + "-ubyte",
                            std::string(stem) + "." + kind + "-ubyte"});
   };
-  if (!fs::is_directory(dir))
+  if (!is_folder(dir))
     throw DataError(dir.string(), -1,
                     "is not a folder; it should hold train-images-idx3-ubyte, "
                     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
@@ -280,11 +409,11 @@ Dataset load_cifar100(const fs::path& dir_in) {
 }
 
 Dataset load_folder(const fs::path& dir, const DataOptions& opts) {
-  if (!fs::is_directory(dir))
+  if (!is_folder(dir))
     throw DataError(dir.string(), -1, "is not a folder; folder:DIR needs one sub-folder per class");
   Dataset d;
   d.name = "folder";
-  if (fs::is_directory(dir / "train") && fs::is_directory(dir / "test")) {
+  if (is_folder(dir / "train") && is_folder(dir / "test")) {
     d.train = read_image_folder((dir / "train").string(), d.class_names, opts);
     // The test images take the training images' size and channels.
     DataOptions fixed = opts;
@@ -347,8 +476,10 @@ Dataset load_dataset(const std::string& spec, const DataOptions& opts) {
   // Hold out the validation images from the training files; the test files stay apart.
   const int val_count = int(std::llround(opts.val_fraction * d.train.n));
   if (val_count >= d.train.n)
-    throw UsageError("holding out " + std::to_string(val_count) + " of " +
-                     std::to_string(d.train.n) + " training images leaves none to train on");
+    throw UsageError("data set " + spec + ": holding out " + std::to_string(val_count) +
+                     " of its " + std::to_string(d.train.n) +
+                     " training images for validation leaves none to train on; lower the "
+                     "validation fraction or add images");
   std::vector<int> val, train;
   split_indices(d.train.n, val_count, mix_seed(opts.seed, 0), val, train);
   d.val = capped(d.train.subset(val), opts.max_val, mix_seed(opts.seed, 3));

@@ -1,5 +1,6 @@
-// A folder of images, one sub-folder per class, decoded by stb_image and brought to one size and
-// channel count. Not a general image library: PNG, JPEG and BMP in, uint8 NHWC out.
+// A folder of images, one sub-folder per class: every header checked against the limits in data.h,
+// then decoded by stb_image and brought to one size and channel count. Not a general image
+// library: PNG, JPEG and BMP in, uint8 NHWC out.
 //
 // This file holds the one STB_IMAGE_IMPLEMENTATION of the program.
 #include <algorithm>
@@ -29,6 +30,11 @@ namespace fs = std::filesystem;
 
 std::vector<uint8_t> resize_image(const uint8_t* src, int h, int w, int c, int out_h, int out_w,
                                   ResizeFilter filter) {
+  // A 0-pixel side would index the empty source (clamp(s, 0, -1) reads before it).
+  if (h < 1 || w < 1 || c < 1 || out_h < 1 || out_w < 1)
+    throw Error("resize_image: every size must be at least 1, not " + std::to_string(h) + "x" +
+                std::to_string(w) + "x" + std::to_string(c) + " to " + std::to_string(out_h) + "x" +
+                std::to_string(out_w) + "; check the image's size before resizing it");
   std::vector<uint8_t> out(std::size_t(out_h) * out_w * c);
   if (filter == ResizeFilter::Nearest) {
     // The same rule as the ops' nearest resize: out[i] = in[floor(i * H / OH)].
@@ -83,13 +89,34 @@ bool hidden(const fs::path& p) {
   return p.filename().string().starts_with(".");
 }
 
-std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs) {
+// The class folders (want_dirs) or image files of `dir`, sorted. An entry that cannot be examined
+// (a symbolic-link loop, no permission, a link to nothing) is a DataError naming it, not skipped.
+// `count` is the images found so far, for kMaxFolderImages: the listing stops there.
+std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs, std::size_t& count) {
   std::vector<fs::path> out;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
-    if (hidden(e.path())) continue;
-    if (want_dirs ? e.is_directory() : (e.is_regular_file() && is_image_file(e.path())))
-      out.push_back(e.path());
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) throw DataError(dir.string(), -1, "cannot list the folder (" + ec.message() + ")");
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) throw DataError(dir.string(), -1, "cannot list the folder (" + ec.message() + ")");
+    const fs::path& p = it->path();
+    if (hidden(p)) continue;
+    const fs::file_status st = it->status(ec);  // follows links, as the image reader will
+    if (ec)
+      throw DataError(p.string(), -1,
+                      "cannot be examined (" + ec.message() +
+                          "); fix the link or remove the entry from the data set");
+    const bool take = want_dirs ? fs::is_directory(st)
+                                : fs::is_regular_file(st) && is_image_file(p);
+    if (!take) continue;
+    if (!want_dirs && ++count > std::size_t(kMaxFolderImages))
+      throw DataError(dir.string(), -1,
+                      "brings the data set over " + std::to_string(kMaxFolderImages) +
+                          " images, the most a folder data set may hold "
+                          "(evo::kMaxFolderImages); use a subset");
+    out.push_back(p);
   }
+  if (ec) throw DataError(dir.string(), -1, "cannot list the folder (" + ec.message() + ")");
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -103,19 +130,24 @@ std::string stb_reason() {
 
 ImageSet read_image_folder(const std::string& dir, std::vector<std::string>& class_names,
                            const DataOptions& opts) {
-  if (!fs::is_directory(dir))
-    throw DataError(dir, -1, "is not a folder; it should hold one sub-folder per class");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw DataError(dir, -1,
+                    "is not a folder" + (ec ? " (" + ec.message() + ")" : std::string()) +
+                        "; it should hold one sub-folder per class");
   if (opts.folder_channels != 0 && opts.folder_channels != 1 && opts.folder_channels != 3)
     throw UsageError("folder channels must be 0 (automatic), 1 or 3, not " +
                      std::to_string(opts.folder_channels));
-  if (opts.folder_height < 0 || opts.folder_width < 0 || opts.folder_height > 4096 ||
-      opts.folder_width > 4096)
-    throw UsageError("folder image size must be 0 (the first image's) or 1 to 4096 per side");
+  if (opts.folder_height < 0 || opts.folder_width < 0 || opts.folder_height > kMaxImageSide ||
+      opts.folder_width > kMaxImageSide)
+    throw UsageError("folder image size must be 0 (the first image's) or 1 to " +
+                     std::to_string(kMaxImageSide) + " per side");
 
   // Labels: the sub-folders in sorted order, or the given list for a test folder.
   const bool fixed_classes = !class_names.empty();
   std::vector<std::pair<fs::path, int>> files;  // image, label
-  const std::vector<fs::path> subdirs = sorted_entries(dir, true);
+  std::size_t count = 0;
+  const std::vector<fs::path> subdirs = sorted_entries(dir, true, count);
   if (subdirs.empty())
     throw DataError(dir, -1,
                     "has no sub-folders; put each class's images in a sub-folder "
@@ -132,30 +164,54 @@ ImageSet read_image_folder(const std::string& dir, std::vector<std::string>& cla
       label = int(class_names.size());
       class_names.push_back(name);
     }
-    const std::vector<fs::path> images = sorted_entries(sub, false);
+    const std::vector<fs::path> images = sorted_entries(sub, false, count);
     if (images.empty())
       throw DataError(sub.string(), -1, "holds no .png, .jpg, .jpeg or .bmp images");
     for (const fs::path& p : images) files.emplace_back(p, label);
   }
 
-  // One size and channel count for all: given, or the first image's size and colour when any
-  // image has it (headers only, so this pass is cheap).
+  // Every header first (cheap: stb reads a few bytes): sizes are checked before any decoding, and
+  // the set takes the given size, or the first image's, and colour when any image has it.
+  std::vector<std::pair<int, int>> sizes(files.size());  // height, width from each header
   int out_h = opts.folder_height, out_w = opts.folder_width, out_c = opts.folder_channels;
   bool any_colour = false;
   for (std::size_t i = 0; i < files.size(); ++i) {
+    const std::string path = files[i].first.string();
+    const uintmax_t bytes = fs::file_size(files[i].first, ec);
+    if (ec) throw DataError(path, -1, "cannot be examined (" + ec.message() + ")");
+    if (bytes > kMaxImageFileBytes)
+      throw DataError(path, -1,
+                      "is " + std::to_string(bytes >> 20) + " MiB, more than the 128 MiB an image "
+                      "file may have (evo::kMaxImageFileBytes); shrink the image or remove it");
     int w, h, comp;
-    if (!stbi_info(files[i].first.string().c_str(), &w, &h, &comp))
-      throw DataError(files[i].first.string(), -1, "not a readable image: " + stb_reason());
+    if (!stbi_info(path.c_str(), &w, &h, &comp))
+      throw DataError(path, -1, "not a readable image: " + stb_reason());
+    if (w < 1 || h < 1 || w > kMaxImageSide || h > kMaxImageSide)
+      throw DataError(path, -1,
+                      "its header says " + std::to_string(w) + "x" + std::to_string(h) +
+                          " pixels; images must be 1 to " + std::to_string(kMaxImageSide) +
+                          " pixels a side (evo::kMaxImageSide): resize or remove it");
+    sizes[i] = {h, w};
     if (i == 0 && out_h == 0) out_h = h;
     if (i == 0 && out_w == 0) out_w = w;
     any_colour |= comp >= 3;
   }
   if (out_c == 0) out_c = any_colour ? 3 : 1;
+  // At most 2^22 images x 4096 x 4096 x 3 < 2^48: no overflow.
+  const uint64_t total =
+      uint64_t(files.size()) * uint64_t(out_h) * uint64_t(out_w) * uint64_t(out_c);
+  if (total > kMaxFolderBytes)
+    throw DataError(dir, -1,
+                    std::to_string(files.size()) + " images of " + std::to_string(out_h) + "x" +
+                        std::to_string(out_w) + "x" + std::to_string(out_c) + " are " +
+                        std::to_string(total) + " bytes of pixels, more than the 4 GiB a folder "
+                        "data set may take (evo::kMaxFolderBytes); give a smaller size or use a "
+                        "subset");
 
   ImageSet s;
-  s.n = int(files.size());
+  s.n = int(files.size());  // at most kMaxFolderImages
   s.h = out_h, s.w = out_w, s.c = out_c;
-  s.pixels.resize(std::size_t(s.n) * s.image_size());
+  s.pixels.resize(std::size_t(total));
   s.labels.resize(files.size());
   for (std::size_t i = 0; i < files.size(); ++i) {
     const std::string path = files[i].first.string();
@@ -165,6 +221,12 @@ ImageSet read_image_folder(const std::string& dir, std::vector<std::string>& cla
     const std::unique_ptr<uint8_t, void (*)(void*)> img(
         stbi_load(path.c_str(), &w, &h, &comp, out_c), stbi_image_free);
     if (!img) throw DataError(path, -1, "cannot decode the image: " + stb_reason());
+    // The header was checked; a file replaced since then is not decoded past that check.
+    if (h != sizes[i].first || w != sizes[i].second)
+      throw DataError(path, -1,
+                      "decodes to " + std::to_string(w) + "x" + std::to_string(h) +
+                          " pixels but its header said " + std::to_string(sizes[i].second) + "x" +
+                          std::to_string(sizes[i].first) + "; did it change while evo read it?");
     uint8_t* dst = s.pixels.data() + i * std::size_t(s.image_size());
     if (h == out_h && w == out_w) {
       std::copy_n(img.get(), std::size_t(s.image_size()), dst);

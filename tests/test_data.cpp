@@ -1,5 +1,7 @@
 // Tests of the data loaders: random files in each exact format read back pixel for pixel, broken
-// files with their offsets, the split, the statistics, the real Fashion-MNIST. Not augmentation.
+// and hostile files (bombs, sparse giants, lying headers, link loops) with their errors, the split,
+// the statistics, the real Fashion-MNIST. Not augmentation.
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -140,7 +142,11 @@ DataOptions no_split() {
   return o;
 }
 
+// For expect_data_error: the offset is not checked.
+constexpr int64_t kAnyOffset = INT64_MIN;
+
 // Runs `load` and checks it throws DataError naming `file` at `offset`, with `fragment` in it.
+// Anything else (std::bad_alloc, a filesystem_error, no exception) fails the test.
 template <typename F>
 void expect_data_error(F&& load, const std::string& file, int64_t offset,
                        const std::string& fragment) {
@@ -150,7 +156,7 @@ void expect_data_error(F&& load, const std::string& file, int64_t offset,
   } catch (const DataError& e) {
     INFO(e.what());
     CHECK(e.file() == file);
-    CHECK(e.offset() == offset);
+    if (offset != kAnyOffset) CHECK(e.offset() == offset);
     const std::string what = e.what();
     CHECK(what.find(file) != std::string::npos);
     if (offset >= 0) CHECK(what.find("byte offset " + std::to_string(offset)) != std::string::npos);
@@ -608,6 +614,308 @@ TEST_CASE("data specs: unknown forms and missing folders are explained", "[data]
   DataOptions bad;
   bad.val_fraction = 1.0;
   CHECK_THROWS_AS(load_dataset("mnist:/nonexistent/evo", bad), UsageError);
+}
+
+// ---- hostile input: every size is checked against the header and the limits before allocating --
+
+namespace {
+
+// A sparse file of `size` bytes starting with `head`: gigabytes that take no disk.
+void write_sparse(const std::string& path, const Bytes& head, uint64_t size) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(head.data()), std::streamsize(head.size()));
+  out.seekp(std::streamoff(size - 1));
+  out.put('\0');
+  REQUIRE(out.good());
+  out.close();
+  REQUIRE(fs::file_size(path) == size);
+}
+
+Bytes gzipped(const TempDir& dir, const Bytes& content) {
+  const std::string tmp = dir / "gzipped.tmp";
+  write_gz(tmp, content);
+  Bytes b = read_bytes(tmp);
+  fs::remove(tmp);
+  return b;
+}
+
+// A gzip bomb: `head` (gzipped) then `mib` members of 1 MiB of zeros each, ~1 KB apiece on disk.
+// Concatenated members are one valid gzip file (RFC 1952), inflating to head + mib MiB.
+void write_gzip_bomb(const TempDir& dir, const std::string& path, const Bytes& head, int mib) {
+  const Bytes first = gzipped(dir, head);
+  const Bytes zeros = gzipped(dir, Bytes(std::size_t(1) << 20, 0));
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(first.data()), std::streamsize(first.size()));
+  for (int i = 0; i < mib; ++i)
+    out.write(reinterpret_cast<const char*>(zeros.data()), std::streamsize(zeros.size()));
+  REQUIRE(out.good());
+}
+
+// The process's peak resident memory so far (Linux: KiB), to show a case allocated little.
+int64_t peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) / 1024;
+}
+
+// A BMP header for a w x h 24-bit image with no pixel data: 0x0 is a valid BMP to stb_image.
+Bytes bmp_header(int32_t w, int32_t h) {
+  Bytes b = {'B', 'M'};
+  auto le32 = [&](uint32_t x) {
+    for (int k = 0; k < 4; ++k) b.push_back(uint8_t(x >> (8 * k)));
+  };
+  auto le16 = [&](uint16_t x) { b.push_back(uint8_t(x)), b.push_back(uint8_t(x >> 8)); };
+  le32(54), le32(0), le32(54);              // file size, reserved, pixel data offset
+  le32(40), le32(uint32_t(w)), le32(uint32_t(h));  // BITMAPINFOHEADER
+  le16(1), le16(24), le32(0), le32(0);      // planes, bits per pixel, no compression, data size
+  le32(2835), le32(2835), le32(0), le32(0);  // 72 dpi, no palette
+  return b;
+}
+
+// A PNG whose IHDR says w x h (CRCs correct), then IEND.
+Bytes png_header(uint32_t w, uint32_t h) {
+  Bytes b = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  auto chunk = [&](const char* type, const Bytes& data) {
+    put_be32(b, uint32_t(data.size()));
+    Bytes body(type, type + 4);
+    body.insert(body.end(), data.begin(), data.end());
+    b.insert(b.end(), body.begin(), body.end());
+    put_be32(b, uint32_t(crc32(0, body.data(), uInt(body.size()))));
+  };
+  Bytes ihdr;
+  put_be32(ihdr, w);
+  put_be32(ihdr, h);
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});  // 8-bit RGB, deflate, no filter, no interlace
+  chunk("IHDR", ihdr);
+  chunk("IEND", {});
+  return b;
+}
+
+// A real small JPEG whose frame header (SOF0) is patched to claim w x h.
+Bytes jpeg_claiming(const TempDir& dir, int w, int h) {
+  const std::string tmp = dir / "claim.tmp.jpg";
+  const Bytes px = random_bytes(8 * 8 * 3);
+  REQUIRE(stbi_write_jpg(tmp.c_str(), 8, 8, 3, px.data(), 90));
+  Bytes b = read_bytes(tmp);
+  fs::remove(tmp);
+  for (std::size_t i = 0; i + 9 < b.size(); ++i)
+    if (b[i] == 0xff && b[i + 1] == 0xc0) {  // SOF0: FF C0, length(2), precision, height, width
+      b[i + 5] = uint8_t(h >> 8), b[i + 6] = uint8_t(h);
+      b[i + 7] = uint8_t(w >> 8), b[i + 8] = uint8_t(w);
+      return b;
+    }
+  FAIL("stbi_write_jpg wrote no SOF0 marker");
+  return b;
+}
+
+// A folder data set with classes a and b, a few random PNGs each.
+void write_png_folder(const TempDir& dir) {
+  for (const char* cls : {"a", "b"})
+    for (int i = 0; i < 3; ++i) {
+      const std::string path = dir / (std::string(cls) + "/img" + std::to_string(i) + ".png");
+      fs::create_directories(fs::path(path).parent_path());
+      const Bytes px = random_bytes(6 * 5 * 3);
+      REQUIRE(stbi_write_png(path.c_str(), 5, 6, 3, px.data(), 5 * 3));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("hostile IDX and CIFAR files: directories, devices, sparse giants, headers over limits",
+          "[data][hostile]") {
+  TempDir dir;
+  const int n = rand_int(3, 9);
+  const Written set = random_images(n, 7, 6, 1, 10);
+  write_bytes(dir / "train-labels-idx1-ubyte", idx_labels(set.labels));
+  write_bytes(dir / "t10k-images-idx3-ubyte", idx_images(n, 7, 6, set.pixels));
+  write_bytes(dir / "t10k-labels-idx1-ubyte", idx_labels(set.labels));
+  const std::string images = dir / "train-images-idx3-ubyte";
+  const std::string labels = dir / "train-labels-idx1-ubyte";
+
+  // A directory where a data file should be: was a request for 2^63-1 bytes.
+  fs::create_directories(images);
+  expect_data_error([&] { load_dataset("mnist:" + dir.path.string()); }, images, -1,
+                    "is a directory");
+  fs::remove(images);
+  // A device: never read (/dev/zero would never end).
+  expect_data_error([&] { read_idx("/dev/zero", labels, 10); }, "/dev/zero", -1,
+                    "not a regular file");
+
+  // An 8 GiB sparse file: refused by its size before a byte is read, with a valid header or not.
+  const uint64_t giant = uint64_t(8) << 30;
+  write_sparse(images, idx_images(n, 7, 6, set.pixels), giant);
+  expect_data_error([&] { read_idx(images, labels, 10); }, images, -1,
+                    "more than the 1.0 GiB an IDX file may hold (evo::kMaxIdxBytes)");
+  // Under the limit but longer than its header says: the header is checked first, nothing read.
+  write_sparse(images, idx_images(n, 7, 6, set.pixels), uint64_t(900) << 20);
+  const int64_t end = 16 + int64_t(n) * 42;
+  expect_data_error([&] { read_idx(images, labels, 10); }, images, end,
+                    std::to_string((uint64_t(900) << 20) - uint64_t(end)) + " unexpected bytes");
+
+  // A header promising more than kMaxIdxBytes (2^20 images of 4096 x 4096: 16 TiB), raw and gzip.
+  const Bytes huge_header = idx_images(1 << 20, 4096, 4096, {});
+  write_bytes(images, huge_header);
+  expect_data_error([&] { read_idx(images, labels, 10); }, images, 4, "evo::kMaxIdxBytes");
+  write_gz(images, huge_header);
+  expect_data_error([&] { read_idx(images, labels, 10); }, images, 4, "evo::kMaxIdxBytes");
+  // Rows over kMaxImageSide.
+  write_bytes(images, idx_images(1, 4097, 1, Bytes(4097)));
+  expect_data_error([&] { read_idx(images, labels, 10); }, images, 8, "evo::kMaxImageSide");
+
+  // CIFAR: a directory, an 8 GiB sparse batch, a size that is not whole records: all before
+  // reading.
+  TempDir cifar;
+  for (int b = 1; b <= 5; ++b)
+    write_bytes(cifar / ("data_batch_" + std::to_string(b) + ".bin"),
+                cifar_records(random_images(2, 32, 32, 3, 10), {}));
+  write_bytes(cifar / "test_batch.bin", cifar_records(random_images(2, 32, 32, 3, 10), {}));
+  const std::string batch2 = cifar / "data_batch_2.bin";
+  const std::string spec = "cifar10:" + cifar.path.string();
+  fs::remove(batch2);
+  fs::create_directories(batch2);
+  expect_data_error([&] { load_dataset(spec); }, batch2, -1, "is a directory");
+  fs::remove(batch2);
+  write_sparse(batch2, {}, giant);
+  expect_data_error([&] { load_dataset(spec); }, batch2, -1,
+                    "more than the 307300000 bytes a CIFAR file may hold (evo::kMaxCifarRecords");
+  write_sparse(batch2, {}, uint64_t(3073) * 50000 + 1);
+  expect_data_error([&] { load_dataset(spec); }, batch2, int64_t(3073) * 50000 + 1,
+                    "inside record 50000");
+}
+
+TEST_CASE("gzip: a lying trailer and a gzip bomb stop at the size the header promises",
+          "[data][hostile]") {
+  TempDir dir;
+  const int n = rand_int(3, 9), h = 28, w = 28;
+  const Written set = random_images(n, h, w, 1, 10);
+  const Bytes images = idx_images(n, h, w, set.pixels);
+  const std::string ip = dir / "images.gz", lp = dir / "labels";
+  write_bytes(lp, idx_labels(set.labels));
+  auto load = [&] { read_idx(ip, lp, 10); };
+
+  // The trailer's length (ISIZE) claims 4 GiB - 1: once a 1.2 GB allocation, now a length error
+  // when the stream is checked.
+  write_gz(ip, images);
+  Bytes lying = read_bytes(ip);
+  for (std::size_t k = lying.size() - 4; k < lying.size(); ++k) lying[k] = 0xff;
+  write_bytes(ip, lying);
+  expect_data_error(load, ip, kAnyOffset, "gzip");
+  // The same on a 32-byte file (an empty member): no header to read.
+  Bytes tiny = gzipped(dir, {});
+  REQUIRE(tiny.size() <= 32);
+  for (std::size_t k = tiny.size() - 4; k < tiny.size(); ++k) tiny[k] = 0xff;
+  write_bytes(ip, tiny);
+  expect_data_error(load, ip, kAnyOffset, "gzip");
+
+  // Bombs of ~4 MB that inflate to 4 GiB: they must stop after the header (or the data it
+  // promises), long before memory grows. Was: the whole 4 GiB, then the header check.
+  const int64_t rss_before = peak_rss_mib();
+  write_gzip_bomb(dir, ip, {}, 4096);  // only zeros: the element type (byte 2) is 0x00
+  CHECK(fs::file_size(ip) < (uint64_t(8) << 20));
+  expect_data_error(load, ip, 2, "element type 0x00");
+  write_gzip_bomb(dir, ip, images, 4096);  // a valid file, then 4 GiB more
+  expect_data_error(load, ip, int64_t(images.size()), "more than 1 MiB of unexpected bytes");
+  write_gzip_bomb(dir, ip, idx_images(1 << 20, 4096, 4096, {}), 4096);  // a header asking 16 TiB
+  expect_data_error(load, ip, 4, "evo::kMaxIdxBytes");
+  const int64_t rss_after = peak_rss_mib();
+  INFO("peak resident memory " << rss_before << " MiB before the bombs, " << rss_after << " after");
+  CHECK(rss_after - rss_before < 256);  // the bombs inflate to 4 GiB each
+
+  // A CIFAR bomb has no header: it stops at kMaxCifarRecords records (307 MB), not 4 GiB.
+  TempDir cifar;
+  for (int b = 1; b <= 5; ++b)
+    write_bytes(cifar / ("data_batch_" + std::to_string(b) + ".bin"),
+                cifar_records(random_images(1, 32, 32, 3, 10), {}));
+  write_bytes(cifar / "test_batch.bin", cifar_records(random_images(1, 32, 32, 3, 10), {}));
+  const std::string batch = cifar / "data_batch_4.bin";
+  write_gzip_bomb(cifar, batch, {}, 4096);
+  expect_data_error([&] { load_dataset("cifar10:" + cifar.path.string()); }, batch,
+                    int64_t(kMaxCifarRecords) * 3073, "inflates to more than the 307300000 bytes");
+  // And a gzipped CIFAR batch with a lying trailer.
+  write_gz(batch, cifar_records(random_images(3, 32, 32, 3, 10), {}));
+  lying = read_bytes(batch);
+  for (std::size_t k = lying.size() - 4; k < lying.size(); ++k) lying[k] = 0xff;
+  write_bytes(batch, lying);
+  expect_data_error([&] { load_dataset("cifar10:" + cifar.path.string()); }, batch, kAnyOffset,
+                    "gzip");
+}
+
+TEST_CASE("hostile folder data sets: 0x0 images, giant headers, huge files, link loops",
+          "[data][hostile]") {
+  TempDir dir;
+  write_png_folder(dir);
+  DataOptions opts = no_split();
+  opts.folder_test_fraction = 0;
+  const std::string spec = "folder:" + dir.path.string();
+  REQUIRE(load_dataset(spec, opts).train.n == 6);
+
+  // A 0x0 BMP (stb_image accepts it; the resize then read before its empty buffer): first in
+  // sorted order (it would set the size of all) and last.
+  for (const char* name : {"a/000.bmp", "b/zzz.bmp"}) {
+    INFO(name);
+    write_bytes(dir / name, bmp_header(0, 0));
+    expect_data_error([&] { load_dataset(spec, opts); }, dir / name, -1, "says 0x0 pixels");
+    fs::remove(dir / name);
+  }
+  // A 0x0 PNG: stb_image refuses it; the error still names the file.
+  write_bytes(dir / "b/empty.png", png_header(0, 0));
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "b/empty.png", -1, "image");
+  fs::remove(dir / "b/empty.png");
+
+  // One JPEG claiming 65500 x 65500, sorted first: it would set the size of every image.
+  write_bytes(dir / "a/0.jpg", jpeg_claiming(dir, 65500, 65500));
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "a/0.jpg", -1,
+                    "says 65500x65500 pixels; images must be 1 to 4096 pixels a side "
+                    "(evo::kMaxImageSide)");
+  fs::remove(dir / "a/0.jpg");
+  // A width just over the limit in a PNG header too.
+  write_bytes(dir / "b/wide.png", png_header(4097, 1));
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "b/wide.png", -1, "4097x1");
+  fs::remove(dir / "b/wide.png");
+
+  // An 8 GiB sparse "image": refused by its size, never opened by stb.
+  write_sparse(dir / "b/big.png", png_header(8, 8), uint64_t(8) << 30);
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "b/big.png", -1,
+                    "evo::kMaxImageFileBytes");
+  fs::remove(dir / "b/big.png");
+
+  // Symbolic-link loops, as an image and as a class: was "unexpected error: filesystem error".
+  fs::create_symlink("loop.png", dir.path / "b/loop.png");
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "b/loop.png", -1,
+                    "cannot be examined");
+  fs::remove(dir.path / "b/loop.png");
+  fs::create_symlink("c", dir.path / "c");
+  expect_data_error([&] { load_dataset(spec, opts); }, dir / "c", -1, "cannot be examined");
+  fs::remove(dir.path / "c");
+  // The data set's folder itself a loop.
+  fs::create_symlink("self", dir.path / "self");
+  expect_data_error([&] { load_dataset("folder:" + (dir / "self")); }, dir / "self", -1,
+                    "cannot be examined");
+  fs::remove(dir.path / "self");
+
+  REQUIRE(load_dataset(spec, opts).train.n == 6);  // all removed: loads again
+
+  // resize_image itself refuses a 0-pixel side instead of reading out of bounds.
+  const Bytes px = random_bytes(12);
+  CHECK_THROWS_AS(resize_image(px.data(), 0, 0, 3, 2, 2, ResizeFilter::Bilinear), Error);
+  CHECK_THROWS_AS(resize_image(px.data(), 2, 2, 3, 0, 2, ResizeFilter::Nearest), Error);
+  CHECK_THROWS_WITH(resize_image(px.data(), 2, 0, 3, 2, 2, ResizeFilter::Nearest),
+                    Catch::Contains("at least 1"));
+}
+
+TEST_CASE("loader messages about a data set's size name the data set", "[data][hostile]") {
+  TempDir dir;
+  fs::create_directories(dir.path / "only");
+  const Bytes px = random_bytes(4 * 4 * 3);
+  REQUIRE(stbi_write_png((dir / "only/one.png").c_str(), 4, 4, 3, px.data(), 4 * 3));
+  DataOptions opts;
+  opts.val_fraction = 0.5;
+  opts.folder_test_fraction = 0;
+  const std::string spec = "folder:" + dir.path.string();
+  CHECK_THROWS_AS(load_dataset(spec, opts), UsageError);
+  CHECK_THROWS_WITH(load_dataset(spec, opts),
+                    Catch::Contains(spec) && Catch::Contains("of its 1 training images"));
 }
 
 TEST_CASE("the real Fashion-MNIST", "[data][fashion-mnist]") {

@@ -72,7 +72,9 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
   TrainResult result;
   const int batch = std::min(opts.batch, model.max_batch());
   if (data.train.n < batch)
-    throw Error("training set of " + std::to_string(data.train.n) + " images is smaller than a batch");
+    throw Error("the training set of " + data.name + " has " + std::to_string(data.train.n) +
+                " images, fewer than one batch of " + std::to_string(batch) +
+                ": use more training images (--max-train) or a smaller --batch");
   const OpTable& op = ops(ctx.device().kind);
   const auto start = std::chrono::steady_clock::now();
 
