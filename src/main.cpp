@@ -201,7 +201,7 @@ extern "C" void on_interrupt(int) {
 
 struct SearchArgs {
   std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit, selection = "tournament",
-              augment, inheritance;
+              augment, inheritance, stale_after;
   int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
   int max_train = 0, max_val = 0, threads = 0;
   uint64_t seed = 0;
@@ -249,6 +249,10 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
                 "of resized tensors, inserted convolutions start as the identity; beyond the "
                 "paper, the default on the CPU)")
       ->check(CLI::IsMember({"paper", "keep"}));
+  a->add_option("--stale-after", o.stale_after,
+                "A worker of another machine on the same run folder whose child has had no "
+                "heartbeat this long is dead and its slot is reclaimed (default 10m)")
+      ->check(kDuration);
   a->add_option("--max-train", o.max_train, "Train on a random subset of this many images")
       ->check(CLI::PositiveNumber);
   a->add_option("--max-val", o.max_val, "Validate on a random subset of this many images")
@@ -318,6 +322,8 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
   o.inheritance = !a.inheritance.empty() ? evo::parse_inheritance(a.inheritance)
                   : on_gpu               ? evo::Inheritance::Paper
                                          : kCpuInheritance;
+  if (!a.stale_after.empty() && a.stale_after != "none" && a.stale_after != "0")
+    o.stale_seconds = parse_duration(a.stale_after);
   o.max_train = a.max_train;
   o.max_val = a.max_val;
   o.threads_per_worker = a.threads;

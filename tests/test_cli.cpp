@@ -5,8 +5,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
 
 #include "evo/device.h"
 #include "support.h"
@@ -204,5 +210,103 @@ TEST_CASE("evo train --out replaces planted links instead of following them", "[
   for (const char* name : {"metrics.json", "weights.evow", "dna.json"}) {
     CHECK(std::filesystem::is_regular_file(std::filesystem::symlink_status(out + "/" + name)));
   }
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+// Starts `evo ARGS` with EVO_HOST=host in the background (stdout and stderr to `log`).
+pid_t spawn_evo(const std::string& host, const std::string& args, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("EVO_HOST", host.c_str(), 1);
+    const std::string cmd = "exec " + std::string(EVO_BINARY) + " " + args + " > " + log + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The staging children whose owner.json names `host`.
+std::vector<std::string> children_of(const std::string& run, const std::string& host) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(run + "/staging", ec)) {
+    std::ifstream in(e.path() / "owner.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    if (text.find("\"" + host + "\"") != std::string::npos) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+}  // namespace
+
+// Many machines on one folder (the Slurm recipe): processes that say they are hosts A and B (EVO_HOST)
+// share a run; A is killed -9 mid-child; B, which cannot check A's pid, reclaims A's child and its
+// slot once A's heartbeat is --stale-after old, while B is running.
+TEST_CASE("a host that dies is reclaimed by the others by heartbeat", "[cli]") {
+  if (!evo::test::have_fashion_mnist()) {
+    if (std::getenv("CI")) FAIL("Fashion-MNIST is missing in CI (tools/setup.sh installs it)");
+    return;
+  }
+  const std::string dir = evo::test::temp_dir("cli-hosts");
+  const std::string run = dir + "/run";
+  const std::string common = "search --gpus none --run-dir " + run +
+                             " --population 3 --max-train 1000 --max-val 200 --workers 1 "
+                             "--threads 1 --stale-after 3s --seed 3 --inheritance paper "
+                             "--steps 40000";
+  // Slow children (40,000 steps: seconds each), so A is surely inside one when it dies.
+  const pid_t a = spawn_evo("hostA", common + " --time-limit 120s", dir + "/a.log");
+  std::vector<std::string> held;
+  for (int i = 0; i < 600 && held.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (const std::string& c : children_of(run, "hostA"))
+      if (std::filesystem::exists(c + "/slot.json")) held.push_back(c);
+  }
+  ::kill(a, SIGKILL);
+  ::waitpid(a, nullptr, 0);
+  REQUIRE(held.size() == 1);
+  REQUIRE(std::filesystem::exists(held[0]));  // killed inside the child, holding its slot
+  // B, another host: A's pid means nothing to it, only the heartbeat does. (A bare resume: the
+  // run's settings come from run.json.)
+  const Run b = run_evo("search --gpus none --run-dir " + run +
+                        " --max-train 1000 --max-val 200 --workers 1 --threads 1 --stale-after 3s "
+                        "--time-limit 12s");
+  INFO(b.output);
+  CHECK(b.code == 0);
+  CHECK(!std::filesystem::exists(held[0]));  // A's child is gone, its slot back in use
+  CHECK(children_of(run, "hostA").empty());
+  std::filesystem::remove_all(dir);
+}
+
+// tools/slurm/evo.sbatch outside Slurm (its #SBATCH lines are comments to bash): two array tasks
+// of one run at once, each a "node" of its own; both train children into the one population.
+TEST_CASE("tools/slurm/evo.sbatch runs array tasks on one population", "[cli]") {
+  if (!evo::test::have_fashion_mnist()) {
+    if (std::getenv("CI")) FAIL("Fashion-MNIST is missing in CI (tools/setup.sh installs it)");
+    return;
+  }
+  const std::string dir = evo::test::temp_dir("cli-slurm");
+  const std::string run = dir + "/run";
+  std::string tasks;
+  for (int i = 0; i < 2; ++i)
+    tasks += "env EVO_RUN_DIR=" + run + " EVO=" EVO_BINARY " EVO_DATA=fashion-mnist EVO_GPUS=none "
+             "SLURMD_NODENAME=node SLURM_ARRAY_TASK_ID=" + std::to_string(i) +
+             " EVO_ARGS='--population 3 --max-train 500 --max-val 200 --steps 10 --workers 1 "
+             "--threads 1 --max-children 4 --seed 5' bash " EVO_SOURCE_DIR
+             "/tools/slurm/evo.sbatch > " + dir + "/task" + std::to_string(i) + ".log 2>&1 & ";
+  const int status = std::system(("(" + tasks + "wait)").c_str());
+  CHECK(status == 0);
+  std::map<std::string, int> by_host;
+  for (const char* where : {"/alive", "/dead"}) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(run + where, ec)) {
+      std::ifstream in(e.path() / "metrics.json");
+      const nlohmann::json j = nlohmann::json::parse(in);
+      ++by_host[j.value("host", std::string())];
+    }
+  }
+  CHECK(by_host["node-task0"] == 4);
+  CHECK(by_host["node-task1"] == 4);
   std::filesystem::remove_all(dir);
 }

@@ -40,6 +40,10 @@ struct SearchOptions {
   // on this host at once by pid, on others after 600 s without a heartbeat), so the survivors of
   // a crash reclaim its slots without waiting for it to restart.
   double recover_every = 60;
+  // A worker on another machine (or another EVO_HOST) whose child has had no heartbeat for this
+  // long is dead. Heartbeats come every few seconds; the margin covers file-system clock skew and
+  // a child's slowest stretch (validation, writing its files).
+  double stale_seconds = 600;
   bool quiet = false;        // no per-child lines (tests)
   std::string report;        // write the HTML report here at the end ("" = RUN_DIR/report.html)
 };

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -186,6 +187,12 @@ const Machine& machine() {
     char name[256] = {};
     if (::gethostname(name, sizeof name - 1) == 0) r.host = name;
     if (r.host.empty()) r.host = "localhost";
+    // EVO_HOST names this process's machine instead: containers that share a host name and a
+    // kernel but not a pid namespace must be told apart (docs/population.md, "NFS"), and tests
+    // run several "machines" on one. Such a machine is judged by heartbeat, like a remote one.
+    const char* as = std::getenv("EVO_HOST");
+    const bool override_host = as && *as;
+    if (override_host) r.host = std::string(as).substr(0, 64);
     for (char c : r.host.substr(0, 32))
       r.host_tag += (std::isalnum(static_cast<unsigned char>(c)) || c == '.') ? c : '_';
     try {
@@ -196,6 +203,7 @@ const Machine& machine() {
       }
     } catch (const Error&) {
     }
+    if (override_host) r.boot_id = "EVO_HOST=" + r.host;  // never this kernel's: no pid checks
     return r;
   }();
   return m;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -35,7 +36,10 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// The machine a record names: EVO_HOST when set (the store judges such a process as its own
+// machine: docs/slurm.md), else the host name.
 std::string host_name() {
+  if (const char* as = std::getenv("EVO_HOST"); as && *as) return std::string(as).substr(0, 64);
   char buf[256] = {0};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
@@ -443,7 +447,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
 
   Shared sh(opts, user_stop);
   sh.data = std::move(data);
-  const std::size_t recovered = sh.population.recover(600);
+  const std::size_t recovered = sh.population.recover(opts.stale_seconds);
   for (const std::string& d : sh.population.quarantine_damaged())
     std::fprintf(stderr, "evo search: moved a damaged individual to %s/damaged/ (its slot is "
                  "refilled by selection): %s\n", opts.run_dir.c_str(), d.c_str());
@@ -481,10 +485,12 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   double last_recover = now_seconds();
   while (running.load() > 0) {
     if (opts.time_limit > 0 && now_seconds() - sh.start >= opts.time_limit) sh.stop = true;
-    if (opts.recover_every > 0 && now_seconds() - last_recover >= opts.recover_every) {
+    // Checking more often than half the staleness would only read the same folders again.
+    const double every = std::min(opts.recover_every, opts.stale_seconds / 2);
+    if (opts.recover_every > 0 && now_seconds() - last_recover >= every) {
       last_recover = now_seconds();
       try {
-        if (const std::size_t n = sh.population.recover(600); n > 0 && !opts.quiet) {
+        if (const std::size_t n = sh.population.recover(opts.stale_seconds); n > 0 && !opts.quiet) {
           std::printf("-- reclaimed the slots of %zu children of workers that died\n", n);
           std::fflush(stdout);
         }
