@@ -1088,3 +1088,30 @@ TEST_CASE("symbolic links in a run folder are never followed", "[population]") {
 }
 
 }  // namespace evo
+
+namespace evo {
+
+// A record nested 100,000 levels deep (whose type error used to print the value and overflow the
+// stack), or linked to a device, is a damaged record like any other: named, left out.
+TEST_CASE("hostile record files are damaged records, not crashes", "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run";
+  PopulationOptions o;
+  o.size = 3;
+  o.durable = false;
+  Population pop(run, o);
+  const std::string a = publish_initial(pop, 0.4), b = publish_initial(pop, 0.6),
+                    c = publish_initial(pop, 0.5);
+  std::ofstream(run + "/alive/" + b + "/metrics.json", std::ios::trunc)
+      << "{\"fitness\":" << std::string(100000, '[') << std::string(100000, ']') << "}";
+  fs::remove(run + "/alive/" + c + "/metrics.json");
+  fs::create_symlink("/dev/zero", run + "/alive/" + c + "/metrics.json");
+  std::vector<std::string> damaged;
+  const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].id == a);
+  REQUIRE(damaged.size() == 2);
+  CHECK(damaged[0].find("nested more than 64") != std::string::npos);
+}
+
+}  // namespace evo

@@ -291,6 +291,17 @@ TEST_CASE("report: empty and damaged inputs still give a page", "[report]") {
   html = render_report(run.records, options_with_dna());
   CHECK(count(html, "nan") == 0);
   CHECK(count(html, "inf\"") == 0);
+
+  // Birth times of +-1.7e308 (their span overflows a double) used to make the axis loop for
+  // ever; the page comes back, with a bounded number of ticks.
+  Synthetic extreme = synthetic_run(6, 12, "x");
+  extreme.records[0].birth_time = -1.7e308;
+  extreme.records[1].birth_time = 1.7e308;
+  extreme.records[2].birth_time = 1e300;
+  extreme.records[3].train_seconds = 1e308;
+  REQUIRE_NOTHROW(html = render_report(extreme.records, options_with_dna()));
+  CHECK(count(html, "<svg") >= 3);
+  CHECK(html.size() < 2'000'000);
 }
 
 // A run made through the store, as the search makes one: initial individuals through free slots,

@@ -1,6 +1,7 @@
 // The population store's file protocol: atomic renames between alive/, dead/, staging/ and free/,
 // crash recovery and garbage collection (docs/population.md). Not the search loop (search.cpp).
 #include "evo/population.h"
+#include "evo/io.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -99,9 +100,15 @@ std::vector<std::string> list_names(const std::string& dir, bool hidden = false)
   return names;
 }
 
-// The whole file, or nullopt when it (or its folder) does not exist.
+// The store's own files are a few KB; a bigger one (or a device planted under a record's name)
+// is damage, refused before memory runs out.
+constexpr std::size_t kMaxStoreFileBytes = std::size_t(1) << 20;
+
+// The whole file, or nullopt when it (or its folder) does not exist. A link is not followed
+// (O_NOFOLLOW: a record's file linked to somewhere outside the run is not read) and a file over
+// kMaxStoreFileBytes is an error naming it.
 std::optional<std::string> read_text(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
     throw_sys("population: cannot open " + path, errno);
@@ -109,6 +116,12 @@ std::optional<std::string> read_text(const std::string& path) {
   std::string text;
   char buf[65536];
   for (;;) {
+    if (text.size() > kMaxStoreFileBytes) {
+      ::close(fd);
+      throw Error("population: " + path + " is larger than the " +
+                  std::to_string(kMaxStoreFileBytes >> 20) +
+                  " MiB a record file may have; the run folder is damaged");
+    }
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -290,11 +303,13 @@ double fs_now(const std::string& staging) {
 
 // ---- JSON ---------------------------------------------------------------------------------------
 
+// Records are JSON nested at most kMaxJsonDepth deep (a deeper one would overflow the stack when
+// an error message prints a value of it).
 nlohmann::json parse_json(const std::string& text, const std::string& source) {
   try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(source + ": not valid JSON (" + e.what() + "); the file is damaged");
+    return parse_json_limited(text, source);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + "; the file is damaged");
   }
 }
 
@@ -304,14 +319,14 @@ double get_number(const nlohmann::json& j, const char* key, double fallback,
   const nlohmann::json& v = j.at(key);
   if (v.is_null()) return NAN;
   if (!v.is_number())
-    throw Error(source + ": field '" + key + "' should be a number, not " + v.dump());
+    throw Error(source + ": field '" + key + "' should be a number, not " + json_excerpt(v));
   return v.get<double>();
 }
 
 std::string get_string(const nlohmann::json& j, const char* key, const std::string& source) {
   if (!j.contains(key) || j.at(key).is_null()) return "";
   if (!j.at(key).is_string())
-    throw Error(source + ": field '" + key + "' should be a string, not " + j.at(key).dump());
+    throw Error(source + ": field '" + key + "' should be a string, not " + json_excerpt(j.at(key)));
   return j.at(key).get<std::string>();
 }
 

@@ -161,6 +161,10 @@ std::vector<Tick> linear_ticks(double& lo, double& hi, int target, double mult =
     lo = c - w / 2, hi = c + w / 2;
     if (c >= 0 && lo < 0) lo = 0, hi = w;
   }
+  // A span no double can hold (records with birth times of +-1e308: damage, or a hostile file)
+  // would make the step infinite and the tick loop below endless: show 0..1 instead, the points
+  // off it are clipped.
+  if (!std::isfinite(lo) || !std::isfinite(hi) || !std::isfinite(hi - lo)) lo = 0, hi = 1;
   const double step = nice_step(hi - lo, target);
   lo = std::floor(lo / step + 1e-9) * step;
   hi = std::ceil(hi / step - 1e-9) * step;
@@ -172,7 +176,9 @@ std::vector<Tick> linear_ticks(double& lo, double& hi, int target, double mult =
     ++decimals;
   }
   std::vector<Tick> ticks;
-  for (int i = 0;; ++i) {
+  // nice_step gives about `target` ticks; the bound only matters when lo is so large that adding
+  // a step rounds away (1e300 + 1), where the loop would not advance.
+  for (int i = 0; i < 10 * target + 10; ++i) {
     const double v = lo + i * step;
     if (v > hi + step * 1e-6) break;
     const double shown = std::fabs(v) < step * 1e-9 ? 0.0 : v * mult;
