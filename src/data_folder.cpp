@@ -1,8 +1,6 @@
 // A folder of images, one sub-folder per class: every header checked against the limits in data.h,
 // then decoded by stb_image and brought to one size and channel count. Not a general image
-// library: PNG, JPEG and BMP in, uint8 NHWC out.
-//
-// This file holds the one STB_IMAGE_IMPLEMENTATION of the program.
+// library: PNG, JPEG and BMP in, uint8 NHWC out (stb_image decodes: src/stb_image.cpp).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -11,18 +9,7 @@
 
 #include "evo/data.h"
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_FAILURE_USERMSG
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wunused-function"
 #include <stb/stb_image.h>
-#pragma GCC diagnostic pop
 
 namespace evo {
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs evo's whole test suite on the tree tools/setup.sh built: ctest on build/, then the emulated
-# CUDA kernels again under AddressSanitizer (build-asan/). Not benchmarks.
+# Runs evo's whole test suite on the tree tools/setup.sh built: ctest on build/, the emulated CUDA
+# kernels again under AddressSanitizer (build-asan/), then the libFuzzer targets for a bounded time
+# (tools/fuzz.sh, build-fuzz/). Not benchmarks.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +11,14 @@ jobs="${EVO_JOBS:-$(nproc)}"
 # Test-only references, installed here and not by tools/setup.sh (evo itself never needs them):
 # Debian's PyTorch for tests/test_torch_reference and bench/evolved_nets.sh. Under CI a missing
 # reference fails its test instead of skipping it.
+# clang for the fuzz targets (libFuzzer is part of it).
+if [ "${EVO_SKIP_FUZZ:-0}" != 1 ] && ! command -v clang++ >/dev/null 2>&1; then
+  echo "test: installing clang (libFuzzer, for tools/fuzz.sh)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang >/dev/null
+fi
 if ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
   echo "test: installing python3-torch (the PyTorch reference of test_torch_reference)"
   sudo=""
@@ -36,4 +45,10 @@ if [ "${EVO_SKIP_ASAN:-0}" != 1 ]; then
     cmake --build "$asan" -j "$jobs" --target "${targets[@]}"
     ctest --test-dir "$asan" --output-on-failure -j "$jobs" \
           -R "^($(IFS='|'; echo "${targets[*]}"))\$"
+fi
+
+if [ "${EVO_SKIP_FUZZ:-0}" != 1 ]; then
+    # Hostile input, found by the fuzzers: DNA, weight files, data sets, population records.
+    echo "== fuzz targets (tools/fuzz.sh, ${EVO_FUZZ_SECONDS:-15} s each)"
+    "$root/tools/fuzz.sh" "${EVO_FUZZ_SECONDS:-15}"
 fi

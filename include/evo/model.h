@@ -12,14 +12,9 @@
 #include "evo/error.h"
 #include "evo/ops.h"
 #include "evo/tensor.h"
+#include "evo/weight_file.h"
 
 namespace evo {
-
-// A weight file that is missing, truncated, corrupt, or written for another DNA.
-class WeightsError : public Error {
- public:
-  explicit WeightsError(const std::string& what) : Error(what) {}
-};
 
 // Every weight tensor of a model (trainable parameters and batch-norm running statistics), keyed
 // by ParamInfo::key ("e7", "v3.gamma", "fc.weight", ...), on one device.
