@@ -42,7 +42,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 ips() { "$py" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_second"])'; }
 evo_ips() {  # BUILD DNA THREADS STEPS (no crops or flips: what the CPU search trains)
-  OMP_NUM_THREADS=$3 "$1/evo" train --dna "$2" --steps "$4" --no-augment --json 2>/dev/null | ips
+  OMP_NUM_THREADS=$3 "$1/evo" train --dna "$2" --steps "$4" --augment off --json 2>/dev/null | ips
 }
 steps_for() {  # DNA -> steps: STEPS, or fewer for big nets (reference DNAs of 40-90 MFLOP/img)
   "$build/evo" show "$1" --json | "$py" -c '

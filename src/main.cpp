@@ -377,8 +377,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--device", tc.device, "cpu, emu or cuda:N")->capture_default_str();
   train->add_option("--out", tc.out, "Folder for weights.evow, metrics.json and dna.json");
+  // One spelling with `evo search`: --augment on|off (--no-augment stays as the short form).
+  std::string train_augment = "on";
   bool no_augment = false;
-  train->add_flag("--no-augment", no_augment, "No random crops or flips");
+  train->add_option("--augment", train_augment, "Random pad-4 crops and flips: on (the paper's, "
+                                                "default) or off")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  train->add_flag("--no-augment", no_augment, "The same as --augment off");
   train->add_option("--seed", tc.seed, "Random seed (weights, batches, augmentation, split)")
       ->check(kNonNegativeInteger);
 
@@ -444,7 +449,7 @@ int main(int argc, char** argv) {
   try {
     if (train->parsed()) {
       tc.json = json;
-      tc.augment = !no_augment;
+      tc.augment = train_augment == "on" && !no_augment;
       return evo::run_train(tc);
     }
     if (eval->parsed()) {

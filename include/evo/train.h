@@ -35,6 +35,11 @@ struct DeviceDataset {
   const DeviceSplit& split(const std::string& name) const;  // "train", "val", "test"
 };
 
+// Images per evaluation batch (validation and test passes of every command and the search).
+// Forward only, so larger than a training batch costs only activations: 250 images of a
+// 28x28x16 net are ~50 MB, and a big reference net on 32x32x3 stays under ~1 GB.
+inline constexpr int kEvalBatch = 250;
+
 // The paper's recipe (Real et al. 2017, section 4): SGD with momentum 0.9, batch 50, weight decay
 // 1e-4, 25,600 steps, the learning rate from the DNA; augmentation as in He et al. 2016.
 struct TrainOptions {

@@ -318,7 +318,7 @@ void worker_main(Shared& sh, int index, Device device) {
         rec.failed = true;
         rec.failure = tr.failure;
       } else {
-        Model eval_model(plan, 250, ctx);
+        Model eval_model(plan, kEvalBatch, ctx);
         eval_model.bind(weights);
         const EvalResult val = evaluate_model(eval_model, data, "val", ctx);
         rec.fitness = val.accuracy();
@@ -395,7 +395,7 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
       const CompiledDna plan = compile(load_dna(pop.dna_path(alive[i].id)), data.train.h,
                                        data.train.w, data.train.c, data.classes);
       Weights w = load_weights(pop.weights_path(alive[i].id), plan, device);
-      Model model(plan, 250, ctx);
+      Model model(plan, kEvalBatch, ctx);
       model.bind(w);
       const EvalResult r = evaluate_model(model, dev, "test", ctx, true);
       if (i == 0) s.best_test = r.accuracy();

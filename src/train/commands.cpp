@@ -131,7 +131,7 @@ int run_train(const TrainCommand& cmd) {
   const TrainResult tr = train_model(model, dev, ctx, topts, float(dna.learning_rate));
   if (tr.failed) progress.finish_line();
 
-  Model eval_model(plan, 500, ctx);
+  Model eval_model(plan, kEvalBatch, ctx);
   eval_model.bind(weights);
   const EvalResult val = evaluate_model(eval_model, dev, "val", ctx);
   const EvalResult test = evaluate_model(eval_model, dev, "test", ctx);
@@ -186,7 +186,7 @@ int run_eval(const EvalCommand& cmd) {
   Weights weights = load_weights(cmd.weights, plan, device);
   Context ctx(device, cmd.seed);
   const DeviceDataset dev = DeviceDataset::upload(data, device);
-  Model model(plan, 500, ctx);
+  Model model(plan, kEvalBatch, ctx);
   model.bind(weights);
   const EvalResult r = evaluate_model(model, dev, cmd.split, ctx);
   if (cmd.json) {
