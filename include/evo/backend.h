@@ -41,6 +41,11 @@ class DeviceBackend {
   virtual GpuInventory inventory() = 0;
 };
 
+// CPU threads the ops called from this host thread use (OpenMP's pool, set per thread, so each
+// search worker sets its own; OpenBLAS is kept single-threaded: src/cpu/blas.h says why). The CPU
+// backend's one threading knob, so callers need neither omp.h nor cblas.h.
+void set_cpu_threads(int threads);
+
 // The backend serving `kind`; throws evo::Error when evo was built without it (CUDA on a
 // CPU-only build). GPU-like backends register themselves through register_backends().
 DeviceBackend& backend_for(DeviceKind kind);

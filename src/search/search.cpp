@@ -4,8 +4,6 @@
 #include "evo/search.h"
 #include "evo/io.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +19,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "evo/backend.h"
 #include "evo/data.h"
 #include "evo/dna.h"
 #include "evo/mutation.h"
@@ -231,7 +230,7 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
 void worker_main(Shared& sh, int index, Device device) {
   const SearchOptions& o = sh.opts;
   const std::string worker = device.str() + "/" + std::to_string(index);
-  if (device.is_cpu()) omp_set_num_threads(std::max(1, o.threads_per_worker));
+  if (device.is_cpu()) set_cpu_threads(o.threads_per_worker);
   std::mt19937_64 rng(o.seed * 1000003u + uint64_t(index) * 7919u + uint64_t(::getpid()));
   Context ctx(device, o.seed ^ (uint64_t(::getpid()) << 20) ^ uint64_t(now_seconds() * 1e3),
               uint32_t(index));
@@ -419,15 +418,13 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
 
 SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& user_stop) {
   if (opts_in.devices.empty()) throw UsageError("the search needs at least one worker");
-  // Several CPU workers: each gets its share of the cores, and OpenBLAS runs in the caller's
-  // thread, or its own thread pool would make the workers fight over the same cores.
+  // Several CPU workers: each gets its share of the cores (set_cpu_threads in its thread).
   SearchOptions opts = opts_in;
   const int cpu_workers = int(std::count_if(opts.devices.begin(), opts.devices.end(),
                                             [](const Device& d) { return d.is_cpu(); }));
   if (opts.threads_per_worker <= 0)
     opts.threads_per_worker =
         std::max(1, int(std::thread::hardware_concurrency()) / std::max(cpu_workers, 1));
-  if (cpu_workers > 1 || opts.threads_per_worker == 1) openblas_set_num_threads(1);
 
   // Everything that can be wrong with the invocation is found before the run folder is created
   // or changed: a corrected command must not meet a run.json its mistake wrote.
