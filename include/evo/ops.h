@@ -47,135 +47,115 @@ struct LossResult {
 
 }  // namespace evo
 
-// The op list: declared once per backend namespace, with identical names and argument order.
+// The op list, written once: X(name, (arguments)) per op, every op returning void. From it come
+// each backend's declarations (the same names and argument order in namespaces cpu, emu and
+// cuda), the OpTable's members and each backend's table, so adding an op is one entry here and
+// its three implementations.
 // clang-format off
-#define EVO_OPS_DECLARE                                                                           \
-  /* y[N,OH,OW,Cout] = conv(x[N,H,W,Cin], w[Cout,KH,KW,Cin]) */                                   \
-  void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* x, const float* w,        \
-                      float* y);                                                                  \
-  /* dx[N,H,W,Cin] from dy[N,OH,OW,Cout] and w */                                                 \
-  void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* dy, const float* w, \
-                            float* dx);                                                           \
-  /* dw[Cout,KH,KW,Cin] from x and dy */                                                          \
-  void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* x,                \
-                              const float* dy, float* dw);                                        \
-  /* Training-mode batch norm over rows m = N*H*W of x[m, c], optionally fused with ReLU.         \
-     Saves the batch mean and 1/sqrt(var + eps) for the backward pass and updates the running     \
-     statistics (unbiased variance) with kBatchNormMomentum. */                                   \
-  void batchnorm_forward_train(Context& ctx, int64_t m, int c, const float* x,                    \
-                               const float* gamma, const float* beta, bool relu, float* y,        \
-                               float* save_mean, float* save_invstd, float* running_mean,         \
-                               float* running_var);                                               \
-  /* Inference-mode batch norm with the running statistics, optionally fused with ReLU. */        \
-  void batchnorm_forward_infer(Context& ctx, int64_t m, int c, const float* x,                    \
-                               const float* gamma, const float* beta, const float* running_mean,  \
-                               const float* running_var, bool relu, float* y);                    \
-  /* Backward of the training-mode pass. y is its output (for the ReLU mask; ignored when !relu). \
-     Writes dx[m, c], dgamma[c], dbeta[c]. */                                                     \
-  void batchnorm_backward(Context& ctx, int64_t m, int c, const float* x, const float* y,         \
-                          const float* dy, const float* gamma, const float* save_mean,            \
-                          const float* save_invstd, bool relu, float* dx, float* dgamma,          \
-                          float* dbeta);                                                          \
-  void relu_forward(Context& ctx, int64_t n, const float* x, float* y);                           \
-  /* dx = dy where y > 0, else 0 (y is the forward output; x may alias y) */                      \
-  void relu_backward(Context& ctx, int64_t n, const float* y, const float* dy, float* dx);        \
-  /* y = sum of `count` inputs of n elements each (count >= 1); `inputs` is a host array of       \
-     device pointers; y may alias any input (the model accumulates in place) */                   \
-  void add_n(Context& ctx, int64_t n, const float* const* inputs, int count, float* y);           \
-  /* Nearest-neighbour ("zeroth-order") resize of x[N,H,W,C] to y[N,OH,OW,C]:                     \
-     y[i][j] = x[floor(i*H/OH)][floor(j*W/OW)]. */                                                \
-  void resize_nearest_forward(Context& ctx, int n, int h, int w, int c, int oh, int ow,           \
-                              const float* x, float* y);                                          \
-  /* dx[N,H,W,C] = sum of dy over the output pixels that read each input pixel: a gather, one     \
-     thread per input element, deterministic (no atomics). */                                     \
-  void resize_nearest_backward(Context& ctx, int n, int h, int w, int c, int oh, int ow,          \
-                               const float* dy, float* dx);                                       \
-  /* y[m, c_out] = x[m, c_in] truncated (c_out < c_in) or zero-padded (c_out > c_in) */           \
-  void channel_resize_forward(Context& ctx, int64_t m, int c_in, int c_out, const float* x,       \
-                              float* y);                                                          \
-  /* dx[m, c_in] = dy[m, c_out] truncated or zero-padded back */                                  \
-  void channel_resize_backward(Context& ctx, int64_t m, int c_in, int c_out, const float* dy,     \
-                               float* dx);                                                        \
-  /* y[N, C] = mean over H*W of x[N, H*W, C] */                                                   \
-  void global_avg_pool_forward(Context& ctx, int n, int hw, int c, const float* x, float* y);     \
-  void global_avg_pool_backward(Context& ctx, int n, int hw, int c, const float* dy, float* dx);  \
-  /* y[N, out] = x[N, in] * w[out, in]^T + b[out] (BLAS) */                                       \
-  void fc_forward(Context& ctx, int n, int in, int out, const float* x, const float* w,           \
-                  const float* b, float* y);                                                      \
-  /* dx[N,in] = dy w (skipped when dx is null); dw[out,in] = dy^T x; db[out] = column sums of     \
-     dy (dw and db must not be null) */                                                           \
-  void fc_backward(Context& ctx, int n, int in, int out, const float* x, const float* w,          \
-                   const float* dy, float* dx, float* dw, float* db);                             \
-  /* Softmax cross-entropy of logits[N, classes] against int32 labels[N]. Writes *result on the   \
-     device (loss summed over the batch, correct count). When dlogits is not null it receives     \
-     the gradient of the MEAN loss: (softmax - onehot) / N. A label outside [0, classes) throws   \
-     evo::Error on the CPU; on a GPU (no exceptions) that row's loss and gradient are NaN. */    \
-  void softmax_cross_entropy(Context& ctx, int n, int classes, const float* logits,               \
-                             const int32_t* labels, LossResult* result, float* dlogits);          \
-  /* SGD with momentum and L2 weight decay (PyTorch's form):                                      \
-     v = momentum * v + (g + weight_decay * w);  w -= lr * v */                                   \
-  void sgd_update(Context& ctx, int64_t n, float lr, float momentum, float weight_decay,          \
-                  float* w, const float* g, float* v);                                            \
-  /* He et al. 2015 initialisation: w[i] ~ Normal(0, sqrt(2 / fan_in)), from Philox counter       \
-     i / 2 of `rng` (Box-Muller), so every backend draws the same numbers. */                     \
-  void he_init(Context& ctx, int64_t n, int fan_in, PhiloxState rng, float* w);                   \
-  /* Builds a batch out[N, H, W, C] from a device-resident uint8 data set images[*, H, W, C]:     \
-     image indices[i]; zero-pad by `pad` and crop a random HxW window, flip horizontally with     \
-     probability 1/2 when `flip`, then standardise per channel: (v/255 - mean[c]) * inv_std[c].   \
-     pad = 0 and flip = false give the plain evaluation batch. Randomness: Philox counter i. */   \
-  void augment_batch(Context& ctx, const uint8_t* images, const int32_t* indices, int n, int h,   \
-                     int w, int c, int pad, bool flip, const float* mean, const float* inv_std,   \
-                     PhiloxState rng, float* out);
+#define EVO_OP_LIST(X)                                                                              \
+  /* y[N,OH,OW,Cout] = conv(x[N,H,W,Cin], w[Cout,KH,KW,Cin]) */                                     \
+  X(conv2d_forward, (Context& ctx, const ConvGeometry& g, const float* x, const float* w,           \
+      float* y))                                                                                    \
+  /* dx[N,H,W,Cin] from dy[N,OH,OW,Cout] and w */                                                   \
+  X(conv2d_backward_data, (Context& ctx, const ConvGeometry& g, const float* dy, const float* w,    \
+      float* dx))                                                                                   \
+  /* dw[Cout,KH,KW,Cin] from x and dy */                                                            \
+  X(conv2d_backward_filter, (Context& ctx, const ConvGeometry& g, const float* x,                   \
+      const float* dy, float* dw))                                                                  \
+  /* Training-mode batch norm over rows m = N*H*W of x[m, c], optionally fused with ReLU.           \
+    Saves the batch mean and 1/sqrt(var + eps) for the backward pass and updates the running        \
+    statistics (unbiased variance) with kBatchNormMomentum. */                                      \
+  X(batchnorm_forward_train, (Context& ctx, int64_t m, int c, const float* x,                       \
+      const float* gamma, const float* beta, bool relu, float* y, float* save_mean,                 \
+      float* save_invstd, float* running_mean, float* running_var))                                 \
+  /* Inference-mode batch norm with the running statistics, optionally fused with ReLU. */          \
+  X(batchnorm_forward_infer, (Context& ctx, int64_t m, int c, const float* x,                       \
+      const float* gamma, const float* beta, const float* running_mean,                             \
+      const float* running_var, bool relu, float* y))                                               \
+  /* Backward of the training-mode pass. y is its output (for the ReLU mask; ignored when           \
+    !relu). Writes dx[m, c], dgamma[c], dbeta[c]. */                                                \
+  X(batchnorm_backward, (Context& ctx, int64_t m, int c, const float* x, const float* y,            \
+      const float* dy, const float* gamma, const float* save_mean, const float* save_invstd,        \
+      bool relu, float* dx, float* dgamma, float* dbeta))                                           \
+  X(relu_forward, (Context& ctx, int64_t n, const float* x, float* y))                              \
+  /* dx = dy where y > 0, else 0 (y is the forward output; x may alias y) */                        \
+  X(relu_backward, (Context& ctx, int64_t n, const float* y, const float* dy, float* dx))           \
+  /* y = sum of `count` inputs of n elements each (count >= 1); `inputs` is a host array of         \
+    device pointers; y may alias any input (the model accumulates in place) */                      \
+  X(add_n, (Context& ctx, int64_t n, const float* const* inputs, int count, float* y))              \
+  /* Nearest-neighbour ("zeroth-order") resize of x[N,H,W,C] to y[N,OH,OW,C]: y[i][j] =             \
+    x[floor(i*H/OH)][floor(j*W/OW)]. */                                                             \
+  X(resize_nearest_forward, (Context& ctx, int n, int h, int w, int c, int oh, int ow,              \
+      const float* x, float* y))                                                                    \
+  /* dx[N,H,W,C] = sum of dy over the output pixels that read each input pixel: a gather, one       \
+    thread per input element, deterministic (no atomics). */                                        \
+  X(resize_nearest_backward, (Context& ctx, int n, int h, int w, int c, int oh, int ow,             \
+      const float* dy, float* dx))                                                                  \
+  /* y[m, c_out] = x[m, c_in] truncated (c_out < c_in) or zero-padded (c_out > c_in) */             \
+  X(channel_resize_forward, (Context& ctx, int64_t m, int c_in, int c_out, const float* x,          \
+      float* y))                                                                                    \
+  /* dx[m, c_in] = dy[m, c_out] truncated or zero-padded back */                                    \
+  X(channel_resize_backward, (Context& ctx, int64_t m, int c_in, int c_out, const float* dy,        \
+      float* dx))                                                                                   \
+  /* y[N, C] = mean over H*W of x[N, H*W, C] */                                                     \
+  X(global_avg_pool_forward, (Context& ctx, int n, int hw, int c, const float* x, float* y))        \
+  X(global_avg_pool_backward, (Context& ctx, int n, int hw, int c, const float* dy, float* dx))     \
+  /* y[N, out] = x[N, in] * w[out, in]^T + b[out] (BLAS) */                                         \
+  X(fc_forward, (Context& ctx, int n, int in, int out, const float* x, const float* w,              \
+      const float* b, float* y))                                                                    \
+  /* dx[N,in] = dy w (skipped when dx is null); dw[out,in] = dy^T x; db[out] = column sums of       \
+    dy (dw and db must not be null) */                                                              \
+  X(fc_backward, (Context& ctx, int n, int in, int out, const float* x, const float* w,             \
+      const float* dy, float* dx, float* dw, float* db))                                            \
+  /* Softmax cross-entropy of logits[N, classes] against int32 labels[N]. Writes *result on         \
+    the device (loss summed over the batch, correct count). When dlogits is not null it             \
+    receives the gradient of the MEAN loss: (softmax - onehot) / N. A label outside [0,             \
+    classes) throws evo::Error on the CPU; on a GPU (no exceptions) that row's loss and             \
+    gradient are NaN. */                                                                            \
+  X(softmax_cross_entropy, (Context& ctx, int n, int classes, const float* logits,                  \
+      const int32_t* labels, LossResult* result, float* dlogits))                                   \
+  /* SGD with momentum and L2 weight decay (PyTorch's form): v = momentum * v + (g +                \
+    weight_decay * w); w -= lr * v */                                                               \
+  X(sgd_update, (Context& ctx, int64_t n, float lr, float momentum, float weight_decay,             \
+      float* w, const float* g, float* v))                                                          \
+  /* He et al. 2015 initialisation: w[i] ~ Normal(0, sqrt(2 / fan_in)), from Philox counter i       \
+    / 2 of `rng` (Box-Muller), so every backend draws the same numbers. */                          \
+  X(he_init, (Context& ctx, int64_t n, int fan_in, PhiloxState rng, float* w))                      \
+  /* Builds a batch out[N, H, W, C] from a device-resident uint8 data set images[*, H, W, C]:       \
+    image indices[i]; zero-pad by `pad` and crop a random HxW window, flip horizontally with        \
+    probability 1/2 when `flip`, then standardise per channel: (v/255 - mean[c]) * inv_std[c].      \
+    pad = 0 and flip = false give the plain evaluation batch. Randomness: Philox counter i. */      \
+  X(augment_batch, (Context& ctx, const uint8_t* images, const int32_t* indices, int n, int h,      \
+      int w, int c, int pad, bool flip, const float* mean, const float* inv_std,                    \
+      PhiloxState rng, float* out))
 // clang-format on
+
+#define EVO_OP_DECLARE(name, args) void name args;
+#define EVO_OP_MEMBER(name, args) void(*name) args;
 
 namespace evo {
 namespace cpu {
-EVO_OPS_DECLARE
+EVO_OP_LIST(EVO_OP_DECLARE)
 }
 namespace emu {
-EVO_OPS_DECLARE
+EVO_OP_LIST(EVO_OP_DECLARE)
 }
 #if defined(EVO_HAVE_CUDA)
 namespace cuda {
-EVO_OPS_DECLARE
+EVO_OP_LIST(EVO_OP_DECLARE)
 }
 #endif
 
 // One entry per op: the backend's implementation. `ops(device)` picks the table.
 struct OpTable {
-  decltype(&cpu::conv2d_forward) conv2d_forward;
-  decltype(&cpu::conv2d_backward_data) conv2d_backward_data;
-  decltype(&cpu::conv2d_backward_filter) conv2d_backward_filter;
-  decltype(&cpu::batchnorm_forward_train) batchnorm_forward_train;
-  decltype(&cpu::batchnorm_forward_infer) batchnorm_forward_infer;
-  decltype(&cpu::batchnorm_backward) batchnorm_backward;
-  decltype(&cpu::relu_forward) relu_forward;
-  decltype(&cpu::relu_backward) relu_backward;
-  decltype(&cpu::add_n) add_n;
-  decltype(&cpu::resize_nearest_forward) resize_nearest_forward;
-  decltype(&cpu::resize_nearest_backward) resize_nearest_backward;
-  decltype(&cpu::channel_resize_forward) channel_resize_forward;
-  decltype(&cpu::channel_resize_backward) channel_resize_backward;
-  decltype(&cpu::global_avg_pool_forward) global_avg_pool_forward;
-  decltype(&cpu::global_avg_pool_backward) global_avg_pool_backward;
-  decltype(&cpu::fc_forward) fc_forward;
-  decltype(&cpu::fc_backward) fc_backward;
-  decltype(&cpu::softmax_cross_entropy) softmax_cross_entropy;
-  decltype(&cpu::sgd_update) sgd_update;
-  decltype(&cpu::he_init) he_init;
-  decltype(&cpu::augment_batch) augment_batch;
+  EVO_OP_LIST(EVO_OP_MEMBER)
 };
 
-#define EVO_OP_TABLE(ns)                                                                          \
-  ::evo::OpTable {                                                                                \
-    &ns::conv2d_forward, &ns::conv2d_backward_data, &ns::conv2d_backward_filter,                  \
-        &ns::batchnorm_forward_train, &ns::batchnorm_forward_infer, &ns::batchnorm_backward,      \
-        &ns::relu_forward, &ns::relu_backward, &ns::add_n, &ns::resize_nearest_forward,           \
-        &ns::resize_nearest_backward, &ns::channel_resize_forward, &ns::channel_resize_backward,  \
-        &ns::global_avg_pool_forward, &ns::global_avg_pool_backward, &ns::fc_forward,             \
-        &ns::fc_backward, &ns::softmax_cross_entropy, &ns::sgd_update, &ns::he_init,              \
-        &ns::augment_batch                                                                        \
-  }
+// The table of backend namespace cpu, emu or cuda, in the list's order.
+#define EVO_OP_TABLE(ns) ::evo::OpTable{EVO_OP_LIST(EVO_OP_ENTRY_##ns)}
+#define EVO_OP_ENTRY_cpu(name, args) &::evo::cpu::name,
+#define EVO_OP_ENTRY_emu(name, args) &::evo::emu::name,
+#define EVO_OP_ENTRY_cuda(name, args) &::evo::cuda::name,
 
 // The table for `kind` (defined in evo_backends, which links every backend). Throws evo::Error
 // for CUDA in a build without it.
