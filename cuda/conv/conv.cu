@@ -10,7 +10,6 @@
 #include "cuda/conv/conv.h"
 #include "cuda/conv/internal.cuh"
 #include "evo/error.h"
-#include "src/cpu/conv.h"  // check_conv_geometry: one definition of a valid geometry
 
 namespace evo::EVO_GPU_NS {
 
@@ -143,7 +142,7 @@ int conv_backward_filter_version() {
 void conv2d_forward_version(int version, Context& ctx, const ConvGeometry& g, const float* x,
                             const float* w, float* y) {
   check_version(version, 1, "conv2d_forward");
-  cpu::check_conv_geometry(g, "conv2d_forward");
+  check_conv_geometry(g, "conv2d_forward");
   switch (version) {
     case 1:
       conv_detail::forward_direct(ctx, g, x, w, y);
@@ -160,7 +159,7 @@ void conv2d_forward_version(int version, Context& ctx, const ConvGeometry& g, co
 void conv2d_backward_data_version(int version, Context& ctx, const ConvGeometry& g, const float* dy,
                                   const float* w, float* dx) {
   check_version(version, 1, "conv2d_backward_data");
-  cpu::check_conv_geometry(g, "conv2d_backward_data");
+  check_conv_geometry(g, "conv2d_backward_data");
   switch (version) {
     case 1:
       conv_detail::backward_data_direct(ctx, g, dy, w, dx);
@@ -177,7 +176,7 @@ void conv2d_backward_data_version(int version, Context& ctx, const ConvGeometry&
 void conv2d_backward_filter_version(int version, Context& ctx, const ConvGeometry& g,
                                     const float* x, const float* dy, float* dw) {
   check_version(version, 1, "conv2d_backward_filter");
-  cpu::check_conv_geometry(g, "conv2d_backward_filter");
+  check_conv_geometry(g, "conv2d_backward_filter");
   switch (version) {
     case 1:
       conv_detail::backward_filter_direct(ctx, g, x, dy, dw);

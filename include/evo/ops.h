@@ -34,6 +34,11 @@ struct ConvGeometry {
   double flops() const { return 2.0 * double(gemm_m()) * double(gemm_n()) * double(gemm_k()); }
 };
 
+// Checks what the comment above promises of a geometry (odd filters, power-of-two stride, positive
+// sizes) and throws evo::Error naming `op` and the offending field otherwise. Every backend's
+// convolutions call it (src/conv_geometry.cpp).
+void check_conv_geometry(const ConvGeometry& g, const char* op);
+
 // Batch-norm constants from the paper's setup (TensorFlow's defaults there).
 inline constexpr float kBatchNormMomentum = 0.9f;  // running = 0.9 * running + 0.1 * batch
 inline constexpr float kBatchNormEps = 1e-3f;

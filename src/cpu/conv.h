@@ -38,8 +38,5 @@ void conv2d_backward_filter_direct(Context& ctx, const ConvGeometry& g, const fl
 enum class ConvPass { Forward, BackwardData, BackwardFilter };
 bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass);
 
-// Checks what ops.h promises of a geometry (odd filters, power-of-two stride, positive sizes) and
-// throws evo::Error naming the offending field otherwise.
-void check_conv_geometry(const ConvGeometry& g, const char* op);
 
 }  // namespace evo::cpu
