@@ -487,7 +487,6 @@ void register_all(bool full) {
 #endif  // EVO_HAVE_CUDA
 
 int main(int argc, char** argv) {
-  register_backends();
 #if defined(EVO_HAVE_CUDA)
   const GpuInventory gpus = discover_gpus();
   if (gpus.count == 0) {

@@ -1,11 +1,10 @@
-// The backend registry and the CPU backend (plain aligned host memory, no streams).
-// Not the CUDA or emulated backends: they live in cuda/backend.cu and register themselves.
+// The CPU backend (plain aligned host memory, no streams). Not the CUDA or emulated backends (they
+// live in cuda/backend.cu) and not backend_for(), which picks among all three where all three are
+// linked (src/backends/backends.cpp).
 #include "evo/backend.h"
 
-#include <array>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
 #include <thread>
 
@@ -50,29 +49,11 @@ class CpuBackend final : public DeviceBackend {
   }
 };
 
-std::mutex g_registry_mutex;
-std::array<DeviceBackend*, 3> g_registry{};
-
 }  // namespace
 
-void register_backend(DeviceKind kind, DeviceBackend* backend) {
-  std::lock_guard<std::mutex> lock(g_registry_mutex);
-  g_registry[static_cast<int>(kind)] = backend;
-}
-
-DeviceBackend& backend_for(DeviceKind kind) {
-  if (kind == DeviceKind::CPU) {
-    static CpuBackend cpu;
-    return cpu;
-  }
-  std::lock_guard<std::mutex> lock(g_registry_mutex);
-  DeviceBackend* b = g_registry[static_cast<int>(kind)];
-  if (!b) {
-    throw Error(kind == DeviceKind::CUDA
-                    ? "the CUDA backend is not available: this evo was built without CUDA"
-                    : "the emulated CUDA backend is not registered (call evo::register_backends())");
-  }
-  return *b;
+DeviceBackend& cpu_backend() {
+  static CpuBackend cpu;
+  return cpu;
 }
 
 }  // namespace evo

@@ -344,7 +344,6 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  evo::register_backends();
 
   CLI::App app{"evo: evolutionary architecture search of image classifiers (Real et al., ICML 2017),\n"
                "on GPUs or the CPU, with no deep-learning library. With no subcommand: search."};

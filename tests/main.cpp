@@ -1,4 +1,4 @@
-// Catch2's main for every test executable: registers the backends, then runs the tests.
+// Catch2's main for every test executable: prints the random seed, then runs the tests.
 // Not a test itself.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
@@ -6,10 +6,8 @@
 #include <cstdio>
 #include <random>
 
-#include "evo/backend.h"
 
 int main(int argc, char** argv) {
-  evo::register_backends();
   Catch::Session session;
   if (const int rc = session.applyCommandLine(argc, argv)) return rc;
   // Random inputs differ from run to run; the seed is printed so a failure can be replayed.

@@ -46,11 +46,11 @@ class DeviceBackend {
 // backend's one threading knob, so callers need neither omp.h nor cblas.h.
 void set_cpu_threads(int threads);
 
-// The backend serving `kind`; throws evo::Error when evo was built without it (CUDA on a
-// CPU-only build). GPU-like backends register themselves through register_backends().
+// The backend serving `kind`: CPU, the emulated CUDA backend, or real CUDA. Defined in
+// evo_backends (src/backends/backends.cpp), which links all of them, so there is nothing to
+// register. Throws evo::Error for CUDA in a build without it.
 DeviceBackend& backend_for(DeviceKind kind);
-void register_backend(DeviceKind kind, DeviceBackend* backend);
-// Registers every backend linked into this binary (defined in evo_backends; call once from main).
-void register_backends();
+// The CPU backend alone (src/backend.cpp), for backend_for().
+DeviceBackend& cpu_backend();
 
 }  // namespace evo
