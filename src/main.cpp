@@ -204,6 +204,8 @@ struct SearchArgs {
               augment, inheritance, stale_after;
   int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
   int max_train = 0, max_val = 0, threads = 0;
+  int64_t max_params = 0;
+  double max_flops = 0;
   uint64_t seed = 0;
 };
 
@@ -249,6 +251,13 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
                 "of resized tensors, inserted convolutions start as the identity; beyond the "
                 "paper, the default on the CPU)")
       ->check(CLI::IsMember({"paper", "keep"}));
+  a->add_option("--max-params", o.max_params,
+                "Size limit: no individual with more trainable parameters (mutations over it are "
+                "drawn again; default none)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  a->add_option("--max-flops", o.max_flops,
+                "Size limit: no individual with more forward FLOPs per image (default none)")
+      ->check(CLI::Range(1.0, 1e18));
   a->add_option("--stale-after", o.stale_after,
                 "A worker of another machine on the same run folder whose child has had no "
                 "heartbeat this long is dead and its slot is reclaimed (default 10m)")
@@ -282,6 +291,10 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.inheritance = st["inheritance"];
   if (!given("--seed") && has("seed", &nlohmann::json::is_number_unsigned)) a.seed = st["seed"];
   if (!given("--population") && run.population > 0) a.population = run.population;
+  if (!given("--max-params") && has("max_params", &nlohmann::json::is_number_integer))
+    a.max_params = st["max_params"];
+  if (!given("--max-flops") && has("max_flops", &nlohmann::json::is_number))
+    a.max_flops = st["max_flops"];
 }
 
 int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
@@ -324,6 +337,8 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
                                          : kCpuInheritance;
   if (!a.stale_after.empty() && a.stale_after != "none" && a.stale_after != "0")
     o.stale_seconds = parse_duration(a.stale_after);
+  o.max_params = a.max_params;
+  o.max_flops = a.max_flops;
   o.max_train = a.max_train;
   o.max_val = a.max_val;
   o.threads_per_worker = a.threads;

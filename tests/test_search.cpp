@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "evo/data.h"
+#include "evo/dna.h"
 #include "evo/population.h"
 #include "evo/search.h"
 #include "support.h"
@@ -179,4 +180,64 @@ TEST_CASE("A running search reclaims the slot of a worker that died", "[search]"
   CHECK(!planted.empty());
   CHECK(reclaimed);  // gone while the search was still running
   std::filesystem::remove_all(dir);
+}
+
+// --max-params / --max-flops: no individual of the run is over a limit (mutations over them are
+// drawn again, and say so), and a limit the initial individual already breaks is a usage error.
+TEST_CASE("Size limits: no individual over --max-params or --max-flops", "[search]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  for (const bool by_flops : {false, true}) {
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("evo_limits_" + std::to_string(test::rng()()));
+    SearchOptions o;
+    o.run_dir = dir.string();
+    o.devices = {Device::cpu()};
+    o.population = 4;
+    o.steps = 5;
+    o.max_children = 120;  // P(no INSERT-CONVOLUTION drawn) = (10/11)^116 < 1e-4
+    o.max_train = 1000;
+    o.max_val = 200;
+    o.seed = test::rng()() % 1000;
+    o.quiet = true;
+    o.ensemble = 1;
+    // 25 parameters: the initial individual (20) and identity or batch-norm edges fit; a 3x3
+    // convolution (29 or more with the classifier) does not, and INSERT-CONVOLUTION is drawn in
+    // about 1 of 11 mutations. 10,000 FLOPs: any convolution on 28x28 (14,112 or more) is over.
+    if (by_flops)
+      o.max_flops = 10000;
+    else
+      o.max_params = 25;
+    std::atomic<bool> stop{false};
+    run_search(o, stop);
+    Population pop(o.run_dir);
+    const std::vector<IndividualRecord> all = pop.all_individuals();
+    REQUIRE(all.size() == 120);
+    int redrawn = 0;
+    for (const IndividualRecord& r : all) {
+      redrawn += r.detail.find("drawn again") != std::string::npos ||
+                 r.detail.find("the parent unchanged") != std::string::npos;
+      const std::string dna = pop.dna_path(r.id);
+      const CompiledDna plan = compile(load_dna(dna), 28, 28, 1, 10);
+      INFO(r.id << " " << r.mutation << " " << r.detail);
+      if (by_flops)
+        CHECK(plan.forward_flops <= 10000);
+      else
+        CHECK(plan.param_count <= 25);
+      CHECK(plan.param_count == r.params);
+    }
+    CHECK(redrawn > 0);  // the limit was met, not just never reached
+    std::filesystem::remove_all(dir);
+  }
+  SearchOptions o;
+  o.run_dir = (std::filesystem::temp_directory_path() / ("evo_limits_" + std::to_string(test::rng()()))).string();
+  o.devices = {Device::cpu()};
+  o.population = 2;
+  o.max_train = 1000;
+  o.max_params = 5;  // the initial individual has 20
+  std::atomic<bool> stop{false};
+  CHECK_THROWS_AS(run_search(o, stop), UsageError);
+  CHECK(!std::filesystem::exists(o.run_dir));
 }

@@ -27,6 +27,11 @@ struct SearchOptions {
   Selection selection = Selection::Tournament;
   int sample_size = 2;       // tournament: 2 (the paper); aging: S individuals per selection
   Inheritance inheritance = Inheritance::Paper;  // model.h: paper's rule, or keep the overlap
+  // Size limits (0 = none): a mutation whose child would have more trainable parameters or more
+  // forward FLOPs per image is drawn again, so no individual over a limit is ever trained or
+  // joins the population (search.cpp, "size limits").
+  int64_t max_params = 0;
+  double max_flops = 0;
   double time_limit = 0;     // seconds; 0 = none
   int max_children = 0;      // children trained by this process; 0 = none
   uint64_t seed = 0;

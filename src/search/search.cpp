@@ -64,6 +64,9 @@ PopulationOptions population_options(const SearchOptions& o) {
                 {"inheritance", to_string(o.inheritance)},
                 {"val_fraction", o.val_fraction},
                 {"seed", o.seed}};
+  // Only when set: runs made before the limits existed (no key) resume as they were.
+  if (o.max_params > 0) p.settings["max_params"] = o.max_params;
+  if (o.max_flops > 0) p.settings["max_flops"] = o.max_flops;
   return p;
 }
 
@@ -78,6 +81,7 @@ struct Shared {
   std::map<std::string, std::unique_ptr<DeviceDataset>> device_data;  // by device name
   std::mutex mutex;  // console, counters below
   int children = 0, failed = 0, reserved = 0;
+  std::atomic<int64_t> redrawn{0};  // mutations drawn again for the size limits
   double best_val = 0;
   double best_time = now_seconds();  // when best_val last rose: the summary shows stagnation
   double start = now_seconds();
@@ -196,6 +200,51 @@ std::optional<Parent> select_parent(Shared& sh, std::mt19937_64& rng,
   return std::nullopt;
 }
 
+// ---- size limits ---------------------------------------------------------------------------
+// --max-params / --max-flops: a child over a limit is never trained. Its mutation is drawn again
+// rather than recorded as a failure with fitness 0, because a failed child would still take a
+// slot and a tournament; redrawing costs a compile (microseconds) and leaves selection as the
+// paper has it among the children that can exist. After kLimitRedraws draws over the limits the
+// child is the parent unchanged (IDENTITY), which is within them as every individual is.
+constexpr int kLimitRedraws = 50;
+
+// Why `dna` is over a limit ("" when it is within them, or when it does not compile at all:
+// training reports that as a failure, as without limits).
+std::string over_limits(const Shared& sh, const Dna& dna) {
+  const SearchOptions& o = sh.opts;
+  if (o.max_params <= 0 && o.max_flops <= 0) return "";
+  try {
+    const CompiledDna plan = compile(dna, sh.data.train.h, sh.data.train.w, sh.data.train.c,
+                                     sh.data.classes);
+    if (o.max_params > 0 && plan.param_count > o.max_params)
+      return std::to_string(plan.param_count) + " parameters > --max-params " +
+             std::to_string(o.max_params);
+    if (o.max_flops > 0 && plan.forward_flops > o.max_flops)
+      return std::to_string(int64_t(plan.forward_flops)) + " FLOPs > --max-flops " +
+             std::to_string(int64_t(o.max_flops));
+  } catch (const Error&) {
+  }
+  return "";
+}
+
+MutationResult mutate_within_limits(Shared& sh, const Dna& parent, std::mt19937_64& rng) {
+  for (int draw = 0; draw < kLimitRedraws; ++draw) {
+    MutationResult m = mutate(parent, rng);
+    if (over_limits(sh, m.child).empty()) {
+      if (draw > 0)
+        m.detail += " (" + std::to_string(draw) + " mutation" + (draw == 1 ? "" : "s") +
+                    " over the size limits drawn again)";
+      sh.redrawn += draw;
+      return m;
+    }
+  }
+  sh.redrawn += kLimitRedraws;
+  MutationResult m = apply_mutation(parent, Mutation::Identity, rng);
+  m.detail += " (" + std::to_string(kLimitRedraws) + " mutations over the size limits: the parent "
+              "unchanged)";
+  return m;
+}
+
 void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r) {
   std::lock_guard<std::mutex> lock(sh.mutex);
   if (r.failed)
@@ -270,7 +319,7 @@ void worker_main(Shared& sh, int index, Device device) {
         dna = initial_dna();
         rec.mutation = "initial";
       } else {
-        MutationResult m = mutate(parent->dna, rng);
+        MutationResult m = mutate_within_limits(sh, parent->dna, rng);
         dna = std::move(m.child);
         rec.parent = parent->record.id;
         rec.mutation = to_string(m.mutation);
@@ -442,6 +491,17 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     throw UsageError("the validation set of " + opts.data +
                      " is empty: raise --max-val or the share of images held out");
 
+  if (opts.max_params > 0 || opts.max_flops > 0) {
+    const CompiledDna first = compile(initial_dna(), data.train.h, data.train.w, data.train.c,
+                                      data.classes);
+    if ((opts.max_params > 0 && first.param_count > opts.max_params) ||
+        (opts.max_flops > 0 && first.forward_flops > opts.max_flops))
+      throw UsageError("the initial individual (global pool + fully connected) already has " +
+                       std::to_string(first.param_count) + " parameters and " +
+                       std::to_string(int64_t(first.forward_flops)) + " FLOPs on " + opts.data +
+                       ": raise --max-params / --max-flops above that");
+  }
+
   Shared sh(opts, user_stop);
   sh.data = std::move(data);
   const std::size_t recovered = sh.population.recover(opts.stale_seconds);
@@ -461,6 +521,13 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
                 opts.devices.size() == 1 ? "" : "s",
                 opts.selection == Selection::Tournament ? "tournament" : "aging",
                 to_string(opts.inheritance), opts.run_dir.c_str());
+    if (opts.max_params > 0 || opts.max_flops > 0)
+      std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
+                  opts.max_params > 0 ? ("at most " + std::to_string(opts.max_params) +
+                                         " parameters").c_str() : "",
+                  opts.max_params > 0 && opts.max_flops > 0 ? ", " : "",
+                  opts.max_flops > 0 ? ("at most " + std::to_string(int64_t(opts.max_flops)) +
+                                        " forward FLOPs per image").c_str() : "");
     if (resumed) std::printf("resuming a population of %zu individuals\n", resumed);
     if (recovered) std::printf("discarded %zu unfinished children of dead workers\n", recovered);
     std::fflush(stdout);
