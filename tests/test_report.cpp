@@ -1,11 +1,13 @@
 // Tests of the HTML run report: its content (plots, one dot per individual, the table, escaping),
-// write_report on a real run folder, the page as headless Chromium renders it, and the comparison
-// page of several runs (grouping, statistics, escaping). Not the search.
+// the accuracy-against-parameters plot (its Pareto front against a brute-force one, the limit
+// line), write_report on a real run folder, the page as headless Chromium renders it, and the
+// comparison page of several runs (grouping, statistics, escaping). Not the search.
 #include <stb/stb_image.h>  // the implementation is compiled into evo_core (src/data_folder.cpp)
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -64,6 +66,26 @@ std::string svg_of(const std::string& html, const std::string& id) {
   const std::size_t start = html.rfind("<svg", at);
   const std::size_t end = html.find("</svg>", at);
   return end == std::string::npos ? "" : html.substr(start, end - start);
+}
+
+// HTML escaping written again here, so the test does not trust the page's own.
+std::string html_escaped(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '&')
+      o += "&amp;";
+    else if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '"')
+      o += "&quot;";
+    else if (c == '\'')
+      o += "&#39;";
+    else
+      o += c;
+  }
+  return o;
 }
 
 double uniform(double lo, double hi) {
@@ -154,13 +176,21 @@ struct Found {
   double mean_x = 0, mean_y = 0;
 };
 
-Found find_colour(const Image& im, Rgb c) {
+Found find_colour(const Image& im, Rgb c, int y0 = 0, int y1 = 1 << 30) {
   Found f;
-  for (int y = 0; y < im.h; ++y)
+  for (int y = std::max(y0, 0); y < std::min(y1, im.h); ++y)
     for (int x = 0; x < im.w; ++x)
       if (im.is(x, y, c)) ++f.pixels, f.mean_x += x, f.mean_y += y;
   if (f.pixels) f.mean_x /= double(f.pixels), f.mean_y /= double(f.pixels);
   return f;
+}
+
+// The first row at or below y0 with a pixel of colour c; im.h when none.
+int first_row(const Image& im, Rgb c, int y0) {
+  for (int y = std::max(y0, 0); y < im.h; ++y)
+    for (int x = 0; x < im.w; ++x)
+      if (im.is(x, y, c)) return y;
+  return im.h;
 }
 
 // Connected regions (4-neighbour) of one colour with at least `min_area` pixels: the DNA's vertex
@@ -224,7 +254,7 @@ TEST_CASE("report: every plot, every individual, the best first, odd text escape
   CHECK(count(html, "src=") == 0);
   CHECK(count(html, "<link") == 0);
   CHECK(count(html, "https:") == 0);
-  CHECK(count(html, "<svg") == 4);
+  CHECK(count(html, "<svg") == 5);  // Figure 1, best vs time and vs FLOPs, vs params, the DNA
 
   // Figure 1: one circle per individual, split by state, failed ones marked.
   const std::string fig = svg_of(html, "fig-population");
@@ -272,8 +302,9 @@ TEST_CASE("report: every plot, every individual, the best first, odd text escape
 
 TEST_CASE("report: empty and damaged inputs still give a page", "[report]") {
   const std::string empty = render_report({});
-  CHECK(count(empty, "<svg") == 3);  // no best individual, so no DNA drawing
+  CHECK(count(empty, "<svg") == 4);  // no best individual, so no DNA drawing
   CHECK(empty.find("no individuals yet") != std::string::npos);
+  CHECK(svg_of(empty, "fig-pareto").find("no individuals yet") != std::string::npos);
 
   // A DNA that cannot compile (far too many channels for a big input) is explained, not thrown.
   Synthetic run = synthetic_run(12, 12, "b");
@@ -281,7 +312,7 @@ TEST_CASE("report: empty and damaged inputs still give a page", "[report]") {
   opts.channels = 1000;
   std::string html;
   REQUIRE_NOTHROW(html = render_report(run.records, opts));
-  CHECK(count(html, "<svg") == 3);
+  CHECK(count(html, "<svg") == 4);
   CHECK(html.find("does not compile") != std::string::npos);
 
   // NaN and infinite numbers do not reach the SVG.
@@ -302,6 +333,217 @@ TEST_CASE("report: empty and damaged inputs still give a page", "[report]") {
   REQUIRE_NOTHROW(html = render_report(extreme.records, options_with_dna()));
   CHECK(count(html, "<svg") >= 3);
   CHECK(html.size() < 2'000'000);
+}
+
+namespace {
+
+// The Pareto front by brute force: every plottable, not failed individual that no other one
+// dominates (params <= and fitness >=, one of them strictly). O(n^2), independent of the page's.
+std::vector<std::size_t> brute_front(const std::vector<IndividualRecord>& rs) {
+  const auto eligible = [&](std::size_t i) {
+    return !rs[i].failed && rs[i].params > 0 && std::isfinite(rs[i].fitness);
+  };
+  std::vector<std::size_t> front;
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    if (!eligible(i)) continue;
+    bool dominated = false;
+    for (std::size_t j = 0; j < rs.size() && !dominated; ++j)
+      dominated = j != i && eligible(j) && rs[j].params <= rs[i].params &&
+                  rs[j].fitness >= rs[i].fitness &&
+                  (rs[j].params < rs[i].params || rs[j].fitness > rs[i].fitness);
+    if (!dominated) front.push_back(i);
+  }
+  std::sort(front.begin(), front.end(), [&](std::size_t a, std::size_t b) {
+    return rs[a].params != rs[b].params ? rs[a].params < rs[b].params : a < b;
+  });
+  return front;
+}
+
+// The numbers after each command letter of an SVG path ("M1 2H3V4" -> M:{1,2}, H:{3}, V:{4}).
+std::vector<std::pair<char, double>> path_numbers(const std::string& d) {
+  std::vector<std::pair<char, double>> out;
+  char cmd = 0;
+  for (std::size_t i = 0; i < d.size();) {
+    if (std::isalpha(static_cast<unsigned char>(d[i]))) {
+      cmd = d[i++];
+    } else if (d[i] == ' ') {
+      ++i;
+    } else {
+      std::size_t used = 0;
+      out.emplace_back(cmd, std::stod(d.substr(i), &used));
+      i += used;
+    }
+  }
+  return out;
+}
+
+std::string attr_of(const std::string& tag, const std::string& name) {
+  const std::size_t a = tag.find(" " + name + "=\"");
+  if (a == std::string::npos) return "";
+  const std::size_t b = a + name.size() + 3;
+  return tag.substr(b, tag.find('"', b) - b);
+}
+
+}  // namespace
+
+// Sizes from a small pool and accuracies on a 5% grid, so that ties in either (and exact copies)
+// occur; failed children with a high fitness, sizes of 0 and below, NaN and infinite accuracies,
+// and a birth time of NaN mixed in.
+TEST_CASE("report: accuracy against parameters, its Pareto front and the limit", "[report]") {
+  std::vector<int64_t> sizes;
+  for (int k = 0; k < 12; ++k) sizes.push_back(int64_t(std::pow(10.0, uniform(1, 6.5))));
+  std::vector<IndividualRecord> rs;
+  const int n = 40 + int(test::rng()() % 80);
+  const std::string odd_id = "p<b>&\"'";
+  for (int i = 0; i < n; ++i) {
+    IndividualRecord r;
+    r.id = i == 7 ? odd_id : "p-" + std::to_string(i);
+    r.mutation = i % 3 ? "ALTER-STRIDE" : "<i>odd</i>";
+    r.birth_time = i == 5 ? NAN : kT0 + 60 * i;
+    r.death_time = test::rng()() % 3 ? r.birth_time + 30 : NAN;
+    r.params = sizes[test::rng()() % sizes.size()];
+    r.fitness = 0.05 * double(2 + test::rng()() % 18);
+    const unsigned odd = unsigned(test::rng()() % 12);
+    if (odd == 0) r.failed = true, r.failure = "loss <NaN>";  // fitness left high on purpose
+    if (odd == 1) r.params = 0;
+    if (odd == 2) r.params = -int64_t(1 + test::rng()() % 1000);
+    if (odd == 3) r.fitness = NAN;
+    if (odd == 4) r.fitness = INFINITY;
+    rs.push_back(r);
+  }
+  // An exact copy (another id) of the smallest size's most accurate individual: both on the front.
+  std::vector<std::size_t> expected = brute_front(rs);
+  REQUIRE(!expected.empty());
+  IndividualRecord copy = rs[expected.front()];
+  copy.id = "copy";
+  rs.push_back(copy);
+  expected = brute_front(rs);
+  CHECK(std::count(expected.begin(), expected.end(), rs.size() - 1) == 1);
+
+  // The function against brute force: the same individuals, sorted by size (then index).
+  const std::vector<std::size_t> front = pareto_front(rs);
+  CHECK(front == expected);
+  for (std::size_t k = 1; k < front.size(); ++k) {
+    CHECK(rs[front[k]].params >= rs[front[k - 1]].params);
+    CHECK(rs[front[k]].fitness >= rs[front[k - 1]].fitness);
+  }
+
+  std::size_t dots = 0, alive = 0;
+  for (const IndividualRecord& r : rs)
+    if (r.params > 0 && std::isfinite(r.fitness)) ++dots, alive += r.alive();
+  INFO(rs.size() << " records, " << dots << " plotted, front of " << expected.size());
+
+  for (const int64_t limit : {int64_t(0), int64_t(20000), int64_t(3'000'000'000)}) {
+    INFO("max_params " << limit);
+    ReportOptions opts = options_with_dna();
+    opts.max_params = limit;
+    std::string html;
+    REQUIRE_NOTHROW(html = render_report(rs, opts));
+    const std::string svg = svg_of(html, "fig-pareto");
+    REQUIRE(!svg.empty());
+    CHECK(count(html, "<svg") == 5);
+    CHECK(count(svg, "nan") == 0);
+    CHECK(count(svg, "inf") == 0);
+    CHECK(html.find(odd_id) == std::string::npos);
+    CHECK(html.find("<i>odd</i>") == std::string::npos);
+
+    // One dot per plottable record, coloured by state; the failed ones as rings at 0.
+    CHECK(count(svg, "<circle class=\"alive") + count(svg, "<circle class=\"dead") == dots);
+    CHECK(count(svg, "<circle class=\"alive") == alive);
+    CHECK(svg.find("alive (") != std::string::npos);
+
+    // Its marks: exactly the brute-force front, each titled with the individual's id.
+    std::vector<std::string> marked, wanted;
+    for (std::size_t at = svg.find("<circle class=\"pareto-mark\""); at != std::string::npos;
+         at = svg.find("<circle class=\"pareto-mark\"", at + 1)) {
+      const std::size_t t = svg.find("<title>", at) + 7;
+      marked.push_back(svg.substr(t, svg.find(": ", t) - t));
+    }
+    for (std::size_t i : expected) wanted.push_back(html_escaped(rs[i].id));
+    CHECK(marked == wanted);
+
+    // Its line: a staircase through the marks, rising (y down) at every step to the right.
+    REQUIRE(count(svg, "class=\"pareto-line\"") == 1);
+    const std::size_t line = svg.find("class=\"pareto-line\"");
+    const std::vector<std::pair<char, double>> d =
+        path_numbers(attr_of(svg.substr(line - 6, svg.find('>', line) - line + 6), "d"));
+    std::size_t rises = 0;
+    for (std::size_t k = 1; k < expected.size(); ++k)
+      rises += rs[expected[k]].fitness > rs[expected[k - 1]].fitness;
+    CHECK(std::size_t(std::count_if(d.begin(), d.end(), [](auto& c) { return c.first == 'V'; })) ==
+          rises);
+    double last_x = -1, last_y = 1e9;
+    for (auto [c, v] : d) {
+      if (c == 'H') {
+        CHECK(v >= last_x);
+        last_x = v;
+      } else if (c == 'V') {
+        CHECK(v < last_y);
+        last_y = v;
+      }
+    }
+
+    // The limit: a dashed line iff one is set, inside the plot, labelled with its value.
+    CHECK(count(svg, "class=\"limit-line\"") == (limit > 0 ? 1u : 0u));
+    CHECK((svg.find("max params " + std::to_string(limit) + "<") != std::string::npos) ==
+          (limit > 0));
+    if (limit > 0) {
+      const std::size_t at = svg.find("<line class=\"limit-line\"");
+      const double x = std::stod(attr_of(svg.substr(at, svg.find('>', at) - at), "x1"));
+      CHECK(x > 66);
+      CHECK(x < 1080 - 18);
+      CHECK(html.find("--max-params " + std::to_string(limit)) != std::string::npos);
+    }
+  }
+
+  // Nothing to place: no individual with a size, or none at all; the plot says so.
+  std::vector<IndividualRecord> sizeless = rs;
+  for (IndividualRecord& r : sizeless) r.params = 0;
+  std::string html;
+  REQUIRE_NOTHROW(html = render_report(sizeless, options_with_dna()));
+  std::string svg = svg_of(html, "fig-pareto");
+  CHECK(svg.find("no parameter counts recorded") != std::string::npos);
+  CHECK(count(svg, "<circle class=\"alive") + count(svg, "<circle class=\"dead") == 0);
+  CHECK(count(svg, "class=\"pareto-line\"") == 0);
+  CHECK(pareto_front(sizeless).empty());
+  ReportOptions limited;
+  limited.max_params = 1000;
+  REQUIRE_NOTHROW(html = render_report({}, limited));
+  svg = svg_of(html, "fig-pareto");
+  CHECK(svg.find("no individuals yet") != std::string::npos);
+  CHECK(count(svg, "class=\"limit-line\"") == 1);
+  CHECK(pareto_front({}).empty());
+
+  // write_report takes the limits from run.json's settings, where evo search records them.
+  TempDir tmp;
+  const std::string dir = (tmp.path / "run").string();
+  {
+    PopulationOptions po;
+    po.size = 4;
+    po.durable = false;
+    po.settings = {{"data", "fashion-mnist"}, {"max_params", 20000}, {"max_flops", 3.5e6}};
+    Population pop(dir, po);
+    for (int i = 0; i < 3; ++i) {
+      Population::Staging child = pop.begin_child();
+      REQUIRE(pop.take_free_slot(child) != FreeSlot::kNone);
+      save_dna(load_dna(kSkipsDna), child.dna_path());
+      std::ofstream(child.weights_path()) << "not real weights";
+      IndividualRecord r;
+      r.mutation = "initial";
+      r.fitness = uniform(0.1, 0.9);
+      r.birth_time = kT0 + i;
+      r.params = int64_t(uniform(1e3, 1.5e4));
+      pop.publish(std::move(child), r);
+    }
+  }
+  const std::string out = (tmp.path / "report.html").string();
+  write_report(dir, out);
+  html = read_text(out);
+  svg = svg_of(html, "fig-pareto");
+  CHECK(count(svg, "class=\"limit-line\"") == 1);
+  CHECK(svg.find("max params 20000<") != std::string::npos);
+  CHECK(count(svg, "<circle class=\"alive\"") == 3);
+  CHECK(html.find("max_flops <b>") != std::string::npos);  // the header shows it; no line
 }
 
 // A run made through the store, as the search makes one: initial individuals through free slots,
@@ -369,6 +611,7 @@ TEST_CASE("report: write_report reads a run folder and writes the page atomicall
   const std::string graph = svg_of(html, "fig-dna");
   CHECK(graph.find(">28x28x16<") != std::string::npos);
   CHECK(html.find("data <b>fashion-mnist</b>") != std::string::npos);
+  CHECK(count(svg_of(html, "fig-pareto"), "class=\"limit-line\"") == 0);  // no limit in run.json
   // No final.json yet: both test cards say "not measured".
   CHECK(html.find("best's test acc</span><b>&mdash;</b>") != std::string::npos);
 
@@ -421,37 +664,67 @@ TEST_CASE("report: headless Chromium renders the plots", "[report][chromium]") {
     return;
   }
   TempDir tmp;
-  const Synthetic run = synthetic_run(160, 40, "the-best");
+  Synthetic run = synthetic_run(160, 40, "the-best");
+  // The most accurate also the largest: the front then spans the plot, from the smallest
+  // individual to this one, whatever the random sizes.
+  run.records[run.records.size() / 2].params = 999'999;
   const fs::path page = tmp.path / "report.html";
-  const std::string html = render_report(run.records, options_with_dna());
+  ReportOptions opts = options_with_dna();
+  opts.max_params = 300000;  // among the sizes (1e3..1e6): the limit line is drawn too
+  const std::string html = render_report(run.records, opts);
   std::ofstream(page) << html;
 
   const fs::path shot = tmp.path / "shot.png", log = tmp.path / "chromium.log";
   const int rc =
-      run_chromium(chromium, "--screenshot=" + shot.string() + " --window-size=1200,2400", page,
+      run_chromium(chromium, "--screenshot=" + shot.string() + " --window-size=1200,2800", page,
                    tmp.path / "profile", log);
   INFO("chromium said:\n" << read_text(log));
   REQUIRE(rc == 0);
   const Image im = load_png(shot);
   REQUIRE(im.w == 1200);
-  REQUIRE(im.h == 2400);
+  REQUIRE(im.h == 2800);
 
-  const Found alive = find_colour(im, parse_colour(kAliveColour));
-  const Found dead = find_colour(im, parse_colour(kDeadColour));
-  const Found failed = find_colour(im, parse_colour(kFailedColour));
-  const Found best = find_colour(im, parse_colour(kBestColour));
-  INFO("pixels: alive " << alive.pixels << ", dead " << dead.pixels << ", failed " << failed.pixels
-                        << ", best " << best.pixels);
+  // The page's bands, top to bottom: Figure 1 down to the first green (the best-so-far row), that
+  // row down to the next blue (the accuracy-against-parameters plot's legend), then that plot
+  // and the rest (whose colours are none of these).
+  const Rgb alive_c = parse_colour(kAliveColour), dead_c = parse_colour(kDeadColour),
+            failed_c = parse_colour(kFailedColour), best_c = parse_colour(kBestColour);
+  const int best_top = first_row(im, best_c, first_row(im, alive_c, 0));
+  const int pareto_top = first_row(im, alive_c, best_top);
+  INFO("bands: Figure 1 above row " << best_top << ", best so far above " << pareto_top);
+  REQUIRE(best_top < pareto_top);
+  REQUIRE(pareto_top < im.h);
+
+  const Found alive = find_colour(im, alive_c, 0, best_top);
+  const Found dead = find_colour(im, dead_c, 0, best_top);
+  const Found failed = find_colour(im, failed_c, 0, best_top);
+  const Found best = find_colour(im, best_c, best_top, pareto_top);
+  INFO("Figure 1 pixels: alive " << alive.pixels << ", dead " << dead.pixels << ", failed "
+                                 << failed.pixels << "; best so far " << best.pixels);
   // A dot of radius 3 has ~28 pixels of its own colour; overlaps and edges take some.
   CHECK(alive.pixels >= std::size_t(8 * run.alive));
   CHECK(dead.pixels >= std::size_t(6 * run.dead));
   CHECK(failed.pixels >= std::size_t(4 * (run.failed_alive + run.failed_dead)));
   CHECK(best.pixels >= 400);  // two staircases, ~450 px wide each
   // Where they are: the living are the latest born (further right than the dead); failed rings
-  // sit at fitness 0 (lower than any dot); the best-so-far plots come below Figure 1.
+  // sit at fitness 0 (lower than any dot).
   CHECK(alive.mean_x > dead.mean_x + 100);
   CHECK(failed.mean_y > dead.mean_y + 20);
-  CHECK(best.mean_y > alive.mean_y + 200);
+
+  // Accuracy against parameters: the same individuals again (the front's marks cover a few), the
+  // failed at 0, and the front along the top of the cloud, from the smallest to the largest.
+  const Found p_alive = find_colour(im, alive_c, pareto_top, im.h);
+  const Found p_dead = find_colour(im, dead_c, pareto_top, im.h);
+  const Found p_failed = find_colour(im, failed_c, pareto_top, im.h);
+  const Found p_best = find_colour(im, best_c, pareto_top, im.h);
+  INFO("vs parameters pixels: alive " << p_alive.pixels << ", dead " << p_dead.pixels << ", failed "
+                                      << p_failed.pixels << ", front " << p_best.pixels);
+  CHECK(p_alive.pixels >= std::size_t(6 * run.alive));
+  CHECK(p_dead.pixels >= std::size_t(4 * run.dead));
+  CHECK(p_failed.pixels >= std::size_t(4 * (run.failed_alive + run.failed_dead)));
+  CHECK(p_best.pixels >= 300);
+  CHECK(p_failed.mean_y > p_dead.mean_y + 20);
+  CHECK(p_best.mean_y < p_dead.mean_y - 20);
   // The DNA graph: one box per vertex, in the colour of its activation.
   CHECK(count_blobs(im, parse_colour(kBnReluColour), 1000) == kSkipsBnRelu);
   CHECK(count_blobs(im, parse_colour(kLinearColour), 1000) == kSkipsLinear);
@@ -461,9 +734,15 @@ TEST_CASE("report: headless Chromium renders the plots", "[report][chromium]") {
   const fs::path dom = tmp.path / "dom.html";
   REQUIRE(run_chromium(chromium, "--dump-dom", page, tmp.path / "profile", log, dom) == 0);
   const std::string parsed = read_text(dom);
-  CHECK(count(parsed, "<svg") == 4);
-  CHECK(count(parsed, "<circle class=\"alive\"") == std::size_t(run.alive));
-  CHECK(count(parsed, "<circle class=\"dead\"") == std::size_t(run.dead));
+  CHECK(count(parsed, "<svg") == 5);
+  for (const char* id : {"fig-population", "fig-pareto"}) {
+    INFO(id);  // every synthetic individual has a size, so both plots show all of them
+    CHECK(count(svg_of(parsed, id), "<circle class=\"alive\"") == std::size_t(run.alive));
+    CHECK(count(svg_of(parsed, id), "<circle class=\"dead\"") == std::size_t(run.dead));
+  }
+  CHECK(count(svg_of(parsed, "fig-pareto"), "<circle class=\"pareto-mark\"") ==
+        pareto_front(run.records).size());
+  CHECK(count(svg_of(parsed, "fig-pareto"), "<line class=\"limit-line\"") == 1);
   CHECK(count(parsed, "<tr") == count(html, "<tr"));
   CHECK(count(parsed, "<g class=\"vertex ") == std::size_t(kSkipsBnRelu + kSkipsLinear));
 }
@@ -510,26 +789,6 @@ std::vector<IndividualRecord> make_study_run(const std::string& dir, const nlohm
     published.push_back(r);
   }
   return published;
-}
-
-// HTML escaping written again here, so the test does not trust the page's own.
-std::string html_escaped(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '&')
-      o += "&amp;";
-    else if (c == '<')
-      o += "&lt;";
-    else if (c == '>')
-      o += "&gt;";
-    else if (c == '"')
-      o += "&quot;";
-    else if (c == '\'')
-      o += "&#39;";
-    else
-      o += c;
-  }
-  return o;
 }
 
 // The <tr ...> ... </tr> rows of one class in the page's comparison table, in order.

@@ -1,5 +1,6 @@
 // The HTML report of a search run (`evo report RUN_DIR`): the paper's Figure 1, best-so-far curves,
-// the best individual's DNA as a graph and a table of the top individuals, in one offline file;
+// validation accuracy against parameters with its Pareto front, the best individual's DNA as a
+// graph and a table of the top individuals, in one offline file;
 // and the comparison page of a study (`evo report RUN1 RUN2 ...`): several runs grouped by the
 // settings that differ between them. Not the store (population.h) and not the search: it only
 // reads what run folders hold.
@@ -10,6 +11,8 @@
 // accuracy of a child that did not fail, the earliest born on a tie.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
@@ -50,9 +53,22 @@ struct ReportOptions {
   double final_best_test = std::numeric_limits<double>::quiet_NaN();
   double final_ensemble_test = std::numeric_limits<double>::quiet_NaN();
   int final_ensemble_size = 0;
+  // The run's size limits (evo search --max-params / --max-flops; write_report: run.json's
+  // settings "max_params" and "max_flops"); 0: none. The accuracy-against-parameters plot draws
+  // max_params as a dashed line; max_flops has no line there (its x is parameters) and shows in
+  // the settings header only.
+  int64_t max_params = 0;
+  double max_flops = 0;
   // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
   double generated_at = std::numeric_limits<double>::quiet_NaN();
 };
+
+// The Pareto front of validation accuracy against size that the report draws: indexes into
+// `individuals` of those it can plot (not failed, params > 0, finite fitness) that no other such
+// individual dominates, i.e. none has params <= and fitness >= with one of the two strict. Sorted
+// by params, then index; identical (params, fitness) pairs are all kept. Along the front params
+// and fitness both rise, so each entry is the most accurate individual within its size.
+std::vector<std::size_t> pareto_front(const std::vector<IndividualRecord>& individuals);
 
 // The whole HTML page for these individuals. Never throws for odd data (no individuals, NaNs,
 // a DNA that does not compile for the input): the page says what is missing instead.

@@ -1,6 +1,7 @@
 // The HTML report of a run: a small SVG plotting kit (scales, 1-2-5 ticks, axes), the paper's
-// Figure 1, best-so-far curves, a drawing of a compiled DNA and the table; and the comparison page
-// of several runs, drawn with the same kit. Not a general plotting library: only what these
+// Figure 1, best-so-far curves, accuracy against parameters with its Pareto front (and the run's
+// --max-params limit), a drawing of a compiled DNA and the table; and the comparison page of
+// several runs, drawn with the same kit. Not a general plotting library: only what these
 // figures need, and no script or network in the pages it writes.
 #include "evo/report.h"
 #include "evo/io.h"
@@ -350,6 +351,13 @@ Run summarise(const std::vector<IndividualRecord>& individuals) {
 
 // ---- Figure 1 ----------------------------------------------------------------------------------
 
+// What a dot's hover title says first: "id: 91.23%", or "id: failed (why)".
+std::string outcome_text(const IndividualRecord& r) {
+  if (r.failed)
+    return esc(r.id) + ": failed" + (r.failure.empty() ? "" : " (" + esc(r.failure) + ")");
+  return esc(r.id) + ": " + percent(r.fitness);
+}
+
 std::string figure_one(const Run& run) {
   Plot p;
   p.id = "fig-population";
@@ -372,14 +380,7 @@ std::string figure_one(const Run& run) {
     const double fit = std::isfinite(r.fitness) ? std::clamp(r.fitness, 0.0, 1.0) : 0.0;
     o << "<circle class=\"" << cls << "\" cx=\"" << px(p.x(run.since_t0(r))) << "\" cy=\""
       << px(p.y(r.failed ? 0.0 : fit)) << "\" r=\"" << radius << "\">";
-    if (titled) {
-      o << "<title>" << esc(r.id) << ": ";
-      if (r.failed)
-        o << "failed" << (r.failure.empty() ? "" : " (" + esc(r.failure) + ")");
-      else
-        o << percent(r.fitness);
-      o << ", " << esc(r.mutation) << "</title>";
-    }
+    if (titled) o << "<title>" << outcome_text(r) << ", " << esc(r.mutation) << "</title>";
     o << "</circle>\n";
   };
   // Dead below alive, so the living population stands out as in the paper; failures on top.
@@ -539,6 +540,143 @@ std::string best_vs_flops(const Run& run, const std::vector<BestPoint>& pts) {
             : staircase(
                   p, pts, [](const BestPoint& b) { return b.flops; }, run, true);
   return s + "</svg>\n";
+}
+
+// ---- accuracy against size ---------------------------------------------------------------------
+
+// Whether the accuracy-against-parameters plot can place r: a log axis has no place for 0 or
+// fewer parameters (a record without a count), a NaN accuracy no height.
+bool sized(const IndividualRecord& r) {
+  return r.params > 0 && std::isfinite(r.fitness);
+}
+
+// Every individual at its parameters (log x) and validation accuracy, coloured as in Figure 1,
+// with the Pareto front as a staircase: for a size budget on the x axis, the line's height is the
+// best accuracy any individual within that budget reached. Straight from the records, not
+// summarise()'s birth-ordered list: a record without a birth time still has a size.
+std::string accuracy_vs_params(const std::vector<IndividualRecord>& individuals,
+                               const ReportOptions& opts) {
+  Plot p;
+  p.id = "fig-pareto";
+  p.w = 1080, p.h = 400;
+  p.title = "Validation accuracy vs parameters";
+  p.xlabel = "trainable parameters (log scale)";
+  p.ylabel = "validation accuracy (%)";
+  std::vector<const IndividualRecord*> shown;
+  for (const IndividualRecord& r : individuals)
+    if (sized(r)) shown.push_back(&r);
+  // The x range covers the limit too, so its line is on the plot even when every individual is
+  // far below it.
+  double xlo = kNaN, xhi = 0;
+  auto cover = [&](double v) {
+    if (!(xlo <= v)) xlo = v;
+    xhi = std::max(xhi, v);
+  };
+  for (const IndividualRecord* r : shown) cover(double(r->params));
+  if (opts.max_params > 0) cover(double(opts.max_params));
+  p.xt = log_ticks(xlo, xhi);
+  double ylo = 0, yhi = 1;
+  p.yt = linear_ticks(ylo, yhi, 5, 100);
+  p.x = {xlo, xhi, true}, p.y = {ylo, yhi, false};
+  p.layout();
+
+  std::ostringstream o;
+  o << p.open();
+  if (individuals.empty())
+    o << p.empty_note("no individuals yet");
+  else if (shown.empty())
+    o << p.empty_note("no parameter counts recorded");
+
+  // The limit under the dots, so none is hidden by it. Its label near accuracy 0, where only
+  // failed rings and a bad start lie (the front runs along the top), haloed in white so dots
+  // under it do not garble it; left of the line when the line is too near the right edge.
+  if (opts.max_params > 0) {
+    const double X = p.x(double(opts.max_params));
+    const std::string n = std::to_string(opts.max_params);
+    const bool label_left = X > p.w - p.right - 120;
+    o << "<g class=\"limit\"><title>the run's parameter limit (--max-params " << n
+      << ")</title><line class=\"limit-line\" x1=\"" << px(X) << "\" y1=\"" << px(p.top)
+      << "\" x2=\"" << px(X) << "\" y2=\"" << px(p.h - p.bottom)
+      << "\" stroke=\"#555\" stroke-width=\"1.2\" stroke-dasharray=\"6 4\"/><text x=\""
+      << px(label_left ? X - 5 : X + 5) << "\" y=\"" << px(p.y(0) - 14) << "\" text-anchor=\""
+      << (label_left ? "end" : "start")
+      << "\" font-size=\"11\" fill=\"#333\" stroke=\"#ffffff\" stroke-width=\"3\" "
+         "paint-order=\"stroke\">max params "
+      << n << "</text></g>\n";
+  }
+
+  const bool titled = shown.size() <= kMaxTitledDots;
+  auto dot = [&](const IndividualRecord& r, const char* cls, double radius) {
+    const double fit = r.failed ? 0.0 : std::clamp(r.fitness, 0.0, 1.0);
+    o << "<circle class=\"" << cls << "\" cx=\"" << px(p.x(double(r.params))) << "\" cy=\""
+      << px(p.y(fit)) << "\" r=\"" << radius << "\">";
+    if (titled)
+      o << "<title>" << outcome_text(r) << ", " << si(double(r.params)) << " params, "
+        << esc(r.mutation) << "</title>";
+    o << "</circle>\n";
+  };
+  // Layered as Figure 1: dead, alive, failed rings on top.
+  o << "<g class=\"dots-dead\" fill=\"" << kDeadColour << "\">\n";
+  for (auto* r : shown)
+    if (!r->alive() && !r->failed) dot(*r, "dead", 2.6);
+  o << "</g>\n<g class=\"dots-alive\" fill=\"" << kAliveColour << "\">\n";
+  for (auto* r : shown)
+    if (r->alive() && !r->failed) dot(*r, "alive", 3.2);
+  o << "</g>\n<g class=\"dots-failed\" fill=\"none\" stroke=\"" << kFailedColour
+    << "\" stroke-width=\"1.4\">\n";
+  for (auto* r : shown)
+    if (r->failed) dot(*r, r->alive() ? "alive failed" : "dead failed", 3.6);
+  o << "</g>\n";
+
+  // The front above every dot: a few marks, each titled whatever the number of dots.
+  const std::vector<std::size_t> front = pareto_front(individuals);
+  std::vector<std::pair<double, double>> xy;
+  for (std::size_t i : front)
+    xy.emplace_back(double(individuals[i].params), std::clamp(individuals[i].fitness, 0.0, 1.0));
+  if (const std::string d = step_path(p, xy); !d.empty())
+    o << "<path class=\"pareto-line\" d=\"" << d << "\" fill=\"none\" stroke=\"" << kBestColour
+      << "\" stroke-width=\"2\" stroke-linejoin=\"round\"/>\n";
+  o << "<g class=\"pareto-marks\" fill=\"" << kBestColour
+    << "\" stroke=\"#ffffff\" stroke-width=\"0.8\">\n";
+  for (std::size_t k = 0; k < front.size(); ++k) {
+    const IndividualRecord& r = individuals[front[k]];
+    o << "<circle class=\"pareto-mark\" cx=\"" << px(p.x(xy[k].first)) << "\" cy=\""
+      << px(p.y(xy[k].second)) << "\" r=\"3.4\"><title>" << outcome_text(r) << ", "
+      << si(double(r.params))
+      << " params: on the Pareto front (more accurate than every other of its size or "
+         "smaller)</title></circle>\n";
+  }
+  o << "</g>\n";
+
+  // Legend in the top margin, right-aligned, counting what this plot shows.
+  std::size_t alive_ok = 0, dead_ok = 0, failed = 0;
+  for (auto* r : shown) {
+    if (r->failed)
+      ++failed;
+    else
+      ++(r->alive() ? alive_ok : dead_ok);
+  }
+  const double ly = p.top - 18;
+  double lx = p.w - p.right - 560;
+  auto key = [&](const std::string& mark, const std::string& text) {
+    o << mark << "<text x=\"" << px(lx + 9) << "\" y=\"" << px(ly + 4)
+      << "\" font-size=\"12\" fill=\"#333\">" << text << "</text>\n";
+    lx += 140;
+  };
+  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
+          kAliveColour + "\"/>",
+      "alive (" + std::to_string(alive_ok) + ")");
+  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
+          kDeadColour + "\"/>",
+      "dead (" + std::to_string(dead_ok) + ")");
+  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) +
+          "\" r=\"4\" fill=\"none\" stroke-width=\"1.4\" stroke=\"" + kFailedColour + "\"/>",
+      "failed, fitness 0 (" + std::to_string(failed) + ")");
+  key("<path class=\"key\" d=\"M" + px(lx - 6) + " " + px(ly) + "H" + px(lx + 6) +
+          "\" stroke-width=\"2\" stroke=\"" + kBestColour + "\"/>",
+      "Pareto front (" + std::to_string(front.size()) + ")");
+  o << "</svg>\n";
+  return o.str();
 }
 
 // ---- the DNA graph -----------------------------------------------------------------------------
@@ -822,6 +960,30 @@ std::string best_panel(const Run& run, const IndividualRecord& b, const ReportOp
 
 }  // namespace
 
+std::vector<std::size_t> pareto_front(const std::vector<IndividualRecord>& individuals) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < individuals.size(); ++i)
+    if (!individuals[i].failed && sized(individuals[i])) order.push_back(i);
+  // By params, the most accurate first within one size: one sweep then keeps exactly those more
+  // accurate than everything before them (smaller, or as small and more accurate), plus exact
+  // copies of the last one kept. O(n log n); a run has up to ~10^5 records.
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const IndividualRecord &ra = individuals[a], &rb = individuals[b];
+    if (ra.params != rb.params) return ra.params < rb.params;
+    if (ra.fitness != rb.fitness) return ra.fitness > rb.fitness;
+    return a < b;
+  });
+  std::vector<std::size_t> front;
+  for (std::size_t i : order) {
+    const IndividualRecord& r = individuals[i];
+    const IndividualRecord* last = front.empty() ? nullptr : &individuals[front.back()];
+    if (!last || r.fitness > last->fitness ||
+        (r.params == last->params && r.fitness == last->fitness))
+      front.push_back(i);
+  }
+  return front;
+}
+
 std::string render_report(const std::vector<IndividualRecord>& individuals,
                           const ReportOptions& opts) {
   const Run run = summarise(individuals);
@@ -892,6 +1054,17 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
     << best_vs_flops(run, pts)
     << "<figcaption>The same against the compute spent so far (log scale).</figcaption>\n"
        "</figure>\n</div>\n";
+
+  o << "<figure>\n"
+    << accuracy_vs_params(individuals, opts)
+    << "<figcaption>Every individual with a parameter count, at its trainable parameters (x, log "
+       "scale) and validation accuracy (y); colours as in Figure 1. Green: the Pareto front, the "
+       "individuals more accurate than every other of their size or smaller; the line's height "
+       "over a size is the best accuracy reached within it."
+    << (opts.max_params > 0
+            ? " Dashed: the run's limit, --max-params " + std::to_string(opts.max_params) + "."
+            : std::string())
+    << " Hover a dot for its id.</figcaption>\n</figure>\n";
 
   o << "<h2>Best individual";
   if (run.best) o << " &#183; <span class=\"mono\">" << esc(run.best->id) << "</span>";
@@ -980,6 +1153,29 @@ void input_from_settings(const nlohmann::json& st, ReportOptions& opts) {
   }
 }
 
+// The search's size limits when run.json records them (evo search writes "max_params" and
+// "max_flops" only when set). A value that is not a positive number is no limit: the page is
+// drawn without the line rather than refused.
+void limits_from_settings(const nlohmann::json& st, ReportOptions& opts) {
+  if (!st.is_object()) return;
+  if (auto it = st.find("max_params"); it != st.end()) {
+    if (it->is_number_unsigned()) {
+      const auto v = it->get<std::uint64_t>();
+      if (v > 0 && v <= std::uint64_t(std::numeric_limits<int64_t>::max()))
+        opts.max_params = int64_t(v);
+    } else if (it->is_number_integer()) {
+      opts.max_params = std::max<int64_t>(0, it->get<int64_t>());
+    } else if (it->is_number_float()) {  // 1e6 written by hand
+      const double v = it->get<double>();
+      if (v >= 1 && v < 9.2e18) opts.max_params = int64_t(v);
+    }
+  }
+  if (auto it = st.find("max_flops"); it != st.end() && it->is_number()) {
+    const double v = it->get<double>();
+    if (std::isfinite(v) && v > 0) opts.max_flops = v;
+  }
+}
+
 // Writes next to the destination, then renames: readers see the old page or the new one, never
 // a half-written one, and two writers cannot interleave.
 void write_atomically(const std::string& path, const std::string& text) {
@@ -1043,6 +1239,7 @@ void write_report(const std::string& run_dir, const std::string& out_path) {
     for (const auto& [key, value] : pop.settings().items())
       opts.settings.emplace_back(key, setting_text(value));
   input_from_settings(pop.settings(), opts);
+  limits_from_settings(pop.settings(), opts);
 
   // The best individual's DNA; when its file cannot be read (being killed this very moment, or
   // damaged), the next best's, and the page says so.
