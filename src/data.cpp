@@ -1,6 +1,7 @@
 // Data sets: SPEC strings, bounded file reading (DataFile, gzip inflated as it is read), the
 // seeded validation split, channel statistics. Not the formats (data_idx, _cifar, _folder.cpp).
 #include "evo/data.h"
+#include "evo/io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -41,16 +42,6 @@ ImageSet ImageSet::subset(const std::vector<int>& indices) const {
 }
 
 namespace {
-
-std::string bytes_text(uint64_t n) {
-  const char* unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-  double v = double(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) v /= 1024, ++u;
-  char buf[48];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
-  return buf;
-}
 
 // SplitMix64: turns (seed, purpose) into independent seeds for the separate random choices.
 uint64_t mix_seed(uint64_t seed, uint64_t purpose) {
@@ -204,7 +195,7 @@ DataFile::DataFile(const std::string& path, uint64_t max_bytes, const std::strin
   // 1/1024 + 1 KiB is room to spare. Checked before a byte is inflated.
   const uint64_t max_disk = f.gz ? max_bytes + max_bytes / 1024 + 1024 : max_bytes;
   if (f.disk_size > max_disk)
-    f.fail(-1, "is " + bytes_text(f.disk_size) + (f.gz ? " of gzip" : "") + ", more than " + limit +
+    f.fail(-1, "is " + human_bytes(f.disk_size) + (f.gz ? " of gzip" : "") + ", more than " + limit +
                    "; is it the right file?");
   if (f.gz) {
     if (inflateInit2(&f.z, 15 + 16) != Z_OK)  // 15: largest window; +16: expect a gzip wrapper

@@ -15,16 +15,6 @@ namespace evo {
 
 namespace {
 
-std::string human_bytes(uint64_t n) {
-  const char* unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-  double v = double(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) v /= 1024, ++u;
-  char buf[48];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
-  return buf;
-}
-
 // An fd closed on every path out.
 struct Fd {
   int fd;
@@ -34,6 +24,16 @@ struct Fd {
 };
 
 }  // namespace
+
+std::string human_bytes(uint64_t n) {
+  const char* unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+  return buf;
+}
 
 std::string read_file_limited(const std::string& path, uint64_t max_bytes, const std::string& what) {
   const std::string name = what + " " + path + ": ";

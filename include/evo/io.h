@@ -38,6 +38,9 @@ std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars = 80
 // The same for a string: quoted as JSON, cut the same way. Safe for any bytes.
 std::string quote_excerpt(const std::string& s, std::size_t max_chars = 80);
 
+// A size for people: "512 bytes", "1.5 MiB", "4.0 GiB".
+std::string human_bytes(uint64_t n);
+
 // Writes `bytes` to `path` so that no reader ever sees a half-written file and no link is followed:
 // a temporary file beside it with a name unique to this process and call (".<name>.tmp-<pid>-<n>"),
 // created with O_EXCL | O_NOFOLLOW (a link planted under that name, or any name, is never written

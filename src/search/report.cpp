@@ -351,6 +351,29 @@ Run summarise(const std::vector<IndividualRecord>& individuals) {
 
 // ---- Figure 1 ----------------------------------------------------------------------------------
 
+// A row of keys at the top right of a plot: a mark and its text, 140 px apart.
+struct Legend {
+  std::ostream& o;
+  double lx, ly;
+  void add(const std::string& mark, const std::string& text) {
+    o << mark << "<text x=\"" << px(lx + 9) << "\" y=\"" << px(ly + 4)
+      << "\" font-size=\"12\" fill=\"#333\">" << text << "</text>\n";
+    lx += 140;
+  }
+  // The keys of a population's dots, as Figure 1 draws them: alive, dead, failed (rings).
+  void population(std::size_t alive, std::size_t dead, std::size_t failed) {
+    add("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
+            kAliveColour + "\"/>",
+        "alive (" + std::to_string(alive) + ")");
+    add("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
+            kDeadColour + "\"/>",
+        "dead (" + std::to_string(dead) + ")");
+    add("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) +
+            "\" r=\"4\" fill=\"none\" stroke-width=\"1.4\" stroke=\"" + kFailedColour + "\"/>",
+        "failed, fitness 0 (" + std::to_string(failed) + ")");
+  }
+};
+
 // What a dot's hover title says first: "id: 91.23%", or "id: failed (why)".
 std::string outcome_text(const IndividualRecord& r) {
   if (r.failed)
@@ -400,22 +423,8 @@ std::string figure_one(const Run& run) {
   std::size_t alive_ok = 0, dead_ok = 0;
   for (auto* r : run.all)
     if (!r->failed) (run.is_alive(*r) ? alive_ok : dead_ok)++;
-  const double ly = p.top - 18;
-  double lx = p.w - p.right - 420;
-  auto key = [&](const std::string& mark, const std::string& text) {
-    o << mark << "<text x=\"" << px(lx + 9) << "\" y=\"" << px(ly + 4)
-      << "\" font-size=\"12\" fill=\"#333\">" << text << "</text>\n";
-    lx += 140;
-  };
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
-          kAliveColour + "\"/>",
-      "alive (" + std::to_string(alive_ok) + ")");
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
-          kDeadColour + "\"/>",
-      "dead (" + std::to_string(dead_ok) + ")");
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) +
-          "\" r=\"4\" fill=\"none\" stroke-width=\"1.4\" stroke=\"" + kFailedColour + "\"/>",
-      "failed, fitness 0 (" + std::to_string(run.failed) + ")");
+  Legend key{o, p.w - p.right - 420, p.top - 18};
+  key.population(alive_ok, dead_ok, run.failed);
   o << "</svg>\n";
   return o.str();
 }
@@ -656,23 +665,10 @@ std::string accuracy_vs_params(const std::vector<IndividualRecord>& individuals,
     else
       ++(r->alive() ? alive_ok : dead_ok);
   }
-  const double ly = p.top - 18;
-  double lx = p.w - p.right - 560;
-  auto key = [&](const std::string& mark, const std::string& text) {
-    o << mark << "<text x=\"" << px(lx + 9) << "\" y=\"" << px(ly + 4)
-      << "\" font-size=\"12\" fill=\"#333\">" << text << "</text>\n";
-    lx += 140;
-  };
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
-          kAliveColour + "\"/>",
-      "alive (" + std::to_string(alive_ok) + ")");
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) + "\" r=\"4\" fill=\"" +
-          kDeadColour + "\"/>",
-      "dead (" + std::to_string(dead_ok) + ")");
-  key("<circle class=\"key\" cx=\"" + px(lx) + "\" cy=\"" + px(ly) +
-          "\" r=\"4\" fill=\"none\" stroke-width=\"1.4\" stroke=\"" + kFailedColour + "\"/>",
-      "failed, fitness 0 (" + std::to_string(failed) + ")");
-  key("<path class=\"key\" d=\"M" + px(lx - 6) + " " + px(ly) + "H" + px(lx + 6) +
+  Legend key{o, p.w - p.right - 560, p.top - 18};
+  key.population(alive_ok, dead_ok, failed);
+  const double lx = key.lx, ly = key.ly;
+  key.add("<path class=\"key\" d=\"M" + px(lx - 6) + " " + px(ly) + "H" + px(lx + 6) +
           "\" stroke-width=\"2\" stroke=\"" + kBestColour + "\"/>",
       "Pareto front (" + std::to_string(front.size()) + ")");
   o << "</svg>\n";
