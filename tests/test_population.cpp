@@ -1115,3 +1115,19 @@ TEST_CASE("hostile record files are damaged records, not crashes", "[population]
 }
 
 }  // namespace evo
+
+namespace evo {
+
+// A count far outside int64_t (steps 4.4e71, params -1): an error naming the field, not an
+// undefined conversion (found by the record fuzzer).
+TEST_CASE("record counts outside their range are errors", "[population]") {
+  for (const char* bad : {R"({"steps": 4.4e71})", R"({"params": -1})", R"({"params": 1e300})"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(record_from_json(nlohmann::json::parse(bad), "m.json"),
+                      Catch::Contains("m.json") && Catch::Contains("count"));
+  }
+  CHECK(record_from_json(nlohmann::json::parse(R"({"steps": 1000, "params": 7811})"), "m.json")
+            .params == 7811);
+}
+
+}  // namespace evo

@@ -323,6 +323,17 @@ double get_number(const nlohmann::json& j, const char* key, double fallback,
   return v.get<double>();
 }
 
+// A count (steps, parameters): a number that converts to int64_t exactly enough. A double outside
+// int64_t's range would make the conversion undefined (found by tests/fuzz/fuzz_record.cpp).
+int64_t get_count(const nlohmann::json& j, const char* key, const std::string& source) {
+  const double v = get_number(j, key, 0, source);
+  if (std::isnan(v)) return 0;
+  if (!(v >= 0 && v <= 9.0e15))
+    throw Error(source + ": field '" + key + "' should be a count from 0 to 9e15, not " +
+                json_excerpt(j.at(key)));
+  return int64_t(v);
+}
+
 std::string get_string(const nlohmann::json& j, const char* key, const std::string& source) {
   if (!j.contains(key) || j.at(key).is_null()) return "";
   if (!j.at(key).is_string())
@@ -513,10 +524,10 @@ IndividualRecord record_from_json(const nlohmann::json& j, const std::string& so
   r.birth_time = get_number(j, "birth_time", NAN, source);
   r.death_time = get_number(j, "death_time", NAN, source);
   r.killed_by = get_string(j, "killed_by", source);
-  r.steps = int64_t(get_number(j, "steps", 0, source));
+  r.steps = get_count(j, "steps", source);
   r.flops = get_number(j, "flops", 0, source);
   r.cumulative_flops = get_number(j, "cumulative_flops", 0, source);
-  r.params = int64_t(get_number(j, "params", 0, source));
+  r.params = get_count(j, "params", source);
   r.worker = get_string(j, "worker", source);
   r.host = get_string(j, "host", source);
   r.train_seconds = get_number(j, "train_seconds", 0, source);
