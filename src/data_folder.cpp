@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "evo/data.h"
+#include "evo/io.h"
 
 #include <stb/stb_image.h>
 
@@ -108,6 +109,29 @@ std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs, std::s
   return out;
 }
 
+// stb_image reserves a PNG's image data by the lengths its chunks claim before it reads them: a
+// 98-byte file whose chunk claimed a gigabyte made it allocate 2 GiB (found by
+// tests/fuzz/fuzz_data.cpp). Every chunk must lie inside the file, so what stb reserves stays
+// within twice the file's size (at most kMaxImageFileBytes). Other formats: stb decides.
+void check_png_chunks(const std::string& path, const std::string& bytes) {
+  static const char kSignature[8] = {'\x89', 'P', 'N', 'G', '\r', '\n', '\x1a', '\n'};
+  if (bytes.size() < 8 || bytes.compare(0, 8, kSignature, 8) != 0) return;
+  std::size_t at = 8;
+  while (at + 8 <= bytes.size()) {
+    uint32_t len = 0;
+    for (int k = 0; k < 4; ++k) len = len << 8 | uint8_t(bytes[at + std::size_t(k)]);
+    std::string type = bytes.substr(at + 4, 4);
+    for (char& ch : type)
+      if (!std::isalpha(static_cast<unsigned char>(ch))) ch = '?';
+    if (uint64_t(len) + 12 > bytes.size() - at)
+      throw DataError(path, int64_t(at),
+                      "is a damaged PNG: its chunk '" + type + "' claims " + std::to_string(len) +
+                          " bytes, more than the file holds");
+    at += 12 + std::size_t(len);
+    if (type == "IEND") return;
+  }
+}
+
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r ? r : "unknown reason";
@@ -205,8 +229,20 @@ ImageSet read_image_folder(const std::string& dir, std::vector<std::string>& cla
     int w, h, comp;
     // stb converts to out_c channels: grey is replicated to RGB, RGB averaged to grey, alpha
     // dropped.
+    // Decoded from memory: read with its bound, and its PNG chunks checked against its size.
+    std::string bytes;
+    try {
+      bytes = read_file_limited(path, kMaxImageFileBytes, "image");
+    } catch (const DataError&) {
+      throw;
+    } catch (const Error& e) {
+      throw DataError(path, -1, e.what());
+    }
+    check_png_chunks(path, bytes);
     const std::unique_ptr<uint8_t, void (*)(void*)> img(
-        stbi_load(path.c_str(), &w, &h, &comp, out_c), stbi_image_free);
+        stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
+                              &w, &h, &comp, out_c),
+        stbi_image_free);
     if (!img) throw DataError(path, -1, "cannot decode the image: " + stb_reason());
     // The header was checked; a file replaced since then is not decoded past that check.
     if (h != sizes[i].first || w != sizes[i].second)

@@ -904,6 +904,30 @@ TEST_CASE("hostile folder data sets: 0x0 images, giant headers, huge files, link
                     Catch::Contains("at least 1"));
 }
 
+// A PNG of 6x5 pixels whose image-data chunk claims a gigabyte (the fuzzer's input, 97 bytes):
+// stb_image used to reserve 2 GiB for it before finding the file too short. Its chunks are now
+// checked against the file's size first: a DataError naming the file, the chunk and its offset.
+TEST_CASE("a PNG chunk longer than its file is refused before decoding", "[data][hostile]") {
+  TempDir dir;
+  const Bytes png = {
+      0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+      0x52, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x05, 0x08, 0x00, 0x00, 0x00, 0x00, 0x43,
+      0x33, 0xc2, 0x3a, 0x40, 0x00, 0x00, 0x28, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60,
+      0xd0, 0x08, 0xa8, 0x58, 0x30, 0x82, 0x81, 0xcb, 0x28, 0x21, 0x69, 0xd5, 0x25, 0x06, 0x11};
+  const std::string path = dir / "set/a/x.png";
+  write_bytes(path, png);
+  std::vector<std::string> classes;
+  DataOptions opts;
+  try {
+    read_image_folder(dir / "set", classes, opts);
+    FAIL("no error");
+  } catch (const DataError& e) {
+    CHECK(e.file() == path);
+    CHECK(e.offset() == 33);
+    CHECK(e.reason().find("chunk 'IDAT' claims") != std::string::npos);
+  }
+}
+
 TEST_CASE("loader messages about a data set's size name the data set", "[data][hostile]") {
   TempDir dir;
   fs::create_directories(dir.path / "only");
