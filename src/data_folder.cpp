@@ -124,8 +124,9 @@ void check_png_chunks(const std::string& path, const std::string& bytes) {
     for (char& ch : type)
       if (!std::isalpha(static_cast<unsigned char>(ch))) ch = '?';
     if (uint64_t(len) + 12 > bytes.size() - at)
-      throw DataError(path, int64_t(at),
-                      "is a damaged PNG: its chunk '" + type + "' claims " + std::to_string(len) +
+      throw DataError(path, -1,
+                      "is a damaged PNG image: its chunk '" + type + "' at byte " +
+                          std::to_string(at) + " claims " + std::to_string(len) +
                           " bytes, more than the file holds");
     at += 12 + std::size_t(len);
     if (type == "IEND") return;

@@ -923,8 +923,7 @@ TEST_CASE("a PNG chunk longer than its file is refused before decoding", "[data]
     FAIL("no error");
   } catch (const DataError& e) {
     CHECK(e.file() == path);
-    CHECK(e.offset() == 33);
-    CHECK(e.reason().find("chunk 'IDAT' claims") != std::string::npos);
+    CHECK(e.reason().find("chunk 'IDAT' at byte 33 claims 1073741864 bytes") != std::string::npos);
   }
 }
 
