@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EVO_BUILD_DIR:-$root/build}"
 
 packages=(cmake g++ ninja-build catch2 libstb-dev libbenchmark-dev libopenblas-dev
-          nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist chromium)
+          nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist chromium
+          libonnx-dev libprotobuf-dev protobuf-compiler)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -27,6 +27,26 @@ if ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     python3-torch >/dev/null
 fi
+# The judges of `evo export` (tests/test_export): onnx (Debian's, the same release as the
+# libonnx-dev evo builds with) for onnx.checker, and from PyPI, in a venv beside the build that
+# also sees the Debian packages, ONNX Runtime and the safetensors package.
+if ! /usr/bin/python3 -c 'import onnx, ensurepip' >/dev/null 2>&1; then
+  echo "test: installing python3-onnx python3-venv (the references of test_export)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    python3-onnx python3-venv >/dev/null
+fi
+pyenv="$build/pyenv"
+if ! "$pyenv/bin/python" -c 'import onnxruntime, safetensors' >/dev/null 2>&1; then
+  echo "test: installing onnxruntime and safetensors from PyPI into $pyenv"
+  /usr/bin/python3 -m venv --system-site-packages "$pyenv"
+  "$pyenv/bin/pip" install -q --disable-pip-version-check onnxruntime safetensors
+fi
+export EVO_TEST_PYTHON="$pyenv/bin/python"
+# Every test above runs its reference; none may skip for want of one.
+export EVO_REQUIRE_REFERENCES=1
 
 echo "== ctest ($build)"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

@@ -1,0 +1,321 @@
+// Tests of `evo export` (src/export/): every reference DNA and randomly evolved ones (odd filters,
+// strides, mismatched skips), trained a few steps on synthetic images, exported to ONNX and to
+// PyTorch; tests/export_check.py then has onnx.checker, ONNX Runtime and PyTorch judge the files
+// against evo's own inference logits. Also bad input (weights of another DNA, a wrong
+// standardisation, an unwritable path: a clear error and no file left) and the safetensors layout.
+// The Python references are installed by tools/test.sh; under it (EVO_REQUIRE_REFERENCES=1) or
+// CI a missing one fails the test rather than skipping it.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "evo/export.h"
+#include "evo/mutation.h"
+#include "evo/train.h"
+#include "support.h"
+
+using namespace evo;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string source_path(const std::string& rel) { return std::string(EVO_SOURCE_DIR) + "/" + rel; }
+
+bool references_required() {
+  return std::getenv("CI") != nullptr || std::getenv("EVO_REQUIRE_REFERENCES") != nullptr;
+}
+
+int shell(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  if (status == -1) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// The Python with onnx, onnxruntime and torch: $EVO_TEST_PYTHON (tools/test.sh's venv), else the
+// system's.
+std::string python() {
+  if (const char* p = std::getenv("EVO_TEST_PYTHON")) return p;
+  return "/usr/bin/python3";
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_floats(const fs::path& p, const std::vector<float>& v) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(float)));
+  REQUIRE(f.good());
+}
+
+// Synthetic images whose class shows in their brightness, so a few steps of training move every
+// weight (and the batch-norm running statistics away from 0 and 1).
+Dataset synthetic(int h, int w, int c, int classes) {
+  Dataset data;
+  data.name = "synthetic";
+  data.classes = classes;
+  for (int k = 0; k < classes; ++k) data.class_names.push_back("class " + std::to_string(k));
+  auto make = [&](int n) {
+    ImageSet s;
+    s.n = n;
+    s.h = h;
+    s.w = w;
+    s.c = c;
+    for (int i = 0; i < n; ++i) {
+      const int label = int(test::rng()() % uint64_t(classes));
+      s.labels.push_back(label);
+      for (int j = 0; j < h * w * c; ++j)
+        s.pixels.push_back(uint8_t((test::rng()() % 128) + uint64_t(label * 127 / classes)));
+    }
+    return s;
+  };
+  data.train = make(200);
+  data.val = make(10);
+  data.test = make(10);
+  channel_stats(data.train, data.mean, data.std);
+  return data;
+}
+
+struct Case {
+  std::string name;
+  Dna dna;
+  int h, w, c, classes;
+};
+
+// Many mutations from the initial individual, structural ones favoured, so the DNA has odd
+// filters, strides and skips between vertices of different shapes.
+Dna evolve(std::mt19937_64& rng, int steps, int input_channels) {
+  const std::vector<Mutation> favoured = {
+      Mutation::InsertConvolution, Mutation::InsertConvolution, Mutation::AlterStride,
+      Mutation::AlterNumberOfChannels, Mutation::FilterSize, Mutation::AddSkip, Mutation::AddSkip,
+      Mutation::InsertOneToOne, Mutation::RemoveConvolution, Mutation::RemoveSkip};
+  Dna dna = initial_dna();
+  for (int s = 0; s < steps; ++s) {
+    const Mutation m = favoured[rng() % favoured.size()];
+    if (!applicable(dna, m, input_channels)) continue;
+    Dna child = apply_mutation(dna, m, rng, input_channels).child;
+    // Stay small, so training and the references are quick.
+    if (compile(child, 32, 32, input_channels, 10).param_count > 60000) continue;
+    dna = std::move(child);
+  }
+  return dna;
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (const char* name : {"initial", "four_conv", "skips"})
+    cases.push_back({name, load_dna(source_path("data/dna/" + std::string(name) + ".json")), 28,
+                     28, 1, 10});
+  for (const auto& entry : fs::directory_iterator(source_path("data/dna/evolved")))
+    if (entry.path().extension() == ".json")
+      cases.push_back({"evolved-" + entry.path().stem().string(), load_dna(entry.path()), 28, 28,
+                       1, 10});
+  // Random ones: seeded from Catch's seed (printed at start), on three input shapes, one odd so
+  // nearest resizes have ratios like 13 -> 7 -> 4.
+  std::mt19937_64 rng(test::rng()());
+  const int shapes[3][3] = {{28, 28, 1}, {32, 32, 3}, {13, 11, 2}};
+  for (int k = 0; k < 9; ++k) {
+    const int* s = shapes[k % 3];
+    cases.push_back({"random-" + std::to_string(k), evolve(rng, 40 + 10 * k, s[2]), s[0], s[1],
+                     s[2], k % 3 == 2 ? 7 : 10});
+  }
+  return cases;
+}
+
+// Trains `plan` a few steps, exports both formats into `dir`, and writes the images and evo's
+// logits on them for export_check.py.
+void export_case(const Case& cs, const fs::path& dir) {
+  const CompiledDna plan = compile(cs.dna, cs.h, cs.w, cs.c, cs.classes);
+  const Dataset data = synthetic(cs.h, cs.w, cs.c, cs.classes);
+  const DeviceDataset dev = DeviceDataset::upload(data, Device::cpu());
+  Context ctx(Device::cpu(), test::rng()());
+  Weights weights = init_weights(plan, ctx);
+  const int n = 6;
+  Model model(plan, 50, ctx);
+  model.bind(weights);
+  TrainOptions opts;
+  opts.steps = 15;
+  opts.set_augment(false);
+  opts.check_every = 5;
+  const TrainResult tr = train_model(model, dev, ctx, opts, float(std::min(cs.dna.learning_rate, 0.05)));
+  REQUIRE_FALSE(tr.failed);
+
+  // evo's inference logits, on the input standardised as its data upload does it.
+  std::vector<float> nchw(std::size_t(n) * plan.input.elements());
+  float* x = model.input();
+  const ImageSet& imgs = data.test;
+  for (int i = 0; i < n; ++i)
+    for (int y = 0; y < cs.h; ++y)
+      for (int xx = 0; xx < cs.w; ++xx)
+        for (int ch = 0; ch < cs.c; ++ch) {
+          const uint8_t p = imgs.image(i)[(y * cs.w + xx) * cs.c + ch];
+          const float mean = data.mean[std::size_t(ch)] / 255.0f;
+          const float inv = 255.0f / std::max(data.std[std::size_t(ch)], 1e-3f);
+          x[((int64_t(i) * cs.h + y) * cs.w + xx) * cs.c + ch] = (float(p) / 255.0f - mean) * inv;
+          nchw[std::size_t(((int64_t(i) * cs.c + ch) * cs.h + y) * cs.w + xx)] = float(p) / 255.0f;
+        }
+  model.forward(n, false);
+  ctx.synchronize();
+  const std::vector<float> logits(model.logits(), model.logits() + n * cs.classes);
+
+  fs::create_directories(dir);
+  ExportInfo info{cs.name, data.name, data.mean, data.std, data.class_names};
+  export_onnx(plan, weights, info, (dir / "model.onnx").string());
+  export_pytorch(plan, weights, info, (dir / "model.py").string(),
+                 (dir / "model.safetensors").string());
+  write_floats(dir / "images.bin", nchw);
+  write_floats(dir / "logits.bin", logits);
+  std::ofstream(dir / "case.json") << nlohmann::json{{"id", cs.name}, {"n", n}, {"c", cs.c},
+                                                      {"h", cs.h}, {"w", cs.w},
+                                                      {"classes", cs.classes}}
+                                          .dump();
+}
+
+fs::path temp_dir(const std::string& tag) {
+  const fs::path d = fs::temp_directory_path() / ("evo_export_" + tag + "_" +
+                                                  std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("exported ONNX and PyTorch models give evo's logits (ONNX Runtime, PyTorch)",
+          "[export][onnx][torch]") {
+  REQUIRE(onnx_export_available());
+  const std::string py = python();
+  const bool have_refs =
+      shell("'" + py + "' -c 'import onnx, onnxruntime, torch, numpy' > /dev/null 2>&1") == 0;
+  if (!have_refs) {
+    if (references_required())
+      FAIL("onnx, onnxruntime or torch missing for " + py +
+           ": tools/test.sh installs them (a venv in build/pyenv)");
+    WARN("onnx/onnxruntime/torch missing for " + py + ": only the export itself is tested");
+  }
+  const fs::path root = temp_dir("cases");
+  const std::vector<Case> cases = all_cases();
+  int convs = 0, skips = 0, resized = 0, strided = 0, odd = 0;
+  for (const Case& cs : cases) {
+    INFO("case " << cs.name << ": " << to_json(cs.dna));
+    export_case(cs, root / cs.name);
+    const CompiledDna plan = compile(cs.dna, cs.h, cs.w, cs.c, cs.classes);
+    for (const EdgePlan& e : plan.edges) {
+      convs += e.type == EdgeType::Conv;
+      skips += e.skip;
+      resized += e.resizes_space() || e.resizes_channels();
+      strided += e.stride > 1;
+      odd += e.type == EdgeType::Conv && e.kh != e.kw;
+    }
+  }
+  std::printf("export: %zu DNAs, %d convolutions (%d strided, %d with KH != KW), %d skips, %d "
+              "reshaped edges\n",
+              cases.size(), convs, strided, odd, skips, resized);
+  // The random DNAs must cover what the exporter has to get right.
+  CHECK(strided > 0);
+  CHECK(resized > 0);
+  CHECK(skips > 0);
+  if (!have_refs) return;
+  const std::string out = (root / "report.json").string();
+  const int rc = shell("'" + py + "' '" + source_path("tests/export_check.py") + "' '" +
+                       root.string() + "' > '" + out + "'");
+  const std::string report = read_all(out);
+  std::printf("export_check.py: %s", report.c_str());
+  REQUIRE(rc == 0);
+  const nlohmann::json j = nlohmann::json::parse(report);
+  CHECK(j["cases"].get<int>() == int(cases.size()));
+  CHECK(j["max_onnx"].get<double>() <= 1e-4);
+  CHECK(j["max_torch"].get<double>() <= 1e-4);
+  fs::remove_all(root);
+}
+
+TEST_CASE("export refuses weights of another DNA and leaves no file", "[export]") {
+  const Dna a = load_dna(source_path("data/dna/four_conv.json"));
+  const Dna b = load_dna(source_path("data/dna/skips.json"));
+  const CompiledDna pa = compile(a, 28, 28, 1, 10), pb = compile(b, 28, 28, 1, 10);
+  Context ctx(Device::cpu(), test::rng()());
+  const Weights wb = init_weights(pb, ctx);
+  Weights wa = init_weights(pa, ctx);
+  const ExportInfo info{"four_conv", "fashion-mnist", {72.9f}, {90.0f}, {}};
+  const fs::path dir = temp_dir("bad");
+  const auto files = [&] { return std::distance(fs::directory_iterator(dir), {}); };
+
+  // Another DNA's weights: a missing tensor, named.
+  CHECK_THROWS_WITH(export_onnx(pa, wb, info, (dir / "m.onnx").string()),
+                    Catch::Contains("no tensor") && Catch::Contains("another DNA"));
+  CHECK_THROWS_AS(export_pytorch(pa, wb, info, (dir / "m.py").string(),
+                                 (dir / "m.safetensors").string()),
+                  ExportError);
+  // One tensor of another shape.
+  Weights wrong = wa;
+  const std::string key = pa.params.front().key;
+  wrong.tensors[key] = Tensor::zeros({1, 1, 1, 1}, Device::cpu());
+  CHECK_THROWS_WITH(export_onnx(pa, wrong, info, (dir / "m.onnx").string()),
+                    Catch::Contains(key) && Catch::Contains("shape"));
+  // A diverged net.
+  Weights nan = wa;
+  std::vector<float> v = wa.at(key).to_host();
+  v[v.size() / 2] = std::nanf("");
+  nan.tensors[key] = Tensor::from_host(v, wa.at(key).shape(), Device::cpu());
+  CHECK_THROWS_WITH(export_pytorch(pa, nan, info, (dir / "m.py").string(),
+                                   (dir / "m.safetensors").string()),
+                    Catch::Contains("non-finite"));
+  // Standardisation for three channels on a one-channel net.
+  const ExportInfo rgb{"x", "cifar10", {1, 2, 3}, {1, 2, 3}, {}};
+  CHECK_THROWS_WITH(export_onnx(pa, wa, rgb, (dir / "m.onnx").string()),
+                    Catch::Contains("1-channel"));
+  CHECK(files() == 0);
+
+  // An unwritable path: the error names it, and nothing is left behind (no temporary file).
+  const fs::path missing = dir / "no-such-folder" / "m.onnx";
+  CHECK_THROWS_WITH(export_onnx(pa, wa, info, missing.string()),
+                    Catch::Contains(missing.string()));
+  const fs::path ro = dir / "read-only";
+  fs::create_directories(ro);
+  fs::create_directories(ro / "m.py");  // a folder where the Python file should go
+  CHECK_THROWS(export_pytorch(pa, wa, info, (ro / "m.py").string(),
+                              (ro / "m.safetensors").string()));
+  CHECK_FALSE(fs::exists(ro / "m.safetensors"));  // the weights written first were taken back
+  CHECK(std::distance(fs::directory_iterator(ro), {}) == 1);
+  CHECK(files() == 1);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("safetensors layout: header, aligned offsets covering the data, values", "[export]") {
+  std::vector<NamedTensor> t;
+  t.push_back({"b.weight", {2, 3}, {1, 2, 3, 4, 5, 6}});
+  t.push_back({"a", {}, {7.5f}});
+  t.push_back(NamedTensor::int64("a.count", {}, {-3}));
+  const std::string bytes = safetensors_bytes(t, {{"format", "pt"}});
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[std::size_t(i)]);
+  REQUIRE(n % 8 == 0);
+  REQUIRE(8 + n <= bytes.size());
+  const nlohmann::json h = nlohmann::json::parse(bytes.substr(8, n));
+  CHECK(h["__metadata__"]["format"] == "pt");
+  CHECK(h["b.weight"]["dtype"] == "F32");
+  CHECK(h["b.weight"]["shape"] == nlohmann::json({2, 3}));
+  CHECK(h["a.count"]["dtype"] == "I64");
+  // The int64 first (aligned at 0), then the floats by name; together they cover the data.
+  CHECK(h["a.count"]["data_offsets"] == nlohmann::json({0, 8}));
+  CHECK(h["a"]["data_offsets"] == nlohmann::json({8, 12}));
+  CHECK(h["b.weight"]["data_offsets"] == nlohmann::json({12, 36}));
+  CHECK(bytes.size() == 8 + n + 36);
+  const char* data = bytes.data() + 8 + n;
+  int64_t i64;
+  std::memcpy(&i64, data, 8);
+  CHECK(i64 == -3);
+  float f[7];
+  std::memcpy(f, data + 8, sizeof f);
+  CHECK(f[0] == 7.5f);
+  for (int i = 0; i < 6; ++i) CHECK(f[i + 1] == float(i + 1));
+  // A tensor whose values do not fill its shape.
+  CHECK_THROWS_AS(safetensors_bytes({NamedTensor("x", {2, 2}, {1, 2, 3})}, {}), ExportError);
+}
