@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "cuda/emu/runtime.h"
@@ -50,6 +52,30 @@ std::vector<Api> apis() {
 
 int uniform_int(int lo, int hi) {
   return std::uniform_int_distribution<int>(lo, hi)(test::rng());
+}
+
+// Runs the emulator under one schedule for a scope, then restores the one before (the tests run
+// under EVO_EMU_SCHEDULE=reverse and random:SEED in CI too: tools/test.sh).
+class ScopedSchedule {
+ public:
+  explicit ScopedSchedule(const emu::Schedule& s) : saved_(emu::current_schedule()) {
+    emu::set_schedule(s);
+  }
+  ~ScopedSchedule() { emu::set_schedule(saved_); }
+  ScopedSchedule(const ScopedSchedule&) = delete;
+  ScopedSchedule& operator=(const ScopedSchedule&) = delete;
+
+ private:
+  emu::Schedule saved_;
+};
+
+// Forward, reverse, and random with a seed drawn from the test's seed (so that Catch's printed
+// --rng-seed repeats it); schedule_name() says which, for INFO.
+std::vector<emu::Schedule> every_order() {
+  const std::uint64_t seed = std::uniform_int_distribution<std::uint64_t>(0, 1u << 30)(test::rng());
+  return {emu::Schedule{emu::ScheduleOrder::Forward, 0},
+          emu::Schedule{emu::ScheduleOrder::Reverse, 0},
+          emu::Schedule{emu::ScheduleOrder::Random, seed}};
 }
 
 }  // namespace
@@ -314,7 +340,15 @@ TEST_CASE("launch limits a GPU enforces: threads per block and block shape", "[e
 }
 
 TEST_CASE("a barrier some threads never reach is an error, not a hang", "[emulator]") {
-  // Emulator only: on a GPU these kernels hang or corrupt the block.
+  // Emulator only: on a GPU these kernels hang or corrupt the block. Which thread the messages
+  // name depends on the order; they are checked in forward order, the error itself in every one.
+  for (const emu::Schedule& s : every_order()) {
+    ScopedSchedule order(s);
+    INFO("schedule " << emu::schedule_name(s));
+    for (int mode : {0, 1, 2, 3})
+      CHECK_THROWS_AS(emu::examples::broken_barrier(mode, 2, 64, 16), emu::EmuError);
+  }
+  ScopedSchedule forward(emu::Schedule{emu::ScheduleOrder::Forward, 0});
   SECTION("threads return early before a __syncthreads") {
     CHECK_THROWS_WITH(emu::examples::broken_barrier(0, 3, 64, 40),
                       Contains("broken_barrier_kernel") && Contains("block (0,0,0)") &&
@@ -340,6 +374,203 @@ TEST_CASE("a barrier some threads never reach is an error, not a hang", "[emulat
   for (float v : x) ref += v;
   CHECK(
       test::all_close(emu::examples::reduce_sum(x, 1, 256), std::vector<double>{ref}, 1e-3, 1e-4));
+}
+
+TEST_CASE("threads at two different __syncthreads calls: an error naming both", "[emulator]") {
+  // CUDA leaves it undefined (a GPU may hang, or let the two groups pass each other); an emulator
+  // that only counted arrivals, at whichever barrier, would let it pass.
+  for (const emu::Schedule& s : every_order()) {
+    ScopedSchedule order(s);
+    const int threads = 32 * uniform_int(1, 8), active = uniform_int(1, threads - 1);
+    INFO("schedule " << emu::schedule_name(s) << ", threads " << threads << ", active " << active);
+    std::string message;
+    try {
+      emu::examples::broken_barrier(4, 3, threads, active);
+    } catch (const emu::EmuError& e) {
+      message = e.what();
+    }
+    INFO(message);
+    REQUIRE_THAT(message, Contains("broken_barrier_kernel") && Contains("block (0,0,0)") &&
+                              Contains("reached the __syncthreads at") &&
+                              Contains("move the barrier out of the branch"));
+    // Both sites, as file:line: read the lines back from the source and check that they are the
+    // two barriers of the if and of the else.
+    std::vector<std::pair<std::string, int>> sites;  // "/path/examples.cu:123" -> (path, 123)
+    const std::string name = "examples.cu:";
+    for (std::size_t at = message.find(name); at != std::string::npos;
+         at = message.find(name, at + 1)) {
+      const std::size_t begin = message.rfind(' ', at) + 1, digits = at + name.size();
+      const std::size_t end = message.find_first_not_of("0123456789", digits);
+      if (end > digits)
+        sites.emplace_back(message.substr(begin, digits - 1 - begin),
+                           std::stoi(message.substr(digits, end - digits)));
+    }
+    REQUIRE(sites.size() >= 2);
+    CHECK(sites[0].first == sites[1].first);
+    CHECK(std::abs(sites[0].second - sites[1].second) == 2);  // if { barrier } else { barrier }
+    std::ifstream source(sites[0].first);
+    REQUIRE(source);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(source, line);) lines.push_back(line);
+    for (int k = 0; k < 2; ++k) {
+      REQUIRE(sites[std::size_t(k)].second <= int(lines.size()));
+      CHECK_THAT(lines[std::size_t(sites[std::size_t(k)].second - 1)],
+                 Contains("__syncthreads();"));
+    }
+    // The threads waiting are named too: in forward order the first `active` ones.
+    if (s.order == emu::ScheduleOrder::Forward)
+      CHECK_THAT(message, Contains("thread " + std::to_string(active) + " reached") &&
+                              Contains(std::to_string(active) + " threads (0" +
+                                       (active > 1 ? "-" + std::to_string(active - 1) : "") + ")"));
+  }
+}
+
+TEST_CASE("the schedule: forward, reverse and seeded random orders", "[emulator]") {
+  const int blocks = 3, threads = 32 * uniform_int(2, 8), phases = 3;
+  auto run = [&](const emu::Schedule& s) {
+    ScopedSchedule order(s);
+    return emu::examples::arrival_order(blocks, threads, phases);
+  };
+  auto place = [&](const std::vector<int>& order, int b, int p, int t) {
+    return order[(std::size_t(b) * phases + std::size_t(p)) * threads + std::size_t(t)];
+  };
+  INFO("threads " << threads);
+  // Every phase of every block is a permutation, whatever the order: each thread passes once.
+  auto permutations = [&](const std::vector<int>& order) {
+    for (int b = 0; b < blocks; ++b)
+      for (int p = 0; p < phases; ++p) {
+        std::vector<int> seen(std::size_t(threads), 0);
+        for (int t = 0; t < threads; ++t) {
+          const int k = place(order, b, p, t);
+          if (k < 0 || k >= threads || seen[std::size_t(k)]++) return false;
+        }
+      }
+    return true;
+  };
+
+  const std::vector<int> forward = run({emu::ScheduleOrder::Forward, 0});
+  const std::vector<int> reverse = run({emu::ScheduleOrder::Reverse, 0});
+  REQUIRE(permutations(forward));
+  REQUIRE(permutations(reverse));
+  int wrong = 0;
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < threads; ++t) {
+      // Forward: thread order; after a barrier the thread that opened it (the last) goes first.
+      wrong += place(forward, b, 0, t) != t;
+      wrong += place(forward, b, 1, t) != (t == threads - 1 ? 0 : t + 1);
+      // Reverse: the mirror image.
+      wrong += place(reverse, b, 0, t) != threads - 1 - t;
+      wrong += place(reverse, b, 1, t) != (t == 0 ? 0 : threads - t);
+    }
+  CHECK(wrong == 0);
+
+  const std::uint64_t seed = std::uniform_int_distribution<std::uint64_t>()(test::rng());
+  INFO("random seeds " << seed << " and " << seed + 1);
+  const std::vector<int> random = run({emu::ScheduleOrder::Random, seed});
+  REQUIRE(permutations(random));
+  CHECK(run({emu::ScheduleOrder::Random, seed}) == random);  // reproducible
+  CHECK(run({emu::ScheduleOrder::Random, seed + 1}) != random);
+  CHECK(random != forward);
+  CHECK(random != reverse);
+  // Each block (its generator is seeded from its index, whichever host thread runs it) and each
+  // phase gets its own order: among at least 64! permutations, equal ones mean a bug.
+  const auto phase = [&](int b, int p) {
+    const auto first = random.begin() + std::ptrdiff_t((b * phases + p) * threads);
+    return std::vector<int>(first, first + threads);
+  };
+  CHECK(phase(0, 0) != phase(1, 0));
+  CHECK(phase(0, 0) != phase(0, 1));
+}
+
+TEST_CASE("a missing __syncthreads: right in forward order, caught by reverse and random",
+          "[emulator]") {
+  const int threads = 32 * uniform_int(1, 8);
+  const int n = uniform_int(threads + 1, 20 * threads);
+  const std::vector<float> x = test::random_vector(std::size_t(n));
+  std::vector<double> ref(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    ref[std::size_t(i)] =
+        i % threads ? double(x[std::size_t(i - 1)] + x[std::size_t(i)]) : double(x[std::size_t(i)]);
+  INFO("threads " << threads << ", n " << n);
+  for (const emu::Schedule& s : every_order()) {
+    ScopedSchedule order(s);
+    INFO("schedule " << emu::schedule_name(s));
+    // With the barrier, every order gives the same, right answer.
+    CHECK(
+        test::all_close(emu::examples::neighbour_sum(x, threads, true), ref, 0, 0, "with barrier"));
+    const std::vector<float> racy = emu::examples::neighbour_sum(x, threads, false);
+    if (s.order == emu::ScheduleOrder::Forward) {
+      // The race hides: each thread runs to its end before the next starts.
+      CHECK(test::all_close(racy, ref, 0, 0, "without barrier, forward"));
+    } else {
+      // Threads read their neighbour's slot before it is written: fresh shared memory, NaN.
+      std::size_t nan = 0;
+      for (float v : racy) nan += std::isnan(v);
+      if (s.order == emu::ScheduleOrder::Reverse)
+        CHECK(nan == std::size_t(n - (n + threads - 1) / threads));  // all but the blocks' first
+      else
+        CHECK(nan > 0);
+    }
+  }
+}
+
+TEST_CASE("correct kernels give bit-identical results under every order", "[emulator]") {
+  const std::vector<float> x = test::random_vector(std::size_t(uniform_int(1000, 30000)));
+  const int m = uniform_int(1, 50), n = uniform_int(1, 50), k = uniform_int(1, 60);
+  const std::vector<float> a = test::random_vector(std::size_t(m) * k);
+  const std::vector<float> b = test::random_vector(std::size_t(k) * n);
+  const int bins = uniform_int(1, 2000);
+  std::vector<unsigned> values(x.size());
+  for (unsigned& v : values) v = unsigned(uniform_int(0, bins - 1));
+  INFO("x " << x.size() << ", m " << m << ", n " << n << ", k " << k << ", bins " << bins);
+
+  struct Results {
+    std::vector<float> sums, product, neighbours;
+    std::vector<unsigned> counts, ballot;
+    std::vector<int> any, all, block_count;
+  };
+  auto run = [&](const emu::Schedule& s) {
+    ScopedSchedule order(s);
+    Results r;
+    r.sums = emu::examples::reduce_sum(x, 7, 256);
+    r.product = emu::examples::tiled_matmul(a, b, m, n, k);
+    r.neighbours = emu::examples::neighbour_sum(x, 128, true);
+    r.counts = emu::examples::histogram(values, bins, 5, 256, false);
+    emu::examples::vote(x, 0.1f, 128, r.ballot, r.any, r.all, r.block_count);
+    return r;
+  };
+  const std::vector<emu::Schedule> orders = every_order();
+  const Results first = run(orders[0]);
+  for (std::size_t i = 1; i < orders.size(); ++i) {
+    INFO("schedule " << emu::schedule_name(orders[i]) << " against forward");
+    const Results r = run(orders[i]);
+    // Bit for bit: memcmp-equal floats (== would also pass -0 against +0).
+    auto same_bits = [](const std::vector<float>& u, const std::vector<float>& v) {
+      return u.size() == v.size() && std::memcmp(u.data(), v.data(), u.size() * sizeof(float)) == 0;
+    };
+    CHECK(same_bits(r.sums, first.sums));
+    CHECK(same_bits(r.product, first.product));
+    CHECK(same_bits(r.neighbours, first.neighbours));
+    CHECK(r.counts == first.counts);
+    CHECK(r.ballot == first.ballot);
+    CHECK(r.any == first.any);
+    CHECK(r.all == first.all);
+    CHECK(r.block_count == first.block_count);
+  }
+}
+
+TEST_CASE("schedule names: what EVO_EMU_SCHEDULE accepts", "[emulator]") {
+  CHECK(emu::parse_schedule("forward").order == emu::ScheduleOrder::Forward);
+  CHECK(emu::parse_schedule("reverse").order == emu::ScheduleOrder::Reverse);
+  const emu::Schedule r = emu::parse_schedule("random:18446744073709551615");
+  CHECK(r.order == emu::ScheduleOrder::Random);
+  CHECK(r.seed == 18446744073709551615ull);
+  CHECK(emu::schedule_name(emu::parse_schedule("random:42")) == "random:42");
+  CHECK(emu::parse_schedule("random").order == emu::ScheduleOrder::Random);
+  for (const char* bad : {"", "Forward", "backward", "random:", "random:-1", "random:12x",
+                          "random:18446744073709551616", "random: 5"})
+    CHECK_THROWS_WITH(emu::parse_schedule(bad),
+                      Contains("is not one the emulator knows") && Contains("random:SEED"));
 }
 
 TEST_CASE("kernels launched from several host threads at once", "[emulator]") {

@@ -708,3 +708,104 @@ TEST_CASE("GPU augmentation is bit-identical to the CPU's", "[gpu][augment]") {
                     Error);
   }
 }
+
+// ---- the emulator's thread orders ------------------------------------------------------------
+
+TEST_CASE("emulated ops give the same bits in every thread order", "[gpu][schedule]") {
+  // Forward, reverse and random (cuda/README.md, EVO_EMU_SCHEDULE) are all orders a GPU may run
+  // the threads of a block in, so an op whose bits change between them has a race. tools/test.sh
+  // runs the whole file under each order too; this checks bits where those tests allow rounding.
+  const std::uint64_t seed = std::uniform_int_distribution<std::uint64_t>()(test::rng());
+  const emu::Schedule orders[] = {{emu::ScheduleOrder::Forward, 0},
+                                  {emu::ScheduleOrder::Reverse, 0},
+                                  {emu::ScheduleOrder::Random, seed}};
+  Context ctx(Device::emu(), 15);
+  const OpTable& table = ops(DeviceKind::EMU);
+  const ConvApi api = conv_api(Device::emu());
+  // Split-K backward filter (long reduction, few tiles) and four backward-data phases.
+  const ConvGeometry convs[] = {geometry(8, 16, 16, 8, 4, 3, 3, 1),
+                                geometry(2, 9, 9, 5, 7, 3, 3, 2)};
+  std::vector<std::vector<float>> conv_in;  // x, w, dy per geometry
+  for (const ConvGeometry& g : convs) {
+    conv_in.push_back(test::random_vector(int64_t(g.n) * g.h * g.w * g.c_in));
+    conv_in.push_back(test::random_vector(g.c_out * g.gemm_k()));
+    conv_in.push_back(test::random_vector(g.gemm_m() * g.c_out));
+  }
+  const int64_t m = 3 * 9 * 9 + random_int(0, 300);
+  const int c = random_int(1, 40), rows = random_int(1, 90), classes = 10, hw = random_int(1, 30);
+  const std::vector<float> x = test::random_vector(m * c), dy = test::random_vector(m * c);
+  const std::vector<float> gamma = test::random_vector(c, 0.5f, 1.5f);
+  const std::vector<float> beta = test::random_vector(c);
+  const std::vector<float> logits = test::random_vector(int64_t(rows) * classes, -3.f, 3.f);
+  std::vector<int32_t> labels(static_cast<std::size_t>(rows));
+  for (int32_t& l : labels) l = random_int(0, classes - 1);
+  INFO("random seed " << seed << "; batch norm m " << m << " c " << c << "; loss rows " << rows
+                      << "; pool hw " << hw);
+
+  // Every output of every op that synchronises threads (shared memory, shuffles), as bits.
+  auto run = [&](const emu::Schedule& s) {
+    emu::set_schedule(s);
+    std::vector<std::vector<float>> out;
+    for (std::size_t i = 0; i < std::size(convs); ++i) {
+      const ConvGeometry& g = convs[i];
+      Floats xd(ctx, conv_in[3 * i]), wd(ctx, conv_in[3 * i + 1]), dyd(ctx, conv_in[3 * i + 2]);
+      for (int v = 1; v <= kConvVersionCount; ++v) {
+        auto y = poisoned(ctx, conv_in[3 * i + 2].size());
+        auto dx = poisoned(ctx, conv_in[3 * i].size());
+        auto dw = poisoned(ctx, conv_in[3 * i + 1].size());
+        api.forward(v, ctx, g, xd.get(), wd.get(), y->get());
+        api.backward_data(v, ctx, g, dyd.get(), wd.get(), dx->get());
+        api.backward_filter(v, ctx, g, xd.get(), dyd.get(), dw->get());
+        out.insert(out.end(), {y->download(), dx->download(), dw->download()});
+      }
+    }
+    Floats xd(ctx, x), dyd(ctx, dy), gd(ctx, gamma), bd(ctx, beta);
+    Floats rm(ctx, std::vector<float>(std::size_t(c), 0.f));
+    Floats rv(ctx, std::vector<float>(std::size_t(c), 1.f));
+    auto y = poisoned(ctx, x.size()), mean = poisoned(ctx, std::size_t(c)),
+         invstd = poisoned(ctx, std::size_t(c));
+    table.batchnorm_forward_train(ctx, m, c, xd.get(), gd.get(), bd.get(), true, y->get(),
+                                  mean->get(), invstd->get(), rm.get(), rv.get());
+    auto dx = poisoned(ctx, x.size()), dgamma = poisoned(ctx, std::size_t(c)),
+         dbeta = poisoned(ctx, std::size_t(c));
+    table.batchnorm_backward(ctx, m, c, xd.get(), y->get(), dyd.get(), gd.get(), mean->get(),
+                             invstd->get(), true, dx->get(), dgamma->get(), dbeta->get());
+    out.insert(out.end(), {y->download(), mean->download(), invstd->download(), rm.download(),
+                           rv.download(), dx->download(), dgamma->download(), dbeta->download()});
+    const int n_pool = int(m / hw);
+    auto pooled = poisoned(ctx, std::size_t(n_pool) * c);
+    table.global_avg_pool_forward(ctx, n_pool, hw, c, xd.get(), pooled->get());
+    out.push_back(pooled->download());
+    Floats ld(ctx, logits);
+    DeviceBuffer<int32_t> labd(ctx, labels);
+    DeviceBuffer<LossResult> result(ctx, std::vector<LossResult>{LossResult{NAN, -1}});
+    auto dlogits = poisoned(ctx, logits.size());
+    table.softmax_cross_entropy(ctx, rows, classes, ld.get(), labd.get(), result.get(),
+                                dlogits->get());
+    const LossResult r = result.download()[0];
+    out.push_back(dlogits->download());
+    out.push_back({r.loss_sum, float(r.correct)});
+    return out;
+  };
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+
+  const emu::Schedule saved = emu::current_schedule();
+  std::vector<std::vector<std::vector<float>>> results;
+  try {
+    for (const emu::Schedule& s : orders) results.push_back(run(s));
+  } catch (...) {
+    emu::set_schedule(saved);
+    throw;
+  }
+  emu::set_schedule(saved);
+  for (std::size_t o = 1; o < results.size(); ++o) {
+    INFO("schedule " << emu::schedule_name(orders[o]) << " against forward");
+    REQUIRE(results[o].size() == results[0].size());
+    for (std::size_t k = 0; k < results[0].size(); ++k) {
+      INFO("output " << k);
+      CHECK(same_bits(results[o][k], results[0][k]));
+    }
+  }
+}

@@ -74,9 +74,10 @@ enum class WarpOp : std::uint8_t {
   ReduceXor,
 };
 
-// Implemented by the scheduler (scheduler.cpp).
-void syncthreads();
-int syncthreads_count(int predicate);
+// Implemented by the scheduler (scheduler.cpp). `file` and `line` name the barrier's call site:
+// threads of a block waiting at two different __syncthreads calls are an error that names both.
+void syncthreads(const char* file, int line);
+int syncthreads_count(int predicate, const char* file, int line);
 std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width);
 unsigned live_lanes();
 void fiber_yield();
@@ -100,18 +101,24 @@ T from_bits(std::uint64_t bits) {
 }  // namespace detail
 
 // ---- barriers, warps, votes, shuffles ----------------------------------------------------------
-inline void __syncthreads() {
-  detail::syncthreads();
+// The defaulted arguments are the caller's file and line (GCC and Clang evaluate __builtin_FILE()
+// and __builtin_LINE() at the call site), so kernels keep calling __syncthreads() as in CUDA and
+// the scheduler still knows which barrier each thread waits at.
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  detail::syncthreads(file, line);
 }
-inline int __syncthreads_count(int predicate) {
-  return detail::syncthreads_count(predicate);
+inline int __syncthreads_count(int predicate, const char* file = __builtin_FILE(),
+                               int line = __builtin_LINE()) {
+  return detail::syncthreads_count(predicate, file, line);
 }
-inline int __syncthreads_and(int predicate) {
+inline int __syncthreads_and(int predicate, const char* file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
   const int n = int(detail::block_dim().x * detail::block_dim().y * detail::block_dim().z);
-  return detail::syncthreads_count(predicate) == n;
+  return detail::syncthreads_count(predicate, file, line) == n;
 }
-inline int __syncthreads_or(int predicate) {
-  return detail::syncthreads_count(predicate) != 0;
+inline int __syncthreads_or(int predicate, const char* file = __builtin_FILE(),
+                            int line = __builtin_LINE()) {
+  return detail::syncthreads_count(predicate, file, line) != 0;
 }
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) {

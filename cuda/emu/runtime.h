@@ -324,4 +324,30 @@ struct EmuStats {
 EmuStats emu_stats();
 void reset_emu_stats();
 
+// The order in which the threads of a block take turns between their synchronisation points
+// (__syncthreads, warp intrinsics, __nanosleep, exit: a thread runs alone from one to the next).
+// Any order is one a GPU may produce, so a kernel whose result depends on it has a race, e.g. a
+// missing __syncthreads; running the kernel tests under several orders finds what one order hides.
+//   Forward: thread 0, 1, 2... first; a barrier lets the thread that opened it go on first, then
+//            the others in thread order (the emulator's order before there was a choice).
+//   Reverse: the mirror image: the last thread first, a barrier's waiters in descending order.
+//   Random:  every next thread drawn uniformly from those ready, by a generator seeded from
+//            `seed`, the kernel's name and the block index: the same seed gives the same orders,
+//            whatever the number of host threads.
+// EVO_EMU_SCHEDULE sets it at the first launch: forward (default), reverse, random:SEED, or
+// random (a seed from the clock, printed once on stderr so that the run can be repeated).
+enum class ScheduleOrder : std::uint8_t { Forward, Reverse, Random };
+struct Schedule {
+  ScheduleOrder order = ScheduleOrder::Forward;
+  std::uint64_t seed = 0;  // Random only
+};
+// "forward", "reverse", "random:SEED"; throws EmuError (saying what is accepted) for anything
+// else. A bare "random" draws a seed from the clock.
+Schedule parse_schedule(const std::string& text);
+std::string schedule_name(const Schedule& schedule);  // "random:42"
+// The schedule launches use: set_schedule's, else EVO_EMU_SCHEDULE's (throws EmuError when that is
+// malformed), else forward. Change it between launches: a launch uses the one it started with.
+Schedule current_schedule();
+void set_schedule(const Schedule& schedule);
+
 }  // namespace evo::emu

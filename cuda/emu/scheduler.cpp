@@ -1,7 +1,9 @@
 // The emulator's execution model: a grid's blocks spread over a persistent pool of host threads;
-// a block's threads are fibers switched at barriers and warp intrinsics. Not the runtime API.
+// a block's threads are fibers switched at barriers and warp intrinsics, in the order the schedule
+// (forward, reverse or random:SEED; runtime.h, EVO_EMU_SCHEDULE) picks. Not the runtime API.
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -80,6 +82,27 @@ std::size_t fiber_stack_bytes() {
   constexpr std::size_t kDefaultKiB = 256;
 #endif
   return std::max<std::size_t>(env_number("EVO_EMU_STACK_KB", kDefaultKiB), 32) * 1024;
+}
+
+// SplitMix64's finaliser: every input bit flips about half of the output bits, so seeds that
+// differ by one (random:1, random:2) or blocks next to each other get unrelated orders.
+std::uint64_t mix(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t name_hash(const char* s) {  // FNV-1a
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; ++s) h = (h ^ std::uint8_t(*s)) * 0x100000001b3ull;
+  return h;
+}
+
+// Two barrier sites are the same call when file and line match (the file strings of one header
+// may be separate copies in different places, so compare the text when the pointers differ).
+bool same_site(const char* file_a, int line_a, const char* file_b, int line_b) {
+  return line_a == line_b && (file_a == file_b || std::strcmp(file_a, file_b) == 0);
 }
 
 std::string dims(unsigned x, unsigned y, unsigned z) {
@@ -199,10 +222,12 @@ class BlockRunner {
   BlockRunner(const BlockRunner&) = delete;
   BlockRunner& operator=(const BlockRunner&) = delete;
 
-  void run_block(const KernelLaunch& launch, uint3 block_idx);
+  // `launch_seed` mixes the random schedule's seed with the kernel (Random only).
+  void run_block(const KernelLaunch& launch, uint3 block_idx, ScheduleOrder order,
+                 std::uint64_t launch_seed);
 
   // ---- called on this runner's fibers ----
-  void syncthreads(Fiber* self, int predicate);
+  void syncthreads(Fiber* self, int predicate, const char* file, int line);
   int barrier_result() const { return barrier_result_; }
   std::uint64_t warp_op(Fiber* self, WarpOp op, unsigned mask, std::uint64_t value, int arg,
                         int width);
@@ -228,13 +253,25 @@ class BlockRunner {
     ready_[(head_ + count_) & (kMaxThreadsPerBlock - 1)] = f;
     ++count_;
   }
+  // Forward and reverse run fibers in the order they became ready (the order of the pushes is
+  // what differs); random draws any of them. Any ready fiber may run next on a GPU too.
   Fiber* pop_ready() {
     if (count_ == 0) return nullptr;
+    if (order_ == ScheduleOrder::Random && count_ > 1) {
+      // Lemire's multiply-shift maps 32 random bits onto [0, count): no division, and a bias of
+      // count / 2^32 < 3e-7 that no test could see.
+      rng_ = mix(rng_);
+      const std::size_t pick = std::size_t(((rng_ >> 32) * count_) >> 32);
+      std::swap(ready_[head_], ready_[(head_ + pick) & (kMaxThreadsPerBlock - 1)]);
+    }
     Fiber* f = ready_[head_];
     head_ = (head_ + 1) & (kMaxThreadsPerBlock - 1);
     --count_;
     return f;
   }
+  // Makes the fibers of `ids` ready, ascending or (Reverse) descending: `ids` is a bit mask of
+  // up to 32 fibers starting at `base`.
+  void release(Fiber* base, unsigned ids, Fiber* self);
 
   bool complete_warp_group(unsigned warp, unsigned mask, Fiber* self);
   void compute_warp_results(Fiber* lanes, unsigned expected, WarpOp op);
@@ -254,11 +291,15 @@ class BlockRunner {
   std::vector<WarpState> warps_;
 
   const KernelLaunch* launch_ = nullptr;
+  ScheduleOrder order_ = ScheduleOrder::Forward;
+  std::uint64_t rng_ = 0;  // Random's generator state, seeded per block
   BlockCtx block_{};
   unsigned n_ = 1;  // threads in the block
   unsigned n_exited_ = 0;
   int first_exited_ = -1;
   unsigned n_at_barrier_ = 0;
+  const char* barrier_file_ = nullptr;  // where the threads waiting at the barrier called it
+  int barrier_line_ = 0;
   int barrier_accum_ = 0, barrier_result_ = 0;
   std::exception_ptr error_;
 
@@ -319,8 +360,15 @@ void BlockRunner::prepare_shared(std::size_t bytes) {
   block_.dynamic_smem = smem_;
 }
 
-void BlockRunner::run_block(const KernelLaunch& launch, uint3 block_idx) {
+void BlockRunner::run_block(const KernelLaunch& launch, uint3 block_idx, ScheduleOrder order,
+                            std::uint64_t launch_seed) {
   launch_ = &launch;
+  order_ = order;
+  // Per block, from the block's own index: the orders do not depend on which host thread runs
+  // which block, nor on how many there are.
+  const dim3 g = launch.grid;
+  rng_ = mix(launch_seed ^ mix(block_idx.x + std::uint64_t(g.x) *
+                                                 (block_idx.y + std::uint64_t(g.y) * block_idx.z)));
   const dim3 b = launch.block;
   n_ = b.x * b.y * b.z;
   block_.block_idx = block_idx;
@@ -339,8 +387,9 @@ void BlockRunner::run_block(const KernelLaunch& launch, uint3 block_idx) {
     f.warp = i / 32;
     f.state = State::NotStarted;
     f.asan_fake_stack = nullptr;
-    push_ready(&f);
   }
+  for (unsigned k = 0; k < n_; ++k)
+    push_ready(&fibers_[order_ == ScheduleOrder::Reverse ? n_ - 1 - k : k]);
   const unsigned n_warps = (n_ + 31) / 32;
   for (unsigned w = 0; w < n_warps; ++w) {
     const unsigned lanes = std::min(32u, n_ - w * 32);
@@ -350,6 +399,8 @@ void BlockRunner::run_block(const KernelLaunch& launch, uint3 block_idx) {
   n_exited_ = 0;
   first_exited_ = -1;
   n_at_barrier_ = 0;
+  barrier_file_ = nullptr;
+  barrier_line_ = 0;
   barrier_accum_ = 0;
   barrier_result_ = 0;
   error_ = nullptr;
@@ -486,28 +537,46 @@ void BlockRunner::yield(Fiber* self) {
   wait(self);
 }
 
-void BlockRunner::syncthreads(Fiber* self, int predicate) {
+void BlockRunner::syncthreads(Fiber* self, int predicate, const char* file, int line) {
   if (n_exited_ > 0)
     fail(thread_name(*self) + " reached __syncthreads after " +
          thread_name(fibers_[unsigned(first_exited_)]) +
          " exited (every thread of a block must reach every barrier; on a GPU this hangs or "
          "corrupts the block)");
+  if (n_at_barrier_ == 0) {
+    barrier_file_ = file;
+    barrier_line_ = line;
+  } else if (!same_site(file, line, barrier_file_, barrier_line_)) {
+    std::vector<unsigned> waiting;
+    for (unsigned i = 0; i < n_; ++i)
+      if (fibers_[i].state == State::AtBarrier) waiting.push_back(i);
+    fail(thread_name(*self) + " reached the __syncthreads at " + file + ":" + std::to_string(line) +
+         " while " + std::to_string(waiting.size()) + " threads (" + index_ranges(waiting) +
+         ") wait at the one at " + barrier_file_ + ":" + std::to_string(barrier_line_) +
+         ": threads of a block must all reach the same __syncthreads (CUDA leaves barriers in "
+         "divergent code undefined: a GPU may hang or let the threads pass each other); move "
+         "the barrier out of the branch so that every thread calls the same one");
+  }
   barrier_accum_ += predicate != 0;
   if (++n_at_barrier_ == n_) {
-    // The last thread to arrive releases the others (in thread order) and carries on.
+    // The last thread to arrive releases the others and, in forward and reverse order, carries on
+    // before them; in random order it is drawn with them.
     barrier_result_ = barrier_accum_;
     barrier_accum_ = 0;
     n_at_barrier_ = 0;
     for (unsigned i = 0; i < n_; ++i) {
-      Fiber& f = fibers_[i];
+      Fiber& f = fibers_[order_ == ScheduleOrder::Reverse ? n_ - 1 - i : i];
       if (f.state == State::AtBarrier) {
         f.state = State::Ready;
         push_ready(&f);
       }
     }
-    return;
+    if (order_ != ScheduleOrder::Random) return;
+    self->state = State::Ready;
+    push_ready(self);
+  } else {
+    self->state = State::AtBarrier;
   }
-  self->state = State::AtBarrier;
   wait(self);
 }
 
@@ -527,8 +596,9 @@ std::uint64_t BlockRunner::warp_op(Fiber* self, WarpOp op, unsigned mask, std::u
   self->op_width = width;
   self->state = State::AtWarpOp;
   warps_[self->warp].waiting |= bit;
-  // The last lane of the group to arrive computes every lane's answer and carries on.
-  if (!complete_warp_group(self->warp, mask, self)) wait(self);
+  // The last lane of the group to arrive computes every lane's answer and carries on (in random
+  // order it is queued with the others instead: Ready).
+  if (!complete_warp_group(self->warp, mask, self) || self->state == State::Ready) wait(self);
   return self->op_result;
 }
 
@@ -553,16 +623,23 @@ bool BlockRunner::complete_warp_group(unsigned warp, unsigned mask, Fiber* self)
   }
   compute_warp_results(lanes, expected, first.op);
   w.waiting &= ~expected;
-  for (unsigned m = expected; m; m &= m - 1) {
-    Fiber& f = lanes[__builtin_ctz(m)];
-    if (&f == self) {
+  release(lanes, expected, self);
+  return true;
+}
+
+void BlockRunner::release(Fiber* base, unsigned ids, Fiber* self) {
+  const bool reverse = order_ == ScheduleOrder::Reverse;
+  while (ids) {
+    const unsigned i = reverse ? 31 - unsigned(__builtin_clz(ids)) : unsigned(__builtin_ctz(ids));
+    ids &= ~(1u << i);
+    Fiber& f = base[i];
+    if (&f == self && order_ != ScheduleOrder::Random) {
       f.state = State::Running;
     } else {
       f.state = State::Ready;
       push_ready(&f);
     }
   }
-  return true;
 }
 
 void BlockRunner::compute_warp_results(Fiber* lanes, unsigned expected, WarpOp op) {
@@ -730,9 +807,11 @@ class GridPool {
   }
   int runners() const { return int(workers_.size()) + 1; }
 
-  void run(const KernelLaunch& launch) {
+  void run(const KernelLaunch& launch, const Schedule& schedule) {
     Job job;
     job.launch = &launch;
+    job.order = schedule.order;
+    job.seed = mix(schedule.seed ^ name_hash(launch.name));
     job.total = std::uint64_t(launch.grid.x) * launch.grid.y * launch.grid.z;
     const bool share = !workers_.empty() && job.total > 1;
     if (share) {
@@ -754,6 +833,8 @@ class GridPool {
  private:
   struct Job {
     const KernelLaunch* launch = nullptr;
+    ScheduleOrder order = ScheduleOrder::Forward;
+    std::uint64_t seed = 0;
     std::uint64_t total = 0;
     std::atomic<std::uint64_t> next{0};
     std::atomic<bool> failed{false};
@@ -806,7 +887,7 @@ class GridPool {
       while (running > seen && !g_max_running_blocks.compare_exchange_weak(seen, running)) {
       }
       try {
-        runner.run_block(*job.launch, idx);
+        runner.run_block(*job.launch, idx, job.order, job.seed);
       } catch (...) {
         // Report the lowest failing block that ran, so that messages do not depend on timing
         // more than they must.
@@ -839,12 +920,12 @@ Fiber* current_fiber(const char* what) {
 
 // ---- the device built-ins' entry points (device.h) ------------------------------------------
 
-void syncthreads() {
-  tls_runner->syncthreads(current_fiber("__syncthreads"), 1);
+void syncthreads(const char* file, int line) {
+  tls_runner->syncthreads(current_fiber("__syncthreads"), 1, file, line);
 }
 
-int syncthreads_count(int predicate) {
-  tls_runner->syncthreads(current_fiber("__syncthreads_count"), predicate);
+int syncthreads_count(int predicate, const char* file, int line) {
+  tls_runner->syncthreads(current_fiber("__syncthreads_count"), predicate, file, line);
   return tls_runner->barrier_result();
 }
 
@@ -905,9 +986,15 @@ void run_kernel(const KernelLaunch& launch, cudaStream_t stream) {
   }
   if (!stream_is_valid(stream))
     throw EmuError(prefix + "launched on a stream that was destroyed or never created");
+  Schedule schedule;
+  try {
+    schedule = current_schedule();
+  } catch (const EmuError& e) {
+    throw EmuError(prefix + e.what());
+  }
   g_kernels.fetch_add(1, std::memory_order_relaxed);
   try {
-    GridPool::get().run(launch);
+    GridPool::get().run(launch, schedule);
   } catch (const EmuError& e) {
     throw EmuError(std::string(e.what()) + " [launched at " + launch.file + ":" +
                    std::to_string(launch.line) + "]");
@@ -947,6 +1034,99 @@ void reset_emu_stats() {
   g_threads = 0;
   g_switches = 0;
   g_max_running_blocks = 0;
+}
+
+// ---- the schedule (runtime.h) -----------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kScheduleChoices =
+    "use forward (the default), reverse, random:SEED (SEED a decimal number up to 2^64-1) or "
+    "random (a seed from the clock, printed)";
+
+struct ScheduleSetting {
+  std::mutex mutex;
+  bool known = false;  // false until EVO_EMU_SCHEDULE was read or set_schedule called
+  Schedule schedule;
+};
+
+ScheduleSetting& schedule_setting() {
+  static ScheduleSetting* setting = new ScheduleSetting();  // never destroyed: launches may come
+  return *setting;                                          // from threads that outlive main
+}
+
+}  // namespace
+
+Schedule parse_schedule(const std::string& text) {
+  Schedule s;
+  if (text == "forward") return s;
+  if (text == "reverse") {
+    s.order = ScheduleOrder::Reverse;
+    return s;
+  }
+  if (text == "random") {
+    s.order = ScheduleOrder::Random;
+    s.seed =
+        detail::mix(std::uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+    // Seeds below 2^32 are easier to copy from a log, and as good for telling orders apart.
+    s.seed &= 0xffffffffu;
+    return s;
+  }
+  if (text.rfind("random:", 0) == 0) {
+    const std::string digits = text.substr(7);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long seed = std::strtoull(digits.c_str(), &end, 10);
+    if (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos && end &&
+        *end == 0 && errno == 0) {
+      s.order = ScheduleOrder::Random;
+      s.seed = seed;
+      return s;
+    }
+  }
+  throw EmuError("schedule '" + text + "' is not one the emulator knows; " + kScheduleChoices);
+}
+
+std::string schedule_name(const Schedule& schedule) {
+  switch (schedule.order) {
+    case ScheduleOrder::Forward:
+      return "forward";
+    case ScheduleOrder::Reverse:
+      return "reverse";
+    case ScheduleOrder::Random:
+      return "random:" + std::to_string(schedule.seed);
+  }
+  return "forward";
+}
+
+Schedule current_schedule() {
+  ScheduleSetting& setting = schedule_setting();
+  std::lock_guard<std::mutex> lock(setting.mutex);  // ~20 ns a launch: nothing next to a block
+  if (!setting.known) {
+    const char* env = std::getenv("EVO_EMU_SCHEDULE");
+    if (env && *env) {
+      try {
+        setting.schedule = parse_schedule(env);
+        // A drawn seed is said once, so that a failing run can be repeated.
+        if (std::strcmp(env, "random") == 0)
+          std::fprintf(stderr, "evo CUDA emulator: schedule %s (EVO_EMU_SCHEDULE=%s repeats it)\n",
+                       schedule_name(setting.schedule).c_str(),
+                       schedule_name(setting.schedule).c_str());
+      } catch (const EmuError& e) {
+        // Not remembered: every launch fails the same way until the variable is fixed.
+        throw EmuError(std::string("EVO_EMU_SCHEDULE: ") + e.what());
+      }
+    }
+    setting.known = true;
+  }
+  return setting.schedule;
+}
+
+void set_schedule(const Schedule& schedule) {
+  ScheduleSetting& setting = schedule_setting();
+  std::lock_guard<std::mutex> lock(setting.mutex);
+  setting.schedule = schedule;
+  setting.known = true;
 }
 
 }  // namespace evo::emu

@@ -181,6 +181,37 @@ __global__ void shared_isolation_kernel(int* __restrict__ ok, long long spin) {
   ok[blockIdx.x * blockDim.x + t] = good;
 }
 
+// Records the order in which the threads of a block pass `phases` points separated by barriers:
+// order: [gridDim.x][phases][blockDim.x] = the thread's place at that point (0 = first).
+// tickets: [gridDim.x], zero, hands out the places (global atomics, so that no barrier is needed
+// before the first point); the barrier after each point keeps the phases apart: every ticket of
+// phase p is taken before any of phase p + 1.
+__global__ void arrival_order_kernel(int phases, int* __restrict__ tickets,
+                                     int* __restrict__ order) {
+  const int t = threadIdx.x, n = blockDim.x;
+  for (int p = 0; p < phases; ++p) {
+    order[(std::size_t(blockIdx.x) * phases + p) * n + t] =
+        atomicAdd(&tickets[blockIdx.x], 1) - p * n;
+    __syncthreads();
+  }
+}
+
+// out[i] = x[i - 1] + x[i] within each block of x (the first thread of a block: x[i]), through
+// shared memory. With `barrier` false the __syncthreads between the writes and the reads is left
+// out: a race, wrong on purpose. Under the emulator's forward order it still gives the right
+// answer (thread t - 1 runs to its end before thread t starts, so s[t - 1] is written when t reads
+// it); in reverse order every read sees the 0xFF bytes of fresh shared memory (NaN); on a GPU,
+// whatever the warps' timing gives.
+__global__ void neighbour_sum_kernel(const float* __restrict__ x, float* __restrict__ out, int n,
+                                     bool barrier) {
+  EVO_EXTERN_SHARED(float, s);  // [blockDim.x]
+  const int t = threadIdx.x;
+  const int i = blockIdx.x * blockDim.x + t;
+  s[t] = i < n ? x[i] : 0.f;
+  if (barrier) __syncthreads();  // uniform across the grid: legal
+  if (i < n) out[i] = t > 0 ? s[t - 1] + s[t] : s[t];
+}
+
 // Wrong on purpose (see examples.inc): a GPU may hang on these.
 __global__ void broken_barrier_kernel(int mode, int active) {
   const int t = threadIdx.x;
@@ -193,6 +224,13 @@ __global__ void broken_barrier_kernel(int mode, int active) {
     if (t < active) {
       const float v = __shfl_sync(0xffffffffu, float(t), 0);
       (void)v;
+    } else {
+      __syncthreads();
+    }
+  } else if (mode == 4) {
+    // Every thread reaches a barrier, but not the same one: the emulator names both lines.
+    if (t < active) {
+      __syncthreads();
     } else {
       __syncthreads();
     }
@@ -356,6 +394,23 @@ std::vector<int> shared_isolation(int blocks, int threads, long long spin) {
   EVO_LAUNCH(shared_isolation_kernel, blocks, threads, 0, nullptr, ok.get(), spin);
   EVO_CUDA_CHECK(cudaDeviceSynchronize());
   return ok.to_host();
+}
+
+std::vector<int> arrival_order(int blocks, int threads, int phases) {
+  DeviceBuffer<int> tickets(std::vector<int>(std::size_t(blocks), 0));
+  DeviceBuffer<int> order(std::size_t(blocks) * std::size_t(phases) * std::size_t(threads));
+  EVO_LAUNCH(arrival_order_kernel, blocks, threads, 0, nullptr, phases, tickets.get(), order.get());
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return order.to_host();
+}
+
+std::vector<float> neighbour_sum(const std::vector<float>& x, int threads, bool barrier) {
+  const int n = int(x.size());
+  DeviceBuffer<float> dx(x), out(x.size());
+  EVO_LAUNCH(neighbour_sum_kernel, (n + threads - 1) / threads, threads,
+             std::size_t(threads) * sizeof(float), nullptr, dx.get(), out.get(), n, barrier);
+  EVO_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.to_host();
 }
 
 void broken_barrier(int mode, int blocks, int threads, int active) {
