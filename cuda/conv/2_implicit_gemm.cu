@@ -18,8 +18,6 @@
 // tile size. Version 3 breaks that bound by keeping a small tile of C in registers per thread.
 #include "cuda/compat.h"
 
-#include <climits>
-
 #include "cuda/common.cuh"
 #include "cuda/conv/internal.cuh"
 
@@ -70,22 +68,11 @@ __global__ void __launch_bounds__(kTileThreads)
 
 template <class P>
 void run_tiled(Context& ctx, const P& p) {
-  const GemmSize s = gemm_size(p);
-  const int64_t tiles_m = (s.rows + kTile - 1) / kTile, tiles_n = (s.cols + kTile - 1) / kTile;
-  const SplitPlan plan =
-      p.phases() == 1 ? plan_split_k(tiles_m * tiles_n, s.depth, kTile) : SplitPlan{1, INT_MAX / 2};
-  const dim3 grid(unsigned(tiles_m), unsigned(tiles_n), unsigned(p.phases() * plan.splits));
-  const dim3 block(kTile, kTile);
-  if (plan.splits == 1) {
-    EVO_LAUNCH((gemm_tiled_kernel<P>), grid, block, 0, stream_of(ctx), p, plan.k_per_split,
-               nullptr);
-    return;
-  }
-  Arena::Scope scope(ctx.arena());  // stream-ordered: the reduce below is queued before reuse
-  float* partial = ctx.arena().allocate_n<float>(std::size_t(plan.splits) * s.rows * s.cols);
-  EVO_LAUNCH((gemm_tiled_kernel<P>), grid, block, 0, stream_of(ctx), p, plan.k_per_split, partial);
-  EVO_LAUNCH((split_k_reduce_kernel<P>), blocks_for(s.rows * s.cols), kThreads, 0, stream_of(ctx),
-             p, partial, plan.splits);
+  launch_tiled_gemm<kTile, kTile, kTile>(
+      ctx, p, gemm_size(p), [&](dim3 grid, int k_per_split, float* partial) {
+        EVO_LAUNCH((gemm_tiled_kernel<P>), grid, dim3(kTile, kTile), 0, stream_of(ctx), p,
+                   k_per_split, partial);
+      });
 }
 
 }  // namespace

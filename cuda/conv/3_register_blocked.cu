@@ -23,8 +23,6 @@
 // shape.
 #include "cuda/compat.h"
 
-#include <climits>
-
 #include "cuda/common.cuh"
 #include "cuda/conv/internal.cuh"
 
@@ -100,21 +98,10 @@ __global__ void __launch_bounds__(kThreadsRb)
 
 template <class P, int BM, int BN, int TM, int TN>
 void run_shape(Context& ctx, const P& p, const GemmSize& s) {
-  const int64_t tiles_m = (s.rows + BM - 1) / BM, tiles_n = (s.cols + BN - 1) / BN;
-  const SplitPlan plan =
-      p.phases() == 1 ? plan_split_k(tiles_m * tiles_n, s.depth, kBK) : SplitPlan{1, INT_MAX / 2};
-  const dim3 grid(unsigned(tiles_m), unsigned(tiles_n), unsigned(p.phases() * plan.splits));
-  if (plan.splits == 1) {
+  launch_tiled_gemm<BM, BN, kBK>(ctx, p, s, [&](dim3 grid, int k_per_split, float* partial) {
     EVO_LAUNCH((gemm_register_blocked_kernel<P, BM, BN, TM, TN>), grid, kThreadsRb, 0,
-               stream_of(ctx), p, plan.k_per_split, nullptr);
-    return;
-  }
-  Arena::Scope scope(ctx.arena());  // stream-ordered: the reduce below is queued before reuse
-  float* partial = ctx.arena().allocate_n<float>(std::size_t(plan.splits) * s.rows * s.cols);
-  EVO_LAUNCH((gemm_register_blocked_kernel<P, BM, BN, TM, TN>), grid, kThreadsRb, 0, stream_of(ctx),
-             p, plan.k_per_split, partial);
-  EVO_LAUNCH((split_k_reduce_kernel<P>), blocks_for(s.rows * s.cols), kThreads, 0, stream_of(ctx),
-             p, partial, plan.splits);
+               stream_of(ctx), p, k_per_split, partial);
+  });
 }
 
 // 128-wide tiles where the GEMM has the rows or columns to fill them, 64 otherwise: a 16-column

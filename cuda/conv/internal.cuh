@@ -1,5 +1,6 @@
 // The convolution passes seen as GEMMs (what the implicit-GEMM versions 2 and 3 share): operand
-// views over NHWC tensors, shared-memory tile loaders, split-K. Not public: cuda/conv/*.cu only.
+// views over NHWC tensors, shared-memory tile loaders, split-K and the launch of a tiled GEMM.
+// Not public: cuda/conv/*.cu only.
 //
 // Every pass is  C[M, N] = A[M, K] * B[K, N]  where A or B is an "implicit" im2col matrix, never
 // materialised: element (m, k) is computed from indices and read straight from the activation.
@@ -17,6 +18,8 @@
 // with the flipped filter.
 #pragma once
 
+#include <climits>
+#include <cstddef>
 #include <cstdint>
 
 #include "cuda/common.cuh"
@@ -351,6 +354,29 @@ __global__ void __launch_bounds__(256)
     const int m = int(e / v.cols), n = int(e % v.cols);
     v.out_row(m)[n] = sum;
   }
+}
+
+// Launches a GEMM kernel that computes BM x BN tiles of C stepping k by BK, over the grid
+// (ceil(M / BM), ceil(N / BN), phases * splits), with split-K when the plan asks for it: then the
+// kernel writes partial sums to an arena workspace [splits, M, N] and split_k_reduce_kernel adds
+// them. `launch(grid, k_per_split, partial)` launches the version's own kernel (partial null: it
+// writes C directly); a callback rather than a kernel pointer, so that EVO_LAUNCH's errors name
+// that kernel and the line that launches it.
+template <int BM, int BN, int BK, class P, class Launch>
+void launch_tiled_gemm(Context& ctx, const P& p, const GemmSize& s, Launch&& launch) {
+  const int64_t tiles_m = (s.rows + BM - 1) / BM, tiles_n = (s.cols + BN - 1) / BN;
+  const SplitPlan plan =
+      p.phases() == 1 ? plan_split_k(tiles_m * tiles_n, s.depth, BK) : SplitPlan{1, INT_MAX / 2};
+  const dim3 grid(unsigned(tiles_m), unsigned(tiles_n), unsigned(p.phases() * plan.splits));
+  if (plan.splits == 1) {
+    launch(grid, plan.k_per_split, static_cast<float*>(nullptr));
+    return;
+  }
+  Arena::Scope scope(ctx.arena());  // stream-ordered: the reduce below is queued before reuse
+  float* partial = ctx.arena().allocate_n<float>(std::size_t(plan.splits) * s.rows * s.cols);
+  launch(grid, plan.k_per_split, partial);
+  EVO_LAUNCH((split_k_reduce_kernel<P>), blocks_for(s.rows * s.cols), kThreads, 0, stream_of(ctx),
+             p, partial, plan.splits);
 }
 
 // ---- the versions (cuda/conv/N_*.cu): each runs one pass on ctx's stream ----------------------
