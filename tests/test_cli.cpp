@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,8 @@
 #include <thread>
 
 #include "evo/device.h"
+#include "evo/dna.h"
+#include "evo/mutation.h"
 #include "support.h"
 
 #include <nlohmann/json.hpp>
@@ -26,8 +29,9 @@ struct Run {
   std::string output;  // stdout and stderr together
 };
 
-Run run_evo(const std::string& args) {
-  const std::string cmd = std::string(EVO_BINARY) + " " + args + " 2>&1";
+// `redirect` says where stderr goes: by default into the output, after stdout's lines as printed.
+Run run_evo(const std::string& args, const std::string& redirect = "2>&1") {
+  const std::string cmd = std::string(EVO_BINARY) + " " + args + " " + redirect;
   FILE* pipe = popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string out;
@@ -35,6 +39,11 @@ Run run_evo(const std::string& args) {
   while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
 }  // namespace
@@ -90,6 +99,41 @@ TEST_CASE("evo show prints a DNA's layers, and bad DNA files are clear errors", 
   CHECK(r.output.find("/nonexistent/dna.json") != std::string::npos);
   r = run_evo("search --time-limit 3x --gpus none");
   CHECK(r.code == 2);
+}
+
+// The child's DNA on stdout (so `evo mutate A > B` writes a loadable DNA), what changed on
+// stderr; --json puts both in one object; an unknown name is a usage error listing the names.
+TEST_CASE("evo mutate prints the child of apply_mutation for the seed", "[cli]") {
+  const std::string dir = evo::test::temp_dir("cli-mutate");
+  const std::string file = EVO_SOURCE_DIR "/data/dna/skips.json";
+  const uint64_t seed = evo::test::rng()();
+  std::mt19937_64 rng(seed);
+  const evo::MutationResult expect =
+      evo::apply_mutation(evo::load_dna(file), evo::Mutation::AddSkip, rng);
+  const std::string args = "mutate " + file + " --mutation add-skip --seed " + std::to_string(seed);
+  Run r = run_evo(args, "2>" + dir + "/stderr");
+  CHECK(r.code == 0);
+  CHECK(r.output == evo::to_json(expect.child));
+  CHECK(read_file(dir + "/stderr") == "add-skip: " + expect.detail + "\n");
+  r = run_evo(args + " --json", "2>" + dir + "/stderr");
+  CHECK(r.code == 0);
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  CHECK(j["mutation"] == "add-skip");
+  CHECK(j["detail"] == expect.detail);
+  CHECK(j["reset_weights"] == false);
+  CHECK(evo::dna_from_json(j["child"]) == expect.child);
+  CHECK(read_file(dir + "/stderr").empty());
+
+  r = run_evo("mutate " + file + " --mutation no-such-mutation");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("unknown mutation \"no-such-mutation\"; the mutations are "
+                      "alter-learning-rate, ") != std::string::npos);
+  CHECK(r.output.find(", or random (the paper's uniform choice)") != std::string::npos);
+  r = run_evo("mutate " EVO_SOURCE_DIR "/data/dna/initial.json --mutation remove-convolution");
+  CHECK(r.code == 1);
+  CHECK(r.output.find("initial.json") != std::string::npos);
+  CHECK(r.output.find("no convolution") != std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 // Values that used to be accepted silently (or abort, or let libgomp end the process): each is a
@@ -184,6 +228,36 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.code == 0);
   CHECK(r.output.find("test accuracy not measured") != std::string::npos);
   CHECK(r.output.find("weights.evow") != std::string::npos);
+
+  // Without --json, the lines a search prints as it runs (src/cli/search.cpp), then its summary.
+  r = run_evo("search --gpus none --run-dir " + run + " --max-children 1" + small, "2>/dev/null");
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.rfind("evo search: fashion-mnist (500 train / 200 val images), population 3, "
+                       "10 steps per child (no crops or flips), 1 worker, tournament selection, "
+                       "paper inheritance, run folder " + run + "\n", 0) == 0);
+  CHECK(r.output.find("\nresuming a population of 3 individuals\n") != std::string::npos);
+  CHECK(r.output.find(" params  val ") != std::string::npos);
+  CHECK(r.output.find("\nsearch finished after ") != std::string::npos);
+  CHECK(r.output.find("\nreport            " + run + "/report.html\n") != std::string::npos);
+
+  // evo report prints the page's path; a record it cannot read is named on stderr, not fatal.
+  r = run_evo("report " + run);
+  CHECK(r.code == 0);
+  CHECK(r.output == run + "/report.html\n");
+  std::string damaged;
+  for (const auto& e : std::filesystem::directory_iterator(run + "/dead"))
+    damaged = (e.path() / "metrics.json").string();
+  REQUIRE(!damaged.empty());
+  std::ofstream(damaged, std::ios::trunc) << "{";
+  r = run_evo("report " + run + " --out " + dir + "/page.html");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("evo report: left out a damaged record: " + damaged) != std::string::npos);
+  CHECK(r.output.find(dir + "/page.html\n") != std::string::npos);
+  r = run_evo("report " + run + " " + run + " --out " + dir + "/compare.html");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("evo report: left out a damaged record: " + damaged) != std::string::npos);
+  CHECK(r.output.find(dir + "/compare.html\n") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

@@ -35,15 +35,36 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
   o.max_train = 4000;
   o.max_val = 1000;
   o.seed = test::rng()() % 1000;
-  o.quiet = true;
   o.ensemble = 3;
   std::atomic<bool> stop{false};
-  const SearchSummary s = run_search(o, stop);
+  // What the search tells its observer (evo search prints it): one start, then every child.
+  struct Recorder : SearchObserver {
+    int starts = 0;
+    std::size_t resumed = 99;
+    std::vector<ChildDone> children;
+    void started(const SearchStart& st) override {
+      ++starts;
+      resumed = st.resumed;
+    }
+    void child_done(const ChildDone& c) override { children.push_back(c); }
+  } heard;
+  const SearchSummary s = run_search(o, stop, &heard);
   CHECK(s.children + s.failed == 60);
+  CHECK(heard.starts == 1);
+  CHECK(heard.resumed == 0);
+  REQUIRE(heard.children.size() == 60);
+  for (std::size_t i = 1; i < heard.children.size(); ++i)  // one call at a time, in order
+    CHECK(heard.children[i].best_val >= heard.children[i - 1].best_val);
+  CHECK(heard.children.back().best_val == Approx(s.best_val));
 
   Population pop(o.run_dir);
   const std::vector<IndividualRecord> all = pop.all_individuals();
   CHECK(all.size() == 60);
+  for (const ChildDone& c : heard.children) {
+    const std::optional<IndividualRecord> r = pop.read(c.record.id);
+    REQUIRE(r);
+    CHECK(r->fitness == c.record.fitness);
+  }
   double best_initial = 0, best = 0;
   int evolved_convs = 0;
   for (const IndividualRecord& r : all) {
@@ -91,7 +112,6 @@ TEST_CASE("Aging selection removes the oldest individual other than the parent",
   o.selection = Selection::Aging;
   o.sample_size = 3;
   o.seed = test::rng()() % 1000;
-  o.quiet = true;
   o.ensemble = 1;
   std::atomic<bool> stop{false};
   run_search(o, stop);
@@ -138,7 +158,6 @@ TEST_CASE("A running search reclaims the slot of a worker that died", "[search]"
   o.max_train = 1000;
   o.max_val = 200;
   o.seed = test::rng()() % 1000;
-  o.quiet = true;
   o.ensemble = 1;
   o.recover_every = 0.2;
   std::atomic<bool> stop{false};
@@ -201,7 +220,6 @@ TEST_CASE("Size limits: no individual over --max-params or --max-flops", "[searc
     o.max_train = 1000;
     o.max_val = 200;
     o.seed = test::rng()() % 1000;
-    o.quiet = true;
     o.ensemble = 1;
     // 25 parameters: the initial individual (20) and identity or batch-norm edges fit; a 3x3
     // convolution (29 or more with the classifier) does not, and INSERT-CONVOLUTION is drawn in

@@ -33,7 +33,7 @@ double train_and_validate(Dna dna, int steps, int max_train, bool augment, uint6
   }
   const TrainResult r = train_model(model, dev, ctx, t, float(dna.learning_rate));
   REQUIRE_FALSE(r.failed);
-  Model eval(plan, 500, ctx);
+  Model eval(plan, kEvalBatch, ctx);
   eval.bind(w);
   return evaluate_model(eval, dev, "val", ctx).accuracy();
 }

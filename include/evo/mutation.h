@@ -1,5 +1,6 @@
-// The paper's eleven mutations (Real et al. 2017, section 3) as named functions on a Dna, and the
-// `evo mutate` command. Not selection or training: the search decides whom to mutate and trains.
+// The paper's eleven mutations (Real et al. 2017, section 3) as named functions on a Dna. Not
+// selection or training (the search decides whom to mutate and trains), and not `evo mutate`
+// (src/cli/mutate.cpp prints what these return).
 //
 // Every mutation returns a fresh child and leaves the parent alone. The child keeps every id it
 // does not remove and mints new ones from next_id, so inheritance (key and shape unchanged) keeps
@@ -93,11 +94,5 @@ MutationResult apply_mutation(const Dna& parent, Mutation m, std::mt19937_64& rn
 // apply (IDENTITY always can).
 MutationResult mutate(const Dna& parent, std::mt19937_64& rng,
                       int input_channels = kMutationInputChannels);
-
-// `evo mutate FILE --mutation NAME --seed N [--json]`: prints the child DNA's JSON to stdout and
-// the detail line to stderr; with json, one object {"mutation", "detail", "reset_weights",
-// "child"} on stdout. NAME may also be "random" (the paper's uniform choice, as mutate()).
-// Returns 0; throws UsageError (unknown name), DnaError (bad file), MutationNotApplicable.
-int run_mutate(const std::string& file, const std::string& name, uint64_t seed, bool json);
 
 }  // namespace evo

@@ -75,11 +75,21 @@ std::vector<std::size_t> pareto_front(const std::vector<IndividualRecord>& indiv
 std::string render_report(const std::vector<IndividualRecord>& individuals,
                           const ReportOptions& opts = {});
 
+// What write_report and write_compare_report did: where the page is, and the records they left
+// out because they could not be read ("<path>: <reason>"; the page is drawn without them). They
+// print nothing: `evo report` and `evo search` print these lines.
+struct ReportWritten {
+  std::string path;
+  std::vector<std::string> damaged;
+};
+
 // Reads the run folder (its individuals, run.json's settings with the input shape and classes, the
 // best individual's DNA) and writes render_report's page to out_path atomically (a temporary file
-// in the same folder, then rename), so a browser or a second writer never sees half a page. Throws
-// evo::Error when run_dir is not a run folder or out_path cannot be written.
-void write_report(const std::string& run_dir, const std::string& out_path);
+// in the same folder, then rename), so a browser or a second writer never sees half a page.
+// out_path "" is default_report_path(run_dir): this is the one place the default is chosen, so
+// callers print the returned path. Throws evo::Error when run_dir is not a run folder or the
+// page cannot be written.
+ReportWritten write_report(const std::string& run_dir, const std::string& out_path = "");
 
 // What the end of a search measured on the test set, kept in RUN_DIR/final.json (written
 // atomically) so that the report shows it: the best individual's test accuracy and the top-k
@@ -87,7 +97,7 @@ void write_report(const std::string& run_dir, const std::string& out_path);
 void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
                         double ensemble_test, int ensemble_size);
 
-// The default output path: RUN_DIR/report.html.
+// The default output path of write_report: RUN_DIR/report.html.
 std::string default_report_path(const std::string& run_dir);
 
 // ---- comparing runs (a study) ------------------------------------------------------------------
@@ -125,9 +135,15 @@ struct CompareOptions {
 std::string render_compare_report(const std::vector<CompareRun>& runs,
                                   const CompareOptions& opts = {});
 
+// The default output path of write_compare_report: compare.html in the current folder (a study
+// has no one run folder to put it in).
+inline constexpr const char* kDefaultComparePath = "compare.html";
+
 // Reads each run folder (records, run.json, final.json) and writes render_compare_report's page to
-// out_path atomically, as write_report does. Throws evo::Error naming the folder when one is not
-// a run folder, and when run_dirs is empty or out_path cannot be written.
-void write_compare_report(const std::vector<std::string>& run_dirs, const std::string& out_path);
+// out_path ("" = kDefaultComparePath) atomically, as write_report does; returns the path and the
+// records left out. Throws evo::Error naming the folder when one is not a run folder, and when
+// run_dirs is empty or the page cannot be written.
+ReportWritten write_compare_report(const std::vector<std::string>& run_dirs,
+                                   const std::string& out_path = "");
 
 }  // namespace evo

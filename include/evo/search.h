@@ -1,14 +1,18 @@
 // The evolutionary search of Real et al. 2017: workers (one per device stream) that select, mutate,
-// train and publish children into a shared population folder. Not the store (population.h).
+// train and publish children into a shared population folder. Not the store (population.h), and
+// not the console: the search prints nothing, it tells a SearchObserver (src/cli/search.cpp
+// prints what it hears as evo search's lines).
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "evo/device.h"
 #include "evo/model.h"
+#include "evo/population.h"
 
 #include <nlohmann/json.hpp>
 
@@ -49,7 +53,6 @@ struct SearchOptions {
   // long is dead. Heartbeats come every few seconds; the margin covers file-system clock skew and
   // a child's slowest stretch (validation, writing its files).
   double stale_seconds = 600;
-  bool quiet = false;        // no per-child lines (tests)
   std::string report;        // write the HTML report here at the end ("" = RUN_DIR/report.html)
 };
 
@@ -69,11 +72,63 @@ struct SearchSummary {
   int ensemble_size = 0;
   double children_per_hour = 0;
   std::string report_path;
+  // Records the report at the end of run_search left out, "<path>: <reason>" (the report reads the
+  // run again, so these may differ from `damaged`). Empty for best_of_run, which writes no report.
+  std::vector<std::string> report_damaged;
+};
+
+// ---- what a running search tells its caller --------------------------------------------------
+
+// Once, when the data is loaded and the run folder opened, before any child is trained.
+struct SearchStart {
+  SearchOptions options;  // as the search runs them (threads_per_worker filled in)
+  std::string data_name;  // "fashion-mnist", ...
+  int train_images = 0, val_images = 0;
+  std::size_t resumed = 0;    // individuals alive in the run folder when this process started
+  std::size_t recovered = 0;  // unfinished children of dead workers discarded at the start
+  // Alive individuals whose record could not be read, moved to RUN_DIR/damaged/ (their slots are
+  // refilled by selection): "<id>: <reason>" (Population::quarantine_damaged).
+  std::vector<std::string> quarantined;
+};
+
+// Each child this process published, failed or not.
+struct ChildDone {
+  double elapsed = 0;     // seconds since the search started
+  std::string worker;     // "cpu/0", "cuda:1/3": device and worker index
+  IndividualRecord record;
+  double best_val = 0;    // the best validation accuracy of this process's children so far
+};
+
+// Every SearchOptions::summary_every seconds, right after a ChildDone.
+struct SearchProgress {
+  double elapsed = 0;          // seconds since the search started
+  int children = 0, failed = 0;  // published by this process (children: those that did not fail)
+  std::size_t population = 0;  // individuals alive in the run folder now
+  double best_val = 0;
+  double since_best = 0;       // seconds since best_val last rose: a stuck search shows it here
+};
+
+// The search calls these from its threads, one call at a time (never two at once) and in the
+// order things happened; a worker waits while its call runs, so they should be quick. Every
+// method does nothing by default: tests pass no observer at all.
+class SearchObserver {
+ public:
+  virtual ~SearchObserver() = default;
+  virtual void started(const SearchStart&) {}
+  virtual void child_done(const ChildDone&) {}
+  virtual void progress(const SearchProgress&) {}
+  // A recovery while the search ran reclaimed the slots of `children` (> 0) of dead workers.
+  virtual void reclaimed(std::size_t /*children*/) {}
+  // A problem the search survived (a worker's selection or publication failed, a worker stopped,
+  // a recovery failed, a child's folder could not be abandoned): one line for people, no newline.
+  virtual void warning(const std::string& /*line*/) {}
 };
 
 // Runs the search until the time limit, max_children or `stop` (Ctrl-C). Resumes from run_dir when
 // it holds a population. Many processes (on many machines) may run it on one run_dir at once.
-SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& stop);
+// `observer` (may be null) hears what happens while it runs; the result is the summary.
+SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& stop,
+                         SearchObserver* observer = nullptr);
 
 // The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
 // accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour. `data`,

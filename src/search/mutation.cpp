@@ -1,12 +1,11 @@
-// The paper's eleven mutations on a Dna, the uniform choice among them, and `evo mutate`.
-// Not selection, training or weight inheritance: ids and shapes are all that carry weights over.
+// The paper's eleven mutations on a Dna, and the uniform choice among them. Not selection, training
+// or weight inheritance (ids and shapes carry weights over), and not `evo mutate`'s printing.
 #include "evo/mutation.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
 
@@ -555,38 +554,6 @@ MutationResult mutate(const Dna& parent, std::mt19937_64& rng, int input_channel
     if (applicable(parent, m, input_channels))
       return apply_mutation(parent, m, rng, input_channels);
   }
-}
-
-int run_mutate(const std::string& file, const std::string& name, uint64_t seed, bool json) {
-  // Check the name before reading the file: a typo is the likelier mistake and the cheaper fix.
-  const bool random = name == "random";
-  const Mutation m = random ? Mutation::Identity : [&] {
-    try {
-      return parse_mutation(name);
-    } catch (const UsageError&) {
-      throw UsageError("unknown mutation \"" + name + "\"; the mutations are " + all_names() +
-                       ", or random (the paper's uniform choice)");
-    }
-  }();
-  const Dna parent = load_dna(file);
-  std::mt19937_64 rng(seed);
-  MutationResult r;
-  try {
-    r = random ? mutate(parent, rng) : apply_mutation(parent, m, rng);
-  } catch (const MutationNotApplicable& e) {
-    throw MutationNotApplicable(file + ": " + e.what());  // which file, for people
-  }
-  if (json) {
-    const nlohmann::json j = {{"mutation", to_string(r.mutation)},
-                              {"detail", r.detail},
-                              {"reset_weights", r.reset_weights},
-                              {"child", dna_to_json(r.child)}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("%s", to_json(r.child).c_str());
-    std::fprintf(stderr, "%s: %s\n", to_string(r.mutation), r.detail.c_str());
-  }
-  return 0;
 }
 
 }  // namespace evo

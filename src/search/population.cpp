@@ -107,6 +107,11 @@ constexpr std::size_t kMaxStoreFileBytes = std::size_t(1) << 20;
 // The whole file, or nullopt when it (or its folder) does not exist. A link is not followed
 // (O_NOFOLLOW: a record's file linked to somewhere outside the run is not read) and a file over
 // kMaxStoreFileBytes is an error naming it.
+// Why not io.h's read_file_limited: the store needs what it does not do. A file that vanishes is
+// the normal outcome of a race with another process (nullopt here, an error there); a link must
+// not be followed; and /proc/<pid>/stat, which decides whether a worker is alive, reports a size
+// of 0, so a reader that trusts fstat's size (as read_file_limited does, to refuse big files
+// before reading) would read nothing from it.
 std::optional<std::string> read_text(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
@@ -537,19 +542,22 @@ IndividualRecord record_from_json(const nlohmann::json& j, const std::string& so
 
 // ---- Staging ------------------------------------------------------------------------------------
 
-Population::Staging::Staging(std::string root, std::string id_, bool durable)
+Population::Staging::Staging(std::string root, std::string id_, bool durable,
+                             std::function<void(const std::string&)> on_warning)
     : id(std::move(id_)),
       dir(root + "/staging/" + id),
       root_(std::move(root)),
       durable_(durable),
-      open_(true) {}
+      open_(true),
+      on_warning_(std::move(on_warning)) {}
 
 Population::Staging::Staging(Staging&& other) noexcept
     : id(std::move(other.id)),
       dir(std::move(other.dir)),
       root_(std::move(other.root_)),
       durable_(other.durable_),
-      open_(std::exchange(other.open_, false)) {}
+      open_(std::exchange(other.open_, false)),
+      on_warning_(std::move(other.on_warning_)) {}
 
 Population::Staging& Population::Staging::operator=(Staging&& other) noexcept {
   if (this != &other) {
@@ -559,6 +567,7 @@ Population::Staging& Population::Staging::operator=(Staging&& other) noexcept {
     root_ = std::move(other.root_);
     durable_ = other.durable_;
     open_ = std::exchange(other.open_, false);
+    on_warning_ = std::move(other.on_warning_);
   }
   return *this;
 }
@@ -573,8 +582,13 @@ void Population::Staging::discard() noexcept {
   try {
     abandon_dir(root_, dir, id, durable_);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "population: could not abandon child %s: %s (recover() will)\n",
-                 id.c_str(), e.what());
+    // A destructor cannot throw, so the caller hears it (a search passes it on as a warning).
+    try {
+      if (on_warning_)
+        on_warning_("population: could not abandon child " + id + ": " + e.what() +
+                    " (recover() will)");
+    } catch (...) {
+    }
   }
 }
 
@@ -665,7 +679,8 @@ bool create_run(const std::string& root, const PopulationOptions& o) {
 
 }  // namespace
 
-Population::Population(std::string dir, PopulationOptions options) : durable_(options.durable) {
+Population::Population(std::string dir, PopulationOptions options)
+    : durable_(options.durable), on_warning_(std::move(options.on_warning)) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (dir.empty()) throw UsageError("population: the run folder name is empty");
   root_ = std::move(dir);
@@ -727,7 +742,7 @@ Population::Staging Population::begin_child() {
     remove_tree(tmp);
     throw;
   }
-  return Staging(root_, id, durable_);
+  return Staging(root_, id, durable_, on_warning_);
 }
 
 FreeSlot Population::take_free_slot(Staging& child) {

@@ -859,6 +859,15 @@ tbody tr:hover td{background:#f4f8fc}
 .tag.failed{color:#a3201f;background:#fcebeb;border-color:#eba9a9}
 )";
 
+// Everything before a page's heading, for the run's page and the comparison page alike; `kind`
+// ends the browser's title ("evo report", "evo comparison").
+std::string page_head(const std::string& title, const char* kind, const std::string& style) {
+  return "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+         "<title>" + esc(title) + " &#8212; " + kind + "</title>\n<style>" + style +
+         "</style>\n</head>\n<body>\n<main>\n";
+}
+
 std::string card(const std::string& label, const std::string& value, const std::string& hint = "") {
   return "<div class=\"card\"" + (hint.empty() ? "" : " title=\"" + esc(hint) + "\"") + "><span>" +
          label + "</span><b>" + value + "</b></div>\n";
@@ -987,10 +996,7 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
   const double generated =
       std::isfinite(opts.generated_at) ? opts.generated_at : double(std::time(nullptr));
   std::ostringstream o;
-  o << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-    << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    << "<title>" << esc(opts.title) << " &#8212; evo report</title>\n<style>" << kStyle
-    << "</style>\n</head>\n<body>\n<main>\n";
+  o << page_head(opts.title, "evo report", kStyle);
 
   o << "<h1>" << esc(opts.title)
     << "</h1>\n<div class=\"sub\">Large-scale evolution of image "
@@ -1220,13 +1226,12 @@ FinalResults read_final(const std::string& run_dir) {
 
 }  // namespace
 
-void write_report(const std::string& run_dir, const std::string& out_path) {
+ReportWritten write_report(const std::string& run_dir, const std::string& out_path) {
   check_run_folder(run_dir);
   const Population pop(run_dir);
-  std::vector<std::string> damaged;
-  const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
-  for (const std::string& d : damaged)
-    std::fprintf(stderr, "evo report: left out a damaged record: %s\n", d.c_str());
+  ReportWritten written;
+  written.path = out_path.empty() ? default_report_path(run_dir) : out_path;
+  const std::vector<IndividualRecord> all = pop.all_individuals(&written.damaged);
 
   ReportOptions opts;
   opts.title = run_dir;
@@ -1261,7 +1266,8 @@ void write_report(const std::string& run_dir, const std::string& out_path) {
     opts.best_dna_note = opts.best_dna ? "The best DNA could not be read (" + missing +
                                              "); drawn instead: " + opts.best_dna_id + "'s."
                                        : "Its DNA could not be read: " + missing;
-  write_atomically(out_path, render_report(all, opts));
+  write_atomically(written.path, render_report(all, opts));
+  return written;
 }
 
 void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
@@ -1656,10 +1662,7 @@ std::string render_compare_report(const std::vector<CompareRun>& runs, const Com
       std::isfinite(opts.generated_at) ? opts.generated_at : double(std::time(nullptr));
 
   std::ostringstream o;
-  o << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-    << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    << "<title>" << esc(opts.title) << " &#8212; evo comparison</title>\n<style>" << kStyle
-    << kCompareStyle << "</style>\n</head>\n<body>\n<main>\n";
+  o << page_head(opts.title, "evo comparison", std::string(kStyle) + kCompareStyle);
   o << "<h1>" << esc(opts.title) << "</h1>\n<div class=\"sub\">" << runs.size() << " run"
     << (runs.size() == 1 ? "" : "s") << " in " << groups.size() << " setting"
     << (groups.size() == 1 ? "" : "s") << " &#183; report generated " << utc_text(generated)
@@ -1693,8 +1696,11 @@ std::string render_compare_report(const std::vector<CompareRun>& runs, const Com
   return o.str();
 }
 
-void write_compare_report(const std::vector<std::string>& run_dirs, const std::string& out_path) {
+ReportWritten write_compare_report(const std::vector<std::string>& run_dirs,
+                                   const std::string& out_path) {
   if (run_dirs.empty()) throw Error("report: no run folders given; give one or more --run-dir's");
+  ReportWritten written;
+  written.path = out_path.empty() ? kDefaultComparePath : out_path;
   // Every folder checked before any is read: a typo in the last one fails at once.
   for (const std::string& dir : run_dirs) check_run_folder(dir);
   std::vector<CompareRun> runs;
@@ -1704,10 +1710,7 @@ void write_compare_report(const std::vector<std::string>& run_dirs, const std::s
     r.name = dir;
     if (pop.settings().is_object()) r.settings = pop.settings();
     r.settings["population"] = pop.size();
-    std::vector<std::string> damaged;
-    r.individuals = pop.all_individuals(&damaged);
-    for (const std::string& d : damaged)
-      std::fprintf(stderr, "evo report: left out a damaged record: %s\n", d.c_str());
+    r.individuals = pop.all_individuals(&written.damaged);
     const FinalResults fin = read_final(dir);
     r.final_best_test = fin.best_test;
     r.final_ensemble_test = fin.ensemble_test;
@@ -1715,7 +1718,8 @@ void write_compare_report(const std::vector<std::string>& run_dirs, const std::s
   }
   CompareOptions opts;
   opts.title = "evo study: " + std::to_string(runs.size()) + " runs";
-  write_atomically(out_path, render_compare_report(runs, opts));
+  write_atomically(written.path, render_compare_report(runs, opts));
+  return written;
 }
 
 }  // namespace evo

@@ -1,6 +1,7 @@
 // The search loop: each worker thread repeatedly selects, mutates, trains and publishes a child;
 // the population lives only in the run folder, so processes on many machines cooperate lock-free.
-// Not the store's file protocol (population.cpp), not the mutations (mutation.cpp).
+// Not the store's file protocol (population.cpp), not the mutations (mutation.cpp), and no
+// console: what happens goes to the caller's SearchObserver (search.h).
 #include "evo/search.h"
 #include "evo/io.h"
 
@@ -9,12 +10,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -44,16 +46,12 @@ std::string host_name() {
   return buf;
 }
 
-std::string clock_text(double elapsed) {
-  const long s = std::lround(elapsed);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  return buf;
-}
-
-// Everything that must agree between the processes sharing a run folder.
-PopulationOptions population_options(const SearchOptions& o) {
+// Everything that must agree between the processes sharing a run folder; the store's one warning
+// goes to `warn`.
+PopulationOptions population_options(const SearchOptions& o,
+                                     std::function<void(const std::string&)> warn) {
   PopulationOptions p;
+  p.on_warning = std::move(warn);
   p.size = o.population;
   p.settings = {{"data", o.data},
                 {"steps", o.steps},
@@ -71,15 +69,16 @@ PopulationOptions population_options(const SearchOptions& o) {
 }
 
 // What every worker of this process shares: the data (one device copy per device), the counters
-// and the console.
+// and the observer.
 struct Shared {
   const SearchOptions& opts;
   const std::atomic<bool>& user_stop;
+  SearchObserver& observer;
   std::atomic<bool> stop{false};
+  std::mutex mutex;  // the observer's calls (one at a time), and children .. last_summary below
   Population population;
   Dataset data;
   std::map<std::string, std::unique_ptr<DeviceDataset>> device_data;  // by device name
-  std::mutex mutex;  // console, counters below
   int children = 0, failed = 0, reserved = 0;
   std::atomic<int64_t> redrawn{0};  // mutations drawn again for the size limits
   double best_val = 0;
@@ -93,10 +92,21 @@ struct Shared {
   std::mutex records_mutex;
   std::unordered_map<std::string, IndividualRecord> records;
 
-  Shared(const SearchOptions& o, const std::atomic<bool>& s)
-      : opts(o), user_stop(s), population(o.run_dir, population_options(o)) {}
+  Shared(const SearchOptions& o, const std::atomic<bool>& s, SearchObserver& obs)
+      : opts(o),
+        user_stop(s),
+        observer(obs),
+        population(o.run_dir, population_options(o, [this](const std::string& line) {
+                     warn(line);
+                   })) {}
 
   bool stopping() const { return stop.load() || user_stop.load(); }
+
+  // Never called with `mutex` held (it takes it, so that observer calls never overlap).
+  void warn(const std::string& line) {
+    std::lock_guard<std::mutex> lock(mutex);
+    observer.warning(line);
+  }
 
   // Reserves one child of the --max-children budget; false when it is spent.
   bool reserve_child() {
@@ -208,41 +218,51 @@ std::optional<Parent> select_parent(Shared& sh, std::mt19937_64& rng,
 // child is the parent unchanged (IDENTITY), which is within them as every individual is.
 constexpr int kLimitRedraws = 50;
 
+// A mutated child and, when the size limits compiled it, its plan: the worker trains that plan
+// instead of compiling the child a second time.
+struct LimitedChild {
+  MutationResult mutation;
+  std::optional<CompiledDna> plan;
+};
+
 // Why `dna` is over a limit ("" when it is within them, or when it does not compile at all:
-// training reports that as a failure, as without limits).
-std::string over_limits(const Shared& sh, const Dna& dna) {
+// training reports that as a failure, as without limits). `plan` gets the compiled DNA when it
+// compiles.
+std::string over_limits(const Shared& sh, const Dna& dna, std::optional<CompiledDna>& plan) {
   const SearchOptions& o = sh.opts;
+  plan.reset();
   if (o.max_params <= 0 && o.max_flops <= 0) return "";
   try {
-    const CompiledDna plan = compile(dna, sh.data.train.h, sh.data.train.w, sh.data.train.c,
-                                     sh.data.classes);
-    if (o.max_params > 0 && plan.param_count > o.max_params)
-      return std::to_string(plan.param_count) + " parameters > --max-params " +
+    plan = compile(dna, sh.data.train.h, sh.data.train.w, sh.data.train.c, sh.data.classes);
+    if (o.max_params > 0 && plan->param_count > o.max_params)
+      return std::to_string(plan->param_count) + " parameters > --max-params " +
              std::to_string(o.max_params);
-    if (o.max_flops > 0 && plan.forward_flops > o.max_flops)
-      return std::to_string(int64_t(plan.forward_flops)) + " FLOPs > --max-flops " +
+    if (o.max_flops > 0 && plan->forward_flops > o.max_flops)
+      return std::to_string(int64_t(plan->forward_flops)) + " FLOPs > --max-flops " +
              std::to_string(int64_t(o.max_flops));
   } catch (const Error&) {
   }
   return "";
 }
 
-MutationResult mutate_within_limits(Shared& sh, const Dna& parent, std::mt19937_64& rng) {
+LimitedChild mutate_within_limits(Shared& sh, const Dna& parent, std::mt19937_64& rng) {
+  LimitedChild c;
   for (int draw = 0; draw < kLimitRedraws; ++draw) {
-    MutationResult m = mutate(parent, rng);
-    if (over_limits(sh, m.child).empty()) {
+    c.mutation = mutate(parent, rng);
+    if (over_limits(sh, c.mutation.child, c.plan).empty()) {
       if (draw > 0)
-        m.detail += " (" + std::to_string(draw) + " mutation" + (draw == 1 ? "" : "s") +
-                    " over the size limits drawn again)";
+        c.mutation.detail += " (" + std::to_string(draw) + " mutation" + (draw == 1 ? "" : "s") +
+                             " over the size limits drawn again)";
       sh.redrawn += draw;
-      return m;
+      return c;
     }
   }
   sh.redrawn += kLimitRedraws;
-  MutationResult m = apply_mutation(parent, Mutation::Identity, rng);
-  m.detail += " (" + std::to_string(kLimitRedraws) + " mutations over the size limits: the parent "
-              "unchanged)";
-  return m;
+  c.plan.reset();
+  c.mutation = apply_mutation(parent, Mutation::Identity, rng);
+  c.mutation.detail += " (" + std::to_string(kLimitRedraws) + " mutations over the size limits: "
+                       "the parent unchanged)";
+  return c;
 }
 
 void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r) {
@@ -255,25 +275,13 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
     sh.best_val = r.fitness;
     sh.best_time = now_seconds();
   }
-  if (sh.opts.quiet) return;
-  std::printf("%s %-9s %s <- %-12s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
-              clock_text(now_seconds() - sh.start).c_str(), worker.c_str(), r.id.c_str(),
-              r.parent.empty() ? "(initial)" : r.parent.substr(0, 12).c_str(),
-              r.mutation.c_str(), static_cast<long long>(r.params), 100 * r.fitness,
-              100 * sh.best_val, r.failed ? "  FAILED: " : "", r.failed ? r.failure.c_str() : "");
+  sh.observer.child_done({now_seconds() - sh.start, worker, r, sh.best_val});
   const double t = now_seconds();
   if (t - sh.last_summary >= sh.opts.summary_every) {
     sh.last_summary = t;
-    const double hours = (t - sh.start) / 3600;
-    // How long the best has not improved: a search stuck on a local optimum shows it here.
-    std::printf("-- %s: %d children (%d failed) by this process, %.0f per hour, population %zu, "
-                "best validation accuracy %.2f%% (not improved for %s)\n",
-                clock_text(t - sh.start).c_str(), sh.children + sh.failed, sh.failed,
-                hours > 0 ? (sh.children + sh.failed) / hours : 0,
-                sh.population.alive_ids().size(), 100 * sh.best_val,
-                clock_text(t - sh.best_time).c_str());
+    sh.observer.progress({t - sh.start, sh.children, sh.failed, sh.population.alive_ids().size(),
+                          sh.best_val, t - sh.best_time});
   }
-  std::fflush(stdout);
 }
 
 void worker_main(Shared& sh, int index, Device device) {
@@ -296,6 +304,7 @@ void worker_main(Shared& sh, int index, Device device) {
     if (!sh.reserve_child()) break;
     IndividualRecord rec;
     Dna dna;
+    std::optional<CompiledDna> limited_plan;  // compiled already by the size limits' check
     std::optional<Parent> parent;
     rec.worker = worker;
     rec.host = sh.host;
@@ -319,17 +328,18 @@ void worker_main(Shared& sh, int index, Device device) {
         dna = initial_dna();
         rec.mutation = "initial";
       } else {
-        MutationResult m = mutate_within_limits(sh, parent->dna, rng);
-        dna = std::move(m.child);
+        LimitedChild c = mutate_within_limits(sh, parent->dna, rng);
+        dna = std::move(c.mutation.child);
+        limited_plan = std::move(c.plan);
         rec.parent = parent->record.id;
-        rec.mutation = to_string(m.mutation);
-        rec.detail = m.detail;
-        if (m.reset_weights) parent->weights_path.clear();
+        rec.mutation = to_string(c.mutation.mutation);
+        rec.detail = c.mutation.detail;
+        if (c.mutation.reset_weights) parent->weights_path.clear();
       }
     } catch (const std::exception& e) {
       sh.population.abandon(std::move(staging));
       sh.unreserve();
-      std::fprintf(stderr, "%s: selection failed: %s\n", worker.c_str(), e.what());
+      sh.warn(worker + ": selection failed: " + e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       continue;
     }
@@ -337,7 +347,8 @@ void worker_main(Shared& sh, int index, Device device) {
     rec.learning_rate = dna.learning_rate;
     topts.on_progress = [&](int, double, double) { sh.population.heartbeat(staging); };
     try {
-      const CompiledDna plan = compile(dna, data.h, data.w, data.c, data.classes);
+      const CompiledDna plan = limited_plan ? std::move(*limited_plan)
+                                            : compile(dna, data.h, data.w, data.c, data.classes);
       rec.params = plan.param_count;
       Weights weights;
       if (parent && !parent->weights_path.empty()) {
@@ -383,8 +394,7 @@ void worker_main(Shared& sh, int index, Device device) {
       save_dna(dna, staging.dna_path());
       sh.population.publish(std::move(staging), rec);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: could not publish %s: %s\n", worker.c_str(), rec.id.c_str(),
-                   e.what());
+      sh.warn(worker + ": could not publish " + rec.id + ": " + e.what());
       continue;
     }
     log_child(sh, worker, rec);
@@ -465,7 +475,10 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
   return s;
 }
 
-SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& user_stop) {
+SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& user_stop,
+                         SearchObserver* observer) {
+  SearchObserver silent;  // no observer: nobody hears anything
+  SearchObserver& heard = observer ? *observer : silent;
   if (opts_in.devices.empty()) throw UsageError("the search needs at least one worker");
   // Several CPU workers: each gets its share of the cores (set_cpu_threads in its thread).
   SearchOptions opts = opts_in;
@@ -502,36 +515,20 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
                        ": raise --max-params / --max-flops above that");
   }
 
-  Shared sh(opts, user_stop);
+  Shared sh(opts, user_stop, heard);
   sh.data = std::move(data);
-  const std::size_t recovered = sh.population.recover(opts.stale_seconds);
-  for (const std::string& d : sh.population.quarantine_damaged())
-    std::fprintf(stderr, "evo search: moved a damaged individual to %s/damaged/ (its slot is "
-                 "refilled by selection): %s\n", opts.run_dir.c_str(), d.c_str());
-  const std::size_t resumed = sh.population.alive_ids().size();
+  SearchStart start;
+  start.recovered = sh.population.recover(opts.stale_seconds);
+  start.quarantined = sh.population.quarantine_damaged();
+  start.resumed = sh.population.alive_ids().size();
   for (const Device& d : opts.devices)
     if (!sh.device_data.count(d.str()))
       sh.device_data[d.str()] = std::make_unique<DeviceDataset>(DeviceDataset::upload(sh.data, d));
-
-  if (!opts.quiet) {
-    std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child "
-                "(%s), %zu worker%s, %s selection, %s inheritance, run folder %s\n",
-                sh.data.name.c_str(), sh.data.train.n, sh.data.val.n, opts.population, opts.steps,
-                opts.augment ? "with crops and flips" : "no crops or flips", opts.devices.size(),
-                opts.devices.size() == 1 ? "" : "s",
-                opts.selection == Selection::Tournament ? "tournament" : "aging",
-                to_string(opts.inheritance), opts.run_dir.c_str());
-    if (opts.max_params > 0 || opts.max_flops > 0)
-      std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
-                  opts.max_params > 0 ? ("at most " + std::to_string(opts.max_params) +
-                                         " parameters").c_str() : "",
-                  opts.max_params > 0 && opts.max_flops > 0 ? ", " : "",
-                  opts.max_flops > 0 ? ("at most " + std::to_string(int64_t(opts.max_flops)) +
-                                        " forward FLOPs per image").c_str() : "");
-    if (resumed) std::printf("resuming a population of %zu individuals\n", resumed);
-    if (recovered) std::printf("discarded %zu unfinished children of dead workers\n", recovered);
-    std::fflush(stdout);
-  }
+  start.options = opts;
+  start.data_name = sh.data.name;
+  start.train_images = sh.data.train.n;
+  start.val_images = sh.data.val.n;
+  heard.started(start);  // no worker runs yet: no lock needed
 
   std::atomic<int> running{int(opts.devices.size())};
   std::vector<std::thread> workers;
@@ -540,7 +537,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
       try {
         worker_main(sh, int(i), device);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "worker %zu stopped: %s\n", i, e.what());
+        sh.warn("worker " + std::to_string(i) + " stopped: " + e.what());
       }
       --running;
     });
@@ -554,13 +551,12 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     if (opts.recover_every > 0 && now_seconds() - last_recover >= every) {
       last_recover = now_seconds();
       try {
-        if (const std::size_t n = sh.population.recover(opts.stale_seconds); n > 0 && !opts.quiet) {
-          std::printf("-- reclaimed the slots of %zu children of workers that died\n", n);
-          std::fflush(stdout);
+        if (const std::size_t n = sh.population.recover(opts.stale_seconds); n > 0) {
+          std::lock_guard<std::mutex> lock(sh.mutex);
+          heard.reclaimed(n);
         }
       } catch (const Error& e) {  // a folder fault now is not worth stopping the search for
-        std::fprintf(stderr, "evo search: recovering dead workers' children failed: %s\n",
-                     e.what());
+        sh.warn(std::string("evo search: recovering dead workers' children failed: ") + e.what());
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -573,10 +569,11 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   s.children = sh.children;
   s.failed = sh.failed;
   s.seconds = now_seconds() - sh.start;
-  s.report_path = opts.report.empty() ? opts.run_dir + "/report.html" : opts.report;
   if (!s.best_id.empty() && std::isfinite(s.best_test))
     save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size);
-  write_report(opts.run_dir, s.report_path);
+  ReportWritten report = write_report(opts.run_dir, opts.report);
+  s.report_path = std::move(report.path);
+  s.report_damaged = std::move(report.damaged);
   return s;
 }
 

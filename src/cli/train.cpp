@@ -1,24 +1,37 @@
-// evo train / eval / show: load what the options name, run it, print a summary (or one JSON
-// object). Not the parsing of options (src/main.cpp).
-#include "evo/commands.h"
-#include "evo/io.h"
-
+// evo train: trains one DNA on a data set, shows progress, evaluates it on val and test and
+// writes OUT/weights.evow, OUT/metrics.json and OUT/dna.json. Not the training (train.h).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <memory>
+#include <string>
 
+#include "cli.h"
 #include "evo/data.h"
 #include "evo/dna.h"
+#include "evo/io.h"
 #include "evo/train.h"
 
-namespace evo {
+namespace evo::cli {
 
 namespace {
 
+struct TrainArgs {
+  std::string dna, weights, data = "fashion-mnist", device = "cpu", out;
+  int steps = 25600;
+  int batch = 50;
+  int max_train = 0;  // 0 = the whole training split
+  double val_fraction = 0.1;
+  uint64_t seed = 0;
+  // One spelling with `evo search`: --augment on|off (--no-augment stays as the short form).
+  std::string augment = "on";  // pad-4 random crops and flips (He et al. 2016), as the paper
+  bool no_augment = false;
+};
+
+// "12m05s", "1h02m": how long training took or has left.
 std::string format_duration(double seconds) {
   const long s = std::lround(std::max(seconds, 0.0));
   char buf[32];
@@ -56,38 +69,7 @@ class Progress {
   bool tty_;
 };
 
-ActShape parse_hwc(const std::string& text) {
-  ActShape s;
-  char x1 = 0, x2 = 0;
-  if (std::sscanf(text.c_str(), "%d%c%d%c%d", &s.h, &x1, &s.w, &x2, &s.c) != 5 || x1 != 'x' ||
-      x2 != 'x' || s.h < 1 || s.w < 1 || s.c < 1)
-    throw UsageError("--input '" + text + "': expected HxWxC, e.g. 28x28x1 or 32x32x3");
-  return s;
-}
-
-}  // namespace
-
-int run_show(const ShowCommand& cmd) {
-  const ActShape in = parse_hwc(cmd.input);
-  const CompiledDna plan = compile(load_dna(cmd.dna), in.h, in.w, in.c, cmd.classes);
-  if (cmd.dot) {
-    std::printf("%s", to_dot(plan).c_str());
-  } else if (cmd.json) {
-    nlohmann::json j = {{"dna", cmd.dna},
-                        {"input", cmd.input},
-                        {"vertices", plan.vertices.size()},
-                        {"edges", plan.edges.size()},
-                        {"parameters", plan.param_count},
-                        {"forward_flops_per_image", plan.forward_flops},
-                        {"train_flops_per_image", plan.train_flops}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("%s", describe(plan).c_str());
-  }
-  return 0;
-}
-
-int run_train(const TrainCommand& cmd) {
+int run_train(const TrainArgs& cmd, bool json) {
   const Device device = parse_device(cmd.device);
   // The output folder is made (and found usable) before training, not after an hour of it.
   if (!cmd.out.empty()) {
@@ -104,7 +86,7 @@ int run_train(const TrainCommand& cmd) {
   dopts.max_train = cmd.max_train;
   const Dataset data = load_dataset(cmd.data, dopts);
   const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
-  if (!cmd.json)
+  if (!json)
     std::fprintf(stderr, "evo train: %s on %s (%d train / %d val / %d test images) on %s: %lld "
                  "parameters, %.1f MFLOPs per image\n",
                  cmd.dna.c_str(), data.name.c_str(), data.train.n, data.val.n, data.test.n,
@@ -121,10 +103,10 @@ int run_train(const TrainCommand& cmd) {
   TrainOptions topts;
   topts.steps = cmd.steps;
   topts.batch = cmd.batch;
-  topts.set_augment(cmd.augment);
+  topts.set_augment(cmd.augment == "on" && !cmd.no_augment);
   topts.check_every = std::max(1, std::min(100, cmd.steps / 20));
   Progress progress(cmd.steps);
-  if (!cmd.json)
+  if (!json)
     topts.on_progress = [&](int step, double loss, double img_s) {
       progress.update(step, loss, img_s, cmd.batch);
     };
@@ -160,8 +142,8 @@ int run_train(const TrainCommand& cmd) {
     write_file_atomic(cmd.out + "/metrics.json", metrics.dump(2) + "\n", "metrics");
     write_file_atomic(cmd.out + "/dna.json", to_json(dna), "DNA file");
   }
-  if (cmd.json) {
-    std::printf("%s\n", metrics.dump().c_str());
+  if (json) {
+    print_json(metrics);
   } else {
     if (tr.failed) std::printf("training stopped: %s\n", tr.failure.c_str());
     std::printf("trained %d steps in %s (%.0f img/s): train loss %.4f, val accuracy %.2f%%, "
@@ -175,33 +157,32 @@ int run_train(const TrainCommand& cmd) {
   return tr.failed ? 1 : 0;
 }
 
-int run_eval(const EvalCommand& cmd) {
-  const Device device = parse_device(cmd.device);
-  DataOptions dopts;
-  dopts.val_fraction = cmd.val_fraction;
-  dopts.seed = cmd.seed;
-  const Dataset data = load_dataset(cmd.data, dopts);
-  const CompiledDna plan =
-      compile(load_dna(cmd.dna), data.train.h, data.train.w, data.train.c, data.classes);
-  Weights weights = load_weights(cmd.weights, plan, device);
-  Context ctx(device, cmd.seed);
-  const DeviceDataset dev = DeviceDataset::upload(data, device);
-  Model model(plan, kEvalBatch, ctx);
-  model.bind(weights);
-  const EvalResult r = evaluate_model(model, dev, cmd.split, ctx);
-  if (cmd.json) {
-    std::printf("%s\n", nlohmann::json({{"split", cmd.split},
-                                        {"images", r.n},
-                                        {"correct", r.correct},
-                                        {"accuracy", r.accuracy()},
-                                        {"loss", r.loss}})
-                            .dump()
-                            .c_str());
-  } else {
-    std::printf("%s accuracy %.2f%% (%d of %d), loss %.4f\n", cmd.split.c_str(),
-                100 * r.accuracy(), r.correct, r.n, r.loss);
-  }
-  return 0;
+}  // namespace
+
+Command add_train_command(CLI::App& app, const Globals& globals) {
+  const auto a = std::make_shared<TrainArgs>();
+  CLI::App* train = app.add_subcommand("train", "Train one DNA and save its weights and metrics");
+  train->add_option("--dna", a->dna, "DNA file (JSON), e.g. data/dna/four_conv.json")->required();
+  train->add_option("--weights", a->weights, "Start from these weights instead of fresh ones");
+  train->add_option("--data", a->data, std::string("Data set: ") + kDataSpecHelp)
+      ->capture_default_str();
+  train->add_option("--steps", a->steps, "SGD steps (the paper: 25,600)")
+      ->check(CLI::Range(1, 100000000))->capture_default_str();
+  train->add_option("--batch", a->batch, "Images per step, 1-100,000 (the paper: 50)")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  train->add_option("--max-train", a->max_train, "Train on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--val-fraction", a->val_fraction, "Share of the training files held out, 0-0.9")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  add_device_option(train, a->device);
+  train->add_option("--out", a->out, "Folder for weights.evow, metrics.json and dna.json");
+  train->add_option("--augment", a->augment, "Random pad-4 crops and flips: on (the paper's, "
+                                             "default) or off")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  train->add_flag("--no-augment", a->no_augment, "The same as --augment off");
+  add_seed_option(train, a->seed, "Random seed (weights, batches, augmentation, split)");
+  return {train, [a, &globals] { return run_train(*a, globals.json); }};
 }
 
-}  // namespace evo
+}  // namespace evo::cli

@@ -1,0 +1,62 @@
+// evo best: a run's best individual, its test accuracy and the top-k ensemble's, measured on the
+// run's own data set and split. Not the measuring (search.h's best_of_run).
+#include <memory>
+#include <string>
+
+#include "cli.h"
+#include "evo/device.h"
+#include "evo/error.h"
+#include "evo/search.h"
+
+namespace evo::cli {
+
+namespace {
+
+struct BestArgs {
+  std::string run_dir, data = "fashion-mnist", device = "cpu";
+  int ensemble = 5;
+  uint64_t seed = 0;
+};
+
+int run_best(BestArgs a, bool json, const CLI::App& best) {
+  // The run's own data set, seed and split (they choose the test and validation images);
+  // an explicit value that differs is a mistake.
+  const RunSettings run = read_run_settings(a.run_dir);
+  double val_fraction = 0.1;
+  const nlohmann::json& st = run.settings;
+  if (st.contains("data") && st["data"].is_string()) {
+    if (best.count("--data") && st["data"] != a.data)
+      throw UsageError("run " + a.run_dir + " was made on " + st["data"].dump() +
+                       " (run.json), not " + nlohmann::json(a.data).dump() +
+                       ": leave out --data");
+    a.data = st["data"];
+  }
+  if (st.contains("seed") && st["seed"].is_number_unsigned()) {
+    if (best.count("--seed") && st["seed"] != a.seed)
+      throw UsageError("run " + a.run_dir + " was made with seed " + st["seed"].dump() +
+                       " (run.json), not " + std::to_string(a.seed) + ": leave out --seed");
+    a.seed = st["seed"];
+  }
+  if (st.contains("val_fraction") && st["val_fraction"].is_number())
+    val_fraction = st["val_fraction"];
+  const SearchSummary s =
+      best_of_run(a.run_dir, a.data, a.ensemble, parse_device(a.device), a.seed, val_fraction);
+  print_search_summary(s, a.run_dir, json);
+  return 0;
+}
+
+}  // namespace
+
+Command add_best_command(CLI::App& app, const Globals& globals) {
+  const auto a = std::make_shared<BestArgs>();
+  CLI::App* best = app.add_subcommand("best", "The best individual of a run, its test accuracy "
+                                              "and the top-k ensemble's");
+  best->add_option("run_dir", a->run_dir, "Run folder")->required();
+  best->add_option("--data", a->data, "The run's data set (default: the one in run.json)");
+  best->add_option("--ensemble", a->ensemble, "Ensemble size")->capture_default_str();
+  add_device_option(best, a->device);
+  add_seed_option(best, a->seed, "The run's seed (default: the one in run.json)");
+  return {best, [a, best, &globals] { return run_best(*a, globals.json, *best); }};
+}
+
+}  // namespace evo::cli

@@ -1,0 +1,92 @@
+// What the subcommands of src/cli/ share: option helpers, JSON output, the search summary that
+// `evo search` and `evo best` both end with. Not a subcommand, and no parsing of its own.
+#include "cli.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+
+namespace evo::cli {
+
+const CLI::Validator kNonNegativeInteger(
+    [](std::string& s) {
+      const bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      });
+      return digits ? std::string() : "must be a whole number >= 0, not '" + s.substr(0, 40) + "'";
+    },
+    "UINT");
+
+CLI::Option* add_seed_option(CLI::App* app, uint64_t& seed, const std::string& help) {
+  return app->add_option("--seed", seed, help)->check(kNonNegativeInteger);
+}
+
+CLI::Option* add_device_option(CLI::App* app, std::string& device) {
+  return app->add_option("--device", device, "cpu, emu or cuda:N")->capture_default_str();
+}
+
+void print_json(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void print_damaged(const std::string& who, const std::vector<std::string>& damaged) {
+  for (const std::string& d : damaged)
+    std::fprintf(stderr, "%s: left out a damaged record: %s\n", who.c_str(), d.c_str());
+}
+
+namespace {
+
+// NaN (not measured) is JSON null.
+nlohmann::json number_or_null(double x) {
+  return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json();
+}
+
+nlohmann::json search_summary_json(const SearchSummary& s) {
+  return {{"children", s.children},
+          {"failed", s.failed},
+          {"seconds", s.seconds},
+          {"total_flops", s.total_flops},
+          {"best_id", s.best_id},
+          {"best_val_accuracy", s.best_val},
+          {"best_test_accuracy", number_or_null(s.best_test)},
+          {"best_error", s.best_error},
+          {"ensemble_size", s.ensemble_size},
+          {"ensemble_test_accuracy", number_or_null(s.ensemble_test)},
+          {"children_per_hour", s.children_per_hour},
+          {"damaged_records", s.damaged},
+          {"report", s.report_path}};
+}
+
+}  // namespace
+
+void print_search_summary(const SearchSummary& s, const std::string& run_dir, bool json) {
+  if (json) {
+    print_json(search_summary_json(s));  // damaged records included, as "damaged_records"
+    return;
+  }
+  print_damaged("evo", s.damaged);
+  if (s.best_id.empty()) {
+    std::printf("no trained individual in %s yet\n", run_dir.c_str());
+    return;
+  }
+  if (s.seconds > 0)
+    std::printf("\nsearch finished after %.1f minutes: %d children trained here (%d failed)\n",
+                s.seconds / 60, s.children + s.failed, s.failed);
+  if (std::isfinite(s.best_test))
+    std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy %.2f%%\n",
+                s.best_id.c_str(), 100 * s.best_val, 100 * s.best_test);
+  else
+    std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy not measured: "
+                "%s\n", s.best_id.c_str(), 100 * s.best_val, s.best_error.c_str());
+  if (s.ensemble_size > 0)
+    std::printf("ensemble of top %d: test accuracy %.2f%%\n", s.ensemble_size,
+                100 * s.ensemble_test);
+  else
+    std::printf("ensemble          not measured: no individual could be evaluated\n");
+  std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
+              s.children_per_hour);
+  if (!s.report_path.empty()) std::printf("report            %s\n", s.report_path.c_str());
+}
+
+}  // namespace evo::cli

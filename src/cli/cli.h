@@ -1,0 +1,84 @@
+// The evo command line: what every subcommand file shares (the registration pattern, the --json
+// flag, option helpers and validators, the search summary). Not the work: each subcommand calls
+// into a library that prints nothing and returns data; printing is done here, in src/cli/.
+//
+// Adding a subcommand is one new file and one line:
+//   1. src/cli/NAME.cpp defines, in namespace evo::cli,
+//        Command add_NAME_command(CLI::App& app, const Globals& globals);
+//      which adds the subcommand and its options to `app` (CLI11 binds options to variables, so
+//      keep them in a std::make_shared state that the run closure captures) and returns it with
+//      the function that runs it. The run function reads globals.json when it runs (it is parsed
+//      by then), prints a human summary or one JSON object, and returns the exit code; it throws
+//      evo::UsageError for a mistake in the invocation (exit 2), evo::Error for anything else
+//      (exit 1): main() prints the message. CMake compiles every src/cli/*.cpp into evo.
+//   2. X(NAME) in EVO_CLI_COMMANDS below (its place there is its place in `evo --help`).
+// A subcommand backed by a library of its own also links that library into the evo target
+// (top-level CMakeLists.txt, `target_link_libraries(evo ...)`).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "evo/search.h"
+
+namespace evo::cli {
+
+// A mistake in the invocation: an unknown option, a value out of range, a GPU that is not there.
+inline constexpr int kExitUsage = 2;
+
+// Options of the top level that every subcommand sees (`evo show FILE --json` passes --json up).
+struct Globals {
+  bool json = false;  // one JSON object on stdout instead of the human summary
+};
+
+struct Command {
+  CLI::App* app = nullptr;   // the subcommand, added to the top-level app
+  std::function<int()> run;  // called once the command line is parsed when `app` was given
+};
+
+// Every subcommand, in `evo --help` order. `search` is also what runs with no subcommand.
+#define EVO_CLI_COMMANDS(X) \
+  X(search)                 \
+  X(train)                  \
+  X(eval)                   \
+  X(show)                   \
+  X(mutate)                 \
+  X(report)                 \
+  X(best)                   \
+  X(status)
+
+#define EVO_CLI_DECLARE(name) Command add_##name##_command(CLI::App& app, const Globals& globals);
+EVO_CLI_COMMANDS(EVO_CLI_DECLARE)
+#undef EVO_CLI_DECLARE
+
+// ---- option helpers ----------------------------------------------------------------------------
+
+// For CLI11: an unsigned option given "-1" would wrap to 2^64-1 without a word.
+extern const CLI::Validator kNonNegativeInteger;
+
+// --seed N (0 to 2^64-1; "-1" is refused rather than wrapped).
+CLI::Option* add_seed_option(CLI::App* app, uint64_t& seed, const std::string& help);
+
+// --device cpu|emu|cuda:N, checked when the command runs (parse_device names the choices).
+CLI::Option* add_device_option(CLI::App* app, std::string& device);
+
+// ---- printing ----------------------------------------------------------------------------------
+
+// One JSON object on one line of stdout: what every --json prints.
+void print_json(const nlohmann::json& j);
+
+// The records a command left out because they could not be read, one stderr line each:
+// "<who>: left out a damaged record: <path>: <reason>".
+void print_damaged(const std::string& who, const std::vector<std::string>& damaged);
+
+// The end of `evo search` and `evo best`: the best individual, the ensemble, the run's totals
+// (human lines on stdout, the damaged records on stderr), or with json the same as one object.
+void print_search_summary(const SearchSummary& s, const std::string& run_dir, bool json);
+
+}  // namespace evo::cli

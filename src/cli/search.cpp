@@ -1,0 +1,328 @@
+// evo search (and evo with no subcommand): the search's options and their defaults on GPUs and
+// on the CPU, resuming a run with its recorded settings, Ctrl-C, and the lines a search prints
+// as it runs (a SearchObserver). Not the search itself (src/search/search.cpp prints nothing).
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli.h"
+#include "evo/data.h"
+#include "evo/device.h"
+#include "evo/error.h"
+#include "evo/search.h"
+
+namespace evo::cli {
+
+namespace {
+
+// Training steps per child of the CPU default search (the paper: 25,600 on GPUs).
+constexpr int kCpuSteps = 1000;
+// Inheritance of the CPU default search (GPUs: the paper's). Measured in bench/results/cpu_search.md.
+constexpr Inheritance kCpuInheritance = Inheritance::Keep;
+
+// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (no limit). Plain decimal
+// numbers only: no sign, exponent, hex, NaN or infinity, and at most a year.
+double parse_duration(const std::string& text) {
+  const auto bad = [&] {
+    return UsageError("--time-limit '" + text.substr(0, 40) +
+                      "': expected a duration like 30m, 2h, 1h30m, 90s or none");
+  };
+  if (text == "none" || text == "0") return 0;
+  double total = 0;
+  std::size_t i = 0;
+  if (text.empty()) throw bad();
+  while (i < text.size()) {
+    const std::size_t start = i;
+    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+      ++i;
+    const std::string number = text.substr(start, i - start);
+    if (number.empty() || number.find('.') != number.rfind('.') || number == ".") throw bad();
+    double unit = 1;
+    if (i < text.size()) {
+      const char u = text[i++];
+      if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
+      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
+    }
+    total += std::stod(number) * unit;
+  }
+  if (!(total > 0) || total > 366 * 86400.0)
+    throw UsageError("--time-limit '" + text.substr(0, 40) +
+                     "': must be more than 0 and at most a year (or none)");
+  return total;
+}
+
+// For CLI11: the option's value must parse (its message is the one parse_duration throws).
+const CLI::Validator kDuration(
+    [](std::string& s) {
+      try {
+        parse_duration(s);
+        return std::string();
+      } catch (const UsageError& e) {
+        return std::string(e.what());
+      }
+    },
+    "DURATION");
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_interrupt(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C: leave at once
+  const char msg[] = "\nevo: stopping: finishing or abandoning the children in flight "
+                     "(Ctrl-C again to quit at once)\n";
+  (void)!write(2, msg, sizeof msg - 1);
+}
+
+struct SearchArgs {
+  std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit,
+              selection = "tournament", augment, inheritance, stale_after;
+  int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
+  int max_train = 0, max_val = 0, threads = 0;
+  int64_t max_params = 0;
+  double max_flops = 0;
+  uint64_t seed = 0;
+};
+
+void add_search_options(CLI::App* a, SearchArgs& o) {
+  a->add_option("--data", o.data, std::string("Data set: ") + kDataSpecHelp)
+      ->capture_default_str();
+  a->add_option("--gpus", o.gpus, "GPUs to use: 0-7, 0,2,5, all, or none (CPU); default: all "
+                                  "visible GPUs, else none");
+  // Ranges: what a run can use, so a typo (--workers 100000) is an error, not an abort.
+  a->add_option("--workers-per-gpu", o.workers_per_gpu, "Workers (CUDA streams) per GPU, 1-64")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  a->add_option("--workers", o.workers,
+                "CPU workers with --gpus none, 1-256 (default: one per core)")
+      ->check(CLI::Range(1, 256));
+  a->add_option("--threads", o.threads,
+                "CPU threads per CPU worker, 1-256 (default: cores / workers)")
+      ->check(CLI::Range(1, 256));
+  a->add_option("--population", o.population,
+                "Population size, 2-100,000 (default: 1000 on GPUs as in the paper, 16 on the CPU)")
+      ->check(CLI::Range(2, 100000));
+  a->add_option("--steps", o.steps,
+                "Training steps per child (default: 25,600 on GPUs as in the paper, 1,000 on the CPU)")
+      ->check(CLI::Range(1, 100000000));
+  a->add_option("--run-dir", o.run_dir, "Population folder (may be shared by many machines; an "
+                                        "existing population is resumed)")->capture_default_str();
+  a->add_option("--time-limit", o.time_limit,
+                "Stop after this long: 30m, 2h, 1h30m, 90s, none (default: none on GPUs, 30m on "
+                "the CPU)")
+      ->check(kDuration);
+  a->add_option("--max-children", o.max_children, "Stop after this process trained this many")
+      ->check(CLI::NonNegativeNumber);
+  a->add_option("--selection", o.selection, "tournament (the paper's) or aging (Real et al. 2019)")
+      ->check(CLI::IsMember({"tournament", "aging"}))->capture_default_str();
+  a->add_option("--sample-size", o.sample, "Individuals sampled per selection (tournament: 2; "
+                                           "aging: default 5)")
+      ->check(CLI::Range(2, 100000));
+  a->add_option("--augment", o.augment, "Random pad-4 crops and flips while training: on (the "
+                                        "paper's, default on GPUs) or off (default on the CPU)")
+      ->check(CLI::IsMember({"on", "off"}));
+  a->add_option("--inheritance", o.inheritance,
+                "How a child's weights come from its parent's: paper (keep tensors of unchanged "
+                "shape, draw the rest afresh; the default on GPUs) or keep (also keep the overlap "
+                "of resized tensors, inserted convolutions start as the identity; beyond the "
+                "paper, the default on the CPU)")
+      ->check(CLI::IsMember({"paper", "keep"}));
+  a->add_option("--max-params", o.max_params,
+                "Size limit: no individual with more trainable parameters (mutations over it are "
+                "drawn again; default none)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  a->add_option("--max-flops", o.max_flops,
+                "Size limit: no individual with more forward FLOPs per image (default none)")
+      ->check(CLI::Range(1.0, 1e18));
+  a->add_option("--stale-after", o.stale_after,
+                "A worker of another machine on the same run folder whose child has had no "
+                "heartbeat this long is dead and its slot is reclaimed (default 10m)")
+      ->check(kDuration);
+  a->add_option("--max-train", o.max_train, "Train on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  a->add_option("--max-val", o.max_val, "Validate on a random subset of this many images")
+      ->check(CLI::PositiveNumber);
+  add_seed_option(a, o.seed, "Random seed (0 to 2^64-1)");
+}
+
+// A run folder's recorded settings fill every search option the command line did not give, so
+// `evo search --run-dir RUN` resumes RUN as it was started; an option given explicitly that
+// differs is refused by the store (population.h) with both values named.
+void resume_settings(SearchArgs& a, const CLI::App& app) {
+  const RunSettings run = read_run_settings(a.run_dir);
+  const nlohmann::json& st = run.settings;
+  const auto given = [&](const char* option) { return app.count(option) > 0; };
+  const auto has = [&](const char* key, bool (nlohmann::json::*is)() const noexcept) {
+    return st.contains(key) && (st[key].*is)();
+  };
+  if (!given("--data") && has("data", &nlohmann::json::is_string)) a.data = st["data"];
+  if (!given("--steps") && has("steps", &nlohmann::json::is_number_integer)) a.steps = st["steps"];
+  if (!given("--augment") && has("augment", &nlohmann::json::is_boolean))
+    a.augment = st["augment"].get<bool>() ? "on" : "off";
+  if (!given("--selection") && has("selection", &nlohmann::json::is_string))
+    a.selection = st["selection"];
+  if (!given("--sample-size") && has("sample_size", &nlohmann::json::is_number_integer))
+    a.sample = st["sample_size"];
+  if (!given("--inheritance") && has("inheritance", &nlohmann::json::is_string))
+    a.inheritance = st["inheritance"];
+  if (!given("--seed") && has("seed", &nlohmann::json::is_number_unsigned)) a.seed = st["seed"];
+  if (!given("--population") && run.population > 0) a.population = run.population;
+  if (!given("--max-params") && has("max_params", &nlohmann::json::is_number_integer))
+    a.max_params = st["max_params"];
+  if (!given("--max-flops") && has("max_flops", &nlohmann::json::is_number))
+    a.max_flops = st["max_flops"];
+}
+
+std::string clock_text(double elapsed) {
+  const long s = std::lround(elapsed);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  return buf;
+}
+
+// The lines of a running search: progress on stdout (left out with --json, whose one object
+// comes at the end), problems on stderr (always).
+class ConsoleObserver : public SearchObserver {
+ public:
+  explicit ConsoleObserver(bool quiet) : quiet_(quiet) {}
+
+  void started(const SearchStart& st) override {
+    const SearchOptions& o = st.options;
+    for (const std::string& d : st.quarantined)
+      std::fprintf(stderr, "evo search: moved a damaged individual to %s/damaged/ (its slot is "
+                   "refilled by selection): %s\n", o.run_dir.c_str(), d.c_str());
+    if (quiet_) return;
+    std::printf("evo search: %s (%d train / %d val images), population %d, %d steps per child "
+                "(%s), %zu worker%s, %s selection, %s inheritance, run folder %s\n",
+                st.data_name.c_str(), st.train_images, st.val_images, o.population, o.steps,
+                o.augment ? "with crops and flips" : "no crops or flips", o.devices.size(),
+                o.devices.size() == 1 ? "" : "s",
+                o.selection == Selection::Tournament ? "tournament" : "aging",
+                to_string(o.inheritance), o.run_dir.c_str());
+    if (o.max_params > 0 || o.max_flops > 0)
+      std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
+                  o.max_params > 0 ? ("at most " + std::to_string(o.max_params) +
+                                      " parameters").c_str() : "",
+                  o.max_params > 0 && o.max_flops > 0 ? ", " : "",
+                  o.max_flops > 0 ? ("at most " + std::to_string(int64_t(o.max_flops)) +
+                                     " forward FLOPs per image").c_str() : "");
+    if (st.resumed) std::printf("resuming a population of %zu individuals\n", st.resumed);
+    if (st.recovered)
+      std::printf("discarded %zu unfinished children of dead workers\n", st.recovered);
+    std::fflush(stdout);
+  }
+
+  void child_done(const ChildDone& c) override {
+    if (quiet_) return;
+    const IndividualRecord& r = c.record;
+    std::printf("%s %-9s %s <- %-12s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
+                clock_text(c.elapsed).c_str(), c.worker.c_str(), r.id.c_str(),
+                r.parent.empty() ? "(initial)" : r.parent.substr(0, 12).c_str(),
+                r.mutation.c_str(), static_cast<long long>(r.params), 100 * r.fitness,
+                100 * c.best_val, r.failed ? "  FAILED: " : "", r.failed ? r.failure.c_str() : "");
+    std::fflush(stdout);
+  }
+
+  void progress(const SearchProgress& p) override {
+    if (quiet_) return;
+    const double hours = p.elapsed / 3600;
+    const int total = p.children + p.failed;
+    // How long the best has not improved: a search stuck on a local optimum shows it here.
+    std::printf("-- %s: %d children (%d failed) by this process, %.0f per hour, population %zu, "
+                "best validation accuracy %.2f%% (not improved for %s)\n",
+                clock_text(p.elapsed).c_str(), total, p.failed, hours > 0 ? total / hours : 0,
+                p.population, 100 * p.best_val, clock_text(p.since_best).c_str());
+    std::fflush(stdout);
+  }
+
+  void reclaimed(std::size_t children) override {
+    if (quiet_) return;
+    std::printf("-- reclaimed the slots of %zu children of workers that died\n", children);
+    std::fflush(stdout);
+  }
+
+  void warning(const std::string& line) override {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+
+ private:
+  bool quiet_;
+};
+
+int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
+  resume_settings(a, app);
+  const GpuInventory inv = discover_gpus();
+  std::vector<int> gpus;
+  if (a.gpus.empty()) {
+    for (int i = 0; i < inv.count; ++i) gpus.push_back(i);
+  } else {
+    gpus = parse_gpu_list(a.gpus, inv);
+  }
+  const bool on_gpu = !gpus.empty();
+  SearchOptions o;
+  o.data = a.data;
+  o.run_dir = a.run_dir;
+  if (on_gpu) {
+    for (int g : gpus)
+      for (int k = 0; k < std::max(1, a.workers_per_gpu); ++k) o.devices.push_back(Device::cuda(g));
+  } else {
+    if (a.gpus.empty())
+      std::fprintf(stderr, "evo: no GPU (%s): searching on the CPU\n", inv.reason.c_str());
+    const int n = a.workers > 0 ? a.workers : std::max(1, int(std::thread::hardware_concurrency()));
+    for (int k = 0; k < n; ++k) o.devices.push_back(Device::cpu());
+  }
+  // The paper's settings on GPUs. On a CPU, a search that fits 30 minutes on two cores: the paper's
+  // rules (mutations, selection, inheritance, the training recipe) with a smaller budget. With
+  // 1,000 steps per child a freshly widened net recovers within one child, so selection can favour
+  // width; 300 steps reached ~85% test where 1,000 reached ~88% in the same time (one worker each,
+  // 30 minutes, bench/results/cpu_search.md). Crops and flips only slow such short training down
+  // (they are for 25,600 steps), so the CPU default trains without them.
+  o.population = a.population > 0 ? a.population : on_gpu ? 1000 : 16;
+  o.steps = a.steps > 0 ? a.steps : on_gpu ? 25600 : kCpuSteps;
+  o.time_limit = parse_duration(a.time_limit.empty() ? (on_gpu ? "none" : "30m") : a.time_limit);
+  o.max_children = a.max_children;
+  o.selection = a.selection == "aging" ? Selection::Aging : Selection::Tournament;
+  o.sample_size = a.sample > 0 ? a.sample : o.selection == Selection::Aging ? 5 : 2;
+  o.augment = a.augment.empty() ? on_gpu : a.augment == "on";
+  o.inheritance = !a.inheritance.empty() ? parse_inheritance(a.inheritance)
+                  : on_gpu               ? Inheritance::Paper
+                                         : kCpuInheritance;
+  if (!a.stale_after.empty() && a.stale_after != "none" && a.stale_after != "0")
+    o.stale_seconds = parse_duration(a.stale_after);
+  o.max_params = a.max_params;
+  o.max_flops = a.max_flops;
+  o.max_train = a.max_train;
+  o.max_val = a.max_val;
+  o.threads_per_worker = a.threads;
+  o.seed = a.seed;
+
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  ConsoleObserver console(json);
+  const SearchSummary s = run_search(o, g_stop, &console);
+  print_damaged("evo report", s.report_damaged);
+  print_search_summary(s, a.run_dir, json);
+  return 0;
+}
+
+}  // namespace
+
+Command add_search_command(CLI::App& app, const Globals& globals) {
+  // Search options also live on the top level, so `evo --gpus 0-7` is a search.
+  const auto top = std::make_shared<SearchArgs>(), sub = std::make_shared<SearchArgs>();
+  add_search_options(&app, *top);
+  CLI::App* search = app.add_subcommand("search", "Run the evolutionary search (the default)");
+  add_search_options(search, *sub);
+  return {search, [&app, &globals, search, top, sub] {
+            return search->parsed() ? run_search_command(*sub, globals.json, *search)
+                                    : run_search_command(*top, globals.json, app);
+          }};
+}
+
+}  // namespace evo::cli
