@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns Google Benchmark JSON (bench_ops_cpu or bench_ops_gpu --benchmark_out=FILE) into a markdown table.
+"""Turns Google Benchmark JSON (bench_ops [--device ...] --benchmark_out=FILE) into a markdown table.
 
 Not a plotting tool: one row per benchmark, the median over repetitions when the run has them;
 columns op, shape, time, GFLOP/s or GB/s, the SGEMM ceiling and the ratio to it.

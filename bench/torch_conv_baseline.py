@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch (cuDNN) timings of the convolutions bench_ops_gpu measures: the baseline we compare with.
+"""PyTorch (cuDNN) timings of the convolutions bench_ops measures on a GPU: the baseline we compare with.
 
 Not part of evo (which uses no deep-learning library): a benchmark of someone else's kernels, run
-by tools/gpu_check.sh on a GPU machine. Same shapes and names as bench/bench_ops_gpu.cpp,
+by tools/gpu_check.sh on a GPU machine. Same shapes and names as bench/bench_ops.cpp --device cuda,
 channels_last (NHWC, our layout), FP32 with TF32 off (our kernels are FP32 FFMA), cudnn.benchmark
 on (cuDNN picks its fastest algorithm per shape), timed with CUDA events: median of the per-call
 GPU times. Backward data and backward filter are the two halves of aten.convolution_backward.
@@ -17,7 +17,7 @@ import sys
 
 
 def shapes(full):
-    """(n, hw, c_in, c_out, kh, kw, stride), in bench_ops_gpu.cpp's register_all order."""
+    """(n, hw, c_in, c_out, kh, kw, stride), in bench_ops.cpp's GPU order (conv_shapes)."""
     sizes = []
     for hw in (32, 16, 8):
         for c in (16, 32, 64, 128, 256):

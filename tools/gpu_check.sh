@@ -11,8 +11,8 @@
 # Every step runs even when an earlier one failed (except when the build itself failed: nothing
 # else can run then); the summary lists the failed steps and the exit code is 1 when any failed.
 # Environment: JOBS (build parallelism, default all cores), EVO_CHECK_BUILD (build dir, default
-# build-gpu), EVO_CHECK_TARGETS (build only these targets, e.g. "test_ops_gpu test_emulator
-# bench_ops_gpu"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer),
+# build-gpu), EVO_CHECK_TARGETS (build only these targets, e.g. "test_ops test_emulator
+# bench_ops"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer),
 # EVO_SEARCH_MINUTES (length of each search-throughput measurement, default 0.25).
 set -u
 set -o pipefail
@@ -132,15 +132,15 @@ if ! step configure configure || ! step build build_all; then
 fi
 bin="$root/$build"
 
-# ---- 3. tests: the GPU-tagged suite (emulator, then cuda:0), and the emulator's GPU comparison --
-step tests "$bin/tests/test_ops_gpu" "[gpu]" --durations yes
+# ---- 3. tests: every op on every device (cpu, emu, then cuda:0), and the emulator's GPU comparison
+step tests "$bin/tests/test_ops" --durations yes
 step test_emulator "$bin/tests/test_emulator"
 
 # ---- 4. compute-sanitizer on the short GPU tests (cuda:0 only) --------------------------------
 if [ -n "$sanitizer" ]; then
   for tool in memcheck racecheck synccheck; do
-    step "sanitizer_$tool" env EVO_GPU_TEST_DEVICES=cuda "$sanitizer" --tool "$tool" \
-      --error-exitcode 1 "$bin/tests/test_ops_gpu" "[gpu][sanitize]"
+    step "sanitizer_$tool" "$sanitizer" --tool "$tool" \
+      --error-exitcode 1 "$bin/tests/test_ops" "[cuda][sanitize]"
   done
 else
   echo "gpu_check: compute-sanitizer not found next to nvcc; sanitizer steps skipped"
@@ -155,7 +155,7 @@ torch_json="$root/bench/results/gpu-$stamp-$gpu_slug-cudnn.json"
 table="$root/bench/results/gpu-$stamp-$gpu_slug.md"
 full_flag=()
 [ "${EVO_BENCH_FULL:-0}" = "1" ] && full_flag=(--full)
-step bench "$bin/bench/bench_ops_gpu" "${full_flag[@]}" --benchmark_out="$ours_json" \
+step bench "$bin/bench/bench_ops" --device cuda:0 "${full_flag[@]}" --benchmark_out="$ours_json" \
   --benchmark_out_format=json
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
   step torch_baseline python3 "$root/bench/torch_conv_baseline.py" "${full_flag[@]}" \
@@ -202,7 +202,7 @@ if os.path.exists(torch_path):
     meta = f"PyTorch {t['torch']}, cuDNN {t['cudnn']}, FP32 (TF32 off), channels_last"
 scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 print(f"# evo GPU ops on {gpu} ({stamp})\n")
-print(f"Ours: bench_ops_gpu (CUDA events, GPU time). Baseline: {meta or 'none (no PyTorch)'}.")
+print(f"Ours: bench_ops --device cuda:0 (CUDA events, GPU time). Baseline: {meta or 'none (no PyTorch)'}.")
 print("ratio = ours / cuDNN (below 1: we are faster). SGEMM: cuBLAS FP32 on the conv's GEMM shape.\n")
 print("| op | shape | ours ms | cuDNN ms | ratio | ours GFLOP/s | SGEMM GFLOP/s | GB/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")

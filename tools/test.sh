@@ -60,12 +60,13 @@ if [ "${EVO_SKIP_ASAN:-0}" != 1 ]; then
         cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEVO_CUDA=OFF \
               -DEVO_EMU_ASAN=ON -DEVO_BUILD_BENCH=OFF >/dev/null
     fi
-    # Every test that runs kernels on the emulator: the emulator's own, and the CUDA ops.
-    targets=(test_emulator)
-    [ -f "$root/tests/test_ops_gpu.cpp" ] && targets+=(test_ops_gpu)
+    # Every test that runs kernels on the emulator: the emulator's own, and the ops' [emu] cases
+    # (ctest's test_ops_emu; test_ops's CPU cases already ran above).
+    targets=(test_emulator test_ops)
+    tests=(test_emulator test_ops_emu)
     cmake --build "$asan" -j "$jobs" --target "${targets[@]}"
     ctest --test-dir "$asan" --output-on-failure -j "$jobs" \
-          -R "^($(IFS='|'; echo "${targets[*]}"))\$"
+          -R "^($(IFS='|'; echo "${tests[*]}"))\$"
     # Again with the threads of each block in other orders (cuda/README.md, "EVO_EMU_SCHEDULE"): a
     # kernel whose result depends on the order has a race, such as a missing __syncthreads, that
     # the default forward order can hide. A fresh seed each run (EVO_TEST_SCHEDULE_SEED picks one)
@@ -75,7 +76,7 @@ if [ "${EVO_SKIP_ASAN:-0}" != 1 ]; then
     for schedule in reverse "random:$seed"; do
         echo "== the same under EVO_EMU_SCHEDULE=$schedule"
         EVO_EMU_SCHEDULE="$schedule" ctest --test-dir "$asan" --output-on-failure -j "$jobs" \
-            -R "^($(IFS='|'; echo "${targets[*]}"))\$" || {
+            -R "^($(IFS='|'; echo "${tests[*]}"))\$" || {
             echo "test: failed under EVO_EMU_SCHEDULE=$schedule; repeat with" \
                  "EVO_EMU_SCHEDULE=$schedule $asan/tests/<test>" >&2
             exit 1

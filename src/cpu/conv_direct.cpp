@@ -433,7 +433,7 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
 
 }  // namespace
 
-// Where the direct kernels beat im2col + SGEMM, per pass, from bench_ops_cpu's evolved set (one
+// Where the direct kernels beat im2col + SGEMM, per pass, from bench_ops's CPU evolved set (one
 // thread, batch 50, AMD EPYC with AVX2; bench/results/cpu_evolved.md): they need output rows of
 // at least 12 columns (eight-lane vectors over the width waste most lanes on 7x7 and smaller
 // maps, where the GEMM's rows, taken over the whole batch, still fill its tiles) and few channels
