@@ -4,6 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -80,5 +83,26 @@ inline std::string temp_dir(const std::string& tag) {
 
 // The devices this machine can test on: cpu and emu always, cuda:0 when a GPU is visible.
 std::vector<Device> test_devices();
+
+#ifdef EVO_BINARY
+// What the evo binary printed and its exit code, for tests of the command line.
+struct Run {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `evo ARGS`; `redirect` says where stderr goes: by default into the output, after stdout's
+// lines as printed.
+inline Run run_evo(const std::string& args, const std::string& redirect = "2>&1") {
+  const std::string cmd = std::string(EVO_BINARY) + " " + args + " " + redirect;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  std::array<char, 4096> buf;
+  while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+#endif
 
 }  // namespace evo::test

@@ -24,22 +24,8 @@
 
 namespace {
 
-struct Run {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-// `redirect` says where stderr goes: by default into the output, after stdout's lines as printed.
-Run run_evo(const std::string& args, const std::string& redirect = "2>&1") {
-  const std::string cmd = std::string(EVO_BINARY) + " " + args + " " + redirect;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using evo::test::Run;
+using evo::test::run_evo;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

@@ -5,6 +5,7 @@
 // standardisation, an unwritable path: a clear error and no file left) and the safetensors layout.
 // The Python references are installed by tools/test.sh; under it (EVO_REQUIRE_REFERENCES=1) or
 // CI a missing one fails the test rather than skipping it.
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -178,6 +179,15 @@ void export_case(const Case& cs, const fs::path& dir) {
                                           .dump();
 }
 
+using test::run_evo;
+using test::Run;
+
+// The last line of a command's output that starts with '{', parsed.
+nlohmann::json last_json(const std::string& output) {
+  const std::size_t at = output.rfind("\n{");
+  return nlohmann::json::parse(at == std::string::npos ? output : output.substr(at + 1));
+}
+
 fs::path temp_dir(const std::string& tag) {
   const fs::path d = fs::temp_directory_path() / ("evo_export_" + tag + "_" +
                                                   std::to_string(::getpid()));
@@ -318,4 +328,94 @@ TEST_CASE("safetensors layout: header, aligned offsets covering the data, values
   for (int i = 0; i < 6; ++i) CHECK(f[i + 1] == float(i + 1));
   // A tensor whose values do not fill its shape.
   CHECK_THROWS_AS(safetensors_bytes({NamedTensor("x", {2, 2}, {1, 2, 3})}, {}), ExportError);
+}
+
+// The command from the outside, on the real data pipeline: a net trained by `evo train`, exported
+// by `evo export` in both formats, classifies Fashion-MNIST's 10,000 test images in ONNX Runtime
+// and in PyTorch as `evo eval` does; a run folder exports its best individual (the one `evo best`
+// names); mistakes are usage errors that leave no file.
+TEST_CASE("evo export: the exported nets score evo eval's test accuracy; run folders; errors",
+          "[export][cli]") {
+  if (!test::have_fashion_mnist()) {
+    if (references_required()) FAIL("Fashion-MNIST is missing (tools/setup.sh installs it)");
+    WARN("Fashion-MNIST is not installed: skipped");
+    return;
+  }
+  const std::string py = python();
+  const bool have_refs =
+      shell("'" + py + "' -c 'import onnxruntime, torch, numpy' > /dev/null 2>&1") == 0;
+  if (!have_refs && references_required())
+    FAIL("onnxruntime or torch missing for " + py + ": tools/test.sh installs them");
+  const fs::path dir = temp_dir("cli");
+  const std::string d = dir.string();
+  const std::string dna = source_path("data/dna/skips.json");
+  Run r = run_evo("train --dna '" + dna + "' --steps 60 --max-train 3000 --json --out '" + d +
+                  "/t'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const std::string weights = d + "/t/weights.evow";
+  r = run_evo("eval --dna '" + dna + "' --weights '" + weights + "' --split test --json");
+  REQUIRE(r.code == 0);
+  const int evo_correct = last_json(r.output)["correct"];
+
+  r = run_evo("export '" + dna + "' --weights '" + weights + "' -o '" + d + "/m.onnx' --json");
+  REQUIRE(r.code == 0);
+  nlohmann::json j = last_json(r.output);
+  CHECK(j["id"] == "skips");
+  CHECK(j["files"] == nlohmann::json({d + "/m.onnx"}));
+  r = run_evo("export '" + dna + "' --weights '" + weights + "' --format pytorch -o '" + d +
+              "/skips_net.py'");
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("skips_net.safetensors") != std::string::npos);
+  REQUIRE(fs::exists(d + "/skips_net.safetensors"));
+
+  if (have_refs) {
+    const std::string out = d + "/check.json";
+    REQUIRE(shell("'" + py + "' '" + source_path("tests/export_cli_check.py") + "' '" +
+                  kFashionMnistDefaultDir + "' '" + d + "/m.onnx' '" + d + "/skips_net.py' '" +
+                  d + "/skips_net.safetensors' > '" + out + "'") == 0);
+    const nlohmann::json c = nlohmann::json::parse(read_all(out));
+    std::printf("evo eval: %d of 10000 test images right; ONNX Runtime %d, PyTorch %d (the two "
+                "disagree on %d)\n",
+                evo_correct, c["onnx_correct"].get<int>(), c["torch_correct"].get<int>(),
+                c["disagree"].get<int>());
+    CHECK(c["images"] == 10000);
+    // Logits agree to ~1e-6, so only an exact tie between two classes could flip a prediction.
+    CHECK(std::abs(c["onnx_correct"].get<int>() - evo_correct) <= 2);
+    CHECK(std::abs(c["torch_correct"].get<int>() - evo_correct) <= 2);
+  }
+
+  // A run folder: by default its best individual, the one `evo best` names.
+  const std::string run = d + "/run";
+  r = run_evo("search --gpus none --run-dir '" + run + "' --population 3 --max-children 2 "
+              "--max-train 500 --max-val 200 --steps 10 --workers 1 --threads 1 --json");
+  REQUIRE(r.code == 0);
+  r = run_evo("best '" + run + "' --json");
+  REQUIRE(r.code == 0);
+  const std::string best_id = last_json(r.output)["best_id"];
+  r = run_evo("export '" + run + "' --format onnx -o '" + d + "/best.onnx' --json");
+  REQUIRE(r.code == 0);
+  CHECK(last_json(r.output)["id"] == best_id);
+  CHECK(fs::exists(d + "/best.onnx"));
+
+  // Mistakes: exit 2 (usage) or 1, a message that says what, and no file.
+  r = run_evo("export '" + dna + "' -o '" + d + "/x.onnx'");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--weights") != std::string::npos);
+  r = run_evo("export '" + run + "' --id nobody -o '" + d + "/x.onnx'");
+  CHECK(r.code == 1);
+  CHECK(r.output.find("nobody") != std::string::npos);
+  r = run_evo("export '" + source_path("data/dna/four_conv.json") + "' --weights '" + weights +
+              "' -o '" + d + "/x.onnx'");
+  CHECK(r.code == 1);  // weights of another DNA
+  CHECK(r.output.find("weights") != std::string::npos);
+  r = run_evo("export '" + dna + "' --weights '" + weights + "' -o '" + d + "/none/x.onnx'");
+  CHECK(r.code == 1);
+  CHECK(r.output.find(d + "/none/x.onnx") != std::string::npos);
+  r = run_evo("export '" + dna + "' --weights '" + weights + "' --format tflite");
+  CHECK(r.code == 2);
+  CHECK_FALSE(fs::exists(d + "/x.onnx"));
+  for (const auto& e : fs::directory_iterator(dir))
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+  fs::remove_all(dir);
 }

@@ -19,28 +19,11 @@ struct BestArgs {
 };
 
 int run_best(BestArgs a, bool json, const CLI::App& best) {
-  // The run's own data set, seed and split (they choose the test and validation images);
-  // an explicit value that differs is a mistake.
-  const RunSettings run = read_run_settings(a.run_dir);
-  double val_fraction = 0.1;
-  const nlohmann::json& st = run.settings;
-  if (st.contains("data") && st["data"].is_string()) {
-    if (best.count("--data") && st["data"] != a.data)
-      throw UsageError("run " + a.run_dir + " was made on " + st["data"].dump() +
-                       " (run.json), not " + nlohmann::json(a.data).dump() +
-                       ": leave out --data");
-    a.data = st["data"];
-  }
-  if (st.contains("seed") && st["seed"].is_number_unsigned()) {
-    if (best.count("--seed") && st["seed"] != a.seed)
-      throw UsageError("run " + a.run_dir + " was made with seed " + st["seed"].dump() +
-                       " (run.json), not " + std::to_string(a.seed) + ": leave out --seed");
-    a.seed = st["seed"];
-  }
-  if (st.contains("val_fraction") && st["val_fraction"].is_number())
-    val_fraction = st["val_fraction"];
+  // The run's own data set, seed and split (they choose the test and validation images).
+  const RunData run = run_data(a.run_dir, best, {a.data, a.seed, 0.1});
   const SearchSummary s =
-      best_of_run(a.run_dir, a.data, a.ensemble, parse_device(a.device), a.seed, val_fraction);
+      best_of_run(a.run_dir, run.data, a.ensemble, parse_device(a.device), run.seed,
+                  run.val_fraction);
   print_search_summary(s, a.run_dir, json);
   return 0;
 }

@@ -30,6 +30,26 @@ void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump().c_str());
 }
 
+RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given) {
+  const nlohmann::json st = read_run_settings(run_dir).settings;
+  if (st.contains("data") && st["data"].is_string()) {
+    if (cmd.count("--data") && st["data"] != given.data)
+      throw UsageError("run " + run_dir + " was made on " + st["data"].dump() +
+                       " (run.json), not " + nlohmann::json(given.data).dump() +
+                       ": leave out --data");
+    given.data = st["data"];
+  }
+  if (st.contains("seed") && st["seed"].is_number_unsigned()) {
+    if (cmd.count("--seed") && st["seed"] != given.seed)
+      throw UsageError("run " + run_dir + " was made with seed " + st["seed"].dump() +
+                       " (run.json), not " + std::to_string(given.seed) + ": leave out --seed");
+    given.seed = st["seed"];
+  }
+  if (st.contains("val_fraction") && st["val_fraction"].is_number())
+    given.val_fraction = st["val_fraction"];
+  return given;
+}
+
 void print_damaged(const std::string& who, const std::vector<std::string>& damaged) {
   for (const std::string& d : damaged)
     std::fprintf(stderr, "%s: left out a damaged record: %s\n", who.c_str(), d.c_str());

@@ -51,6 +51,7 @@ struct Command {
   X(mutate)                 \
   X(report)                 \
   X(best)                   \
+  X(export)                 \
   X(status)
 
 #define EVO_CLI_DECLARE(name) Command add_##name##_command(CLI::App& app, const Globals& globals);
@@ -67,6 +68,17 @@ CLI::Option* add_seed_option(CLI::App* app, uint64_t& seed, const std::string& h
 
 // --device cpu|emu|cuda:N, checked when the command runs (parse_device names the choices).
 CLI::Option* add_device_option(CLI::App* app, std::string& device);
+
+// The data set, seed and validation share a run was made with (run.json; a run made before a key
+// existed keeps the value passed in). They choose the standardisation and the validation and test
+// images, so a command that evaluates or exports a run's individuals must use them: an option
+// given explicitly (`cmd.count(option)`) with another value is a UsageError naming both.
+struct RunData {
+  std::string data;
+  uint64_t seed = 0;
+  double val_fraction = 0.1;
+};
+RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given);
 
 // ---- printing ----------------------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+// evo export: a run's best individual (or any DNA with its weights) as an ONNX model or a PyTorch
+// module, to run elsewhere. Not the writing itself (src/export/, evo/export.h): this file picks the
+// individual, loads the data set its standardisation comes from, and names the output files.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "cli.h"
+#include "evo/data.h"
+#include "evo/dna.h"
+#include "evo/error.h"
+#include "evo/export.h"
+#include "evo/population.h"
+#include "evo/search.h"
+
+namespace evo::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ExportArgs {
+  std::string source, weights, id, format = "onnx", out, data = "fashion-mnist";
+  double val_fraction = 0.1;
+  uint64_t seed = 0;
+};
+
+// The path without its last extension ("model.py" -> "model").
+std::string stem_path(const std::string& path) {
+  const fs::path p(path);
+  return (p.parent_path() / p.stem()).string();
+}
+
+int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
+  std::string dna_path = a.source, weights_path = a.weights, id;
+  double val_accuracy = NAN;
+  if (fs::is_directory(a.source)) {
+    // A run folder: its data set, seed and split from run.json (they decide the standardisation),
+    // and its best living individual unless --id names another.
+    const RunData run = run_data(a.source, cmd, {a.data, a.seed, a.val_fraction});
+    a.data = run.data;
+    a.seed = run.seed;
+    a.val_fraction = run.val_fraction;
+    if (!a.weights.empty())
+      throw UsageError("--weights is for a DNA file; a run folder has each individual's weights "
+                       "(pick one with --id)");
+    Population pop(a.source);
+    std::vector<std::string> damaged;
+    const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
+    print_damaged("evo export", damaged);
+    const IndividualRecord* pick = nullptr;
+    for (const IndividualRecord& r : all) {
+      if (!a.id.empty() ? r.id == a.id : (r.alive() && !r.failed &&
+                                           (!pick || r.fitness > pick->fitness)))
+        pick = &r;
+    }
+    if (!pick)
+      throw Error(a.id.empty() ? "run " + a.source + " has no trained living individual yet"
+                               : "run " + a.source + " has no individual '" + a.id +
+                                     "' (evo report lists them)");
+    if (pick->failed)
+      throw Error("individual " + pick->id + " failed in training (" + pick->failure +
+                  "): it has no weights worth exporting");
+    id = pick->id;
+    val_accuracy = pick->fitness;
+    dna_path = pop.dna_path(id);
+    weights_path = pop.weights_path(id);
+  } else {
+    if (a.weights.empty())
+      throw UsageError("a DNA file needs its trained weights: --weights FILE (evo train writes "
+                       "weights.evow)");
+    if (!a.id.empty()) throw UsageError("--id picks an individual of a run folder, not of a DNA file");
+    id = fs::path(a.source).stem().string();
+  }
+
+  std::string out = a.out;
+  if (out.empty()) out = id + (a.format == "onnx" ? ".onnx" : ".py");
+  if (a.format == "onnx" && !onnx_export_available())
+    throw Error("this evo was built without ONNX: install libonnx-dev, libprotobuf-dev and "
+                "protobuf-compiler (tools/setup.sh does) and rebuild; --format pytorch works");
+  // Nothing is written before everything has been read and checked.
+  const Dna dna = load_dna(dna_path);
+  DataOptions dopts;
+  dopts.val_fraction = a.val_fraction;
+  dopts.seed = a.seed;
+  const Dataset data = load_dataset(a.data, dopts);
+  const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
+  const Weights weights = load_weights(weights_path, plan, Device::cpu());
+  const ExportInfo info{id, data.name, data.mean, data.std, data.class_names};
+
+  nlohmann::json files = nlohmann::json::array();
+  if (a.format == "onnx") {
+    export_onnx(plan, weights, info, out);
+    files.push_back(out);
+  } else {
+    const std::string st = stem_path(out) + ".safetensors";
+    export_pytorch(plan, weights, info, out, st);
+    files.push_back(out);
+    files.push_back(st);
+  }
+  if (json) {
+    print_json({{"id", id},
+                {"format", a.format},
+                {"files", files},
+                {"data", data.name},
+                {"input", {data.train.c, data.train.h, data.train.w}},
+                {"classes", data.classes},
+                {"parameters", plan.param_count},
+                {"val_accuracy", std::isfinite(val_accuracy) ? nlohmann::json(val_accuracy)
+                                                             : nlohmann::json()}});
+  } else {
+    std::printf("exported %s (%lld parameters%s) as %s: %s\n", id.c_str(),
+                static_cast<long long>(plan.param_count),
+                std::isfinite(val_accuracy)
+                    ? (", val " + std::to_string(100 * val_accuracy).substr(0, 5) + "%").c_str()
+                    : "",
+                a.format.c_str(), files.size() == 1
+                                      ? out.c_str()
+                                      : (out + " + " + files[1].get<std::string>()).c_str());
+    std::printf("input: float32 [N, %d, %d, %d], pixel / 255 (standardised inside the model); "
+                "outputs: logits%s\n",
+                data.train.c, data.train.h, data.train.w,
+                a.format == "onnx" ? " and probabilities" : "");
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_export_command(CLI::App& app, const Globals& globals) {
+  const auto a = std::make_shared<ExportArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "export", "Write a run's best net (or a DNA with its weights) as ONNX or PyTorch");
+  cmd->add_option("source", a->source,
+                  "A run folder (its best individual by validation accuracy) or a DNA file")
+      ->required();
+  cmd->add_option("--format", a->format,
+                  "onnx (opset 13: ONNX Runtime, TensorRT, ...) or pytorch (a .py file defining "
+                  "EvoNet + .safetensors weights beside it)")
+      ->check(CLI::IsMember({"onnx", "pytorch"}))
+      ->capture_default_str();
+  cmd->add_option("-o,--out", a->out,
+                  "Output file (default: ID.onnx or ID.py in the current folder; PyTorch weights "
+                  "go beside it as NAME.safetensors)");
+  cmd->add_option("--id", a->id, "A run's individual other than the best");
+  cmd->add_option("--weights", a->weights, "For a DNA file: its trained weights (weights.evow)");
+  cmd->add_option("--data", a->data,
+                  "The data set it was trained on (its mean and std standardise the input; "
+                  "default: the run's)")
+      ->capture_default_str();
+  add_seed_option(cmd, a->seed, "For a DNA file: the seed used in training (it chose the val "
+                                "split, which the standardisation leaves out)");
+  cmd->add_option("--val-fraction", a->val_fraction, "For a DNA file: as in training")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  return {cmd, [a, cmd, &globals] { return run_export(*a, globals.json, *cmd); }};
+}
+
+}  // namespace evo::cli
