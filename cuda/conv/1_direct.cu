@@ -11,7 +11,8 @@
 // L1/shared in aggregate): each multiply-add loads two floats (8 bytes) through L1 and reuses
 // nothing from registers, so it moves 4 bytes per FLOP; at ~33 TB/s of L1 bandwidth that caps it
 // near 8 TFLOP/s, and the strided filter reads (neighbouring threads read filters K floats apart)
-// waste most of each 32-byte sector: expect a few TFLOP/s at best (bench_ops_gpu measures it).
+// waste most of each 32-byte sector: expect a few TFLOP/s at best (`bench_ops --device cuda:0
+// --conv-version 1` measures it).
 // Backward filter is worse: only C_out*KH*KW*C_in threads (2,304 for 16 -> 16 channels 3x3),
 // each summing N*OH*OW terms one after another, so most of the GPU idles. Versions 2 and 3 fix
 // reuse and parallelism.

@@ -19,8 +19,8 @@
 // tile, other resident blocks fill the gap), loads are scalar (C_in can be odd, so no float4), the
 // im2col index math costs a few integer instructions per loaded element, and FP32 FFMA is all it
 // uses (cuDNN's FP32 convolutions may use TF32 tensor cores when allowed; bench compares with
-// TF32 off). Expect well under peak; bench_ops_gpu reports it beside cuBLAS SGEMM of the same
-// shape.
+// TF32 off). Expect well under peak; `bench_ops --device cuda:0 --conv-version 3` reports it beside
+// cuBLAS SGEMM of the same shape.
 #include "cuda/compat.h"
 
 #include "cuda/common.cuh"
