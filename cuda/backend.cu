@@ -36,10 +36,10 @@ class GpuBackend final : public DeviceBackend {
     void* p = nullptr;
     const cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
     if (err != cudaSuccess) {
-      (void)cudaGetLastError();  // clear the sticky-free error so the worker can go on
+      (void)cudaGetLastError();  // clears an out-of-memory error (a sticky one stays: sticky())
       throw CudaError("cudaMalloc(" + std::to_string(bytes) + " bytes) on device " +
                           std::to_string(ordinal),
-                      cudaGetErrorString(err), __FILE__, __LINE__);
+                      cudaGetErrorString(err), __FILE__, __LINE__, static_cast<int>(err));
     }
     return p;
   }

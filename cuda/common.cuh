@@ -41,13 +41,31 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
 }
 
 // Throws evo::CudaError naming the cuBLAS call when it fails (cuBLAS has its own status type).
-#define EVO_CUBLAS_CHECK(call)                                                                     \
-  do {                                                                                             \
-    const cublasStatus_t evo_status_ = (call);                                                     \
-    if (evo_status_ != CUBLAS_STATUS_SUCCESS)                                                      \
-      throw ::evo::CudaError(#call, "cuBLAS status " + std::to_string(int(evo_status_)), __FILE__, \
-                             __LINE__);                                                            \
+// When the failure comes from a broken context, the error carries the runtime's sticky code, so
+// that CudaError::sticky() tells a dead GPU from a bad argument after a cuBLAS call too.
+#define EVO_CUBLAS_CHECK(call)                                                              \
+  do {                                                                                      \
+    const cublasStatus_t evo_status_ = (call);                                              \
+    if (evo_status_ != CUBLAS_STATUS_SUCCESS)                                               \
+      throw ::evo::CudaError(#call, ::evo::EVO_GPU_NS::cublas_failure_reason(evo_status_),  \
+                             __FILE__, __LINE__, ::evo::EVO_GPU_NS::cublas_failure_code()); \
   } while (0)
+
+// For EVO_CUBLAS_CHECK: the device's sticky error as an int, else CudaError::kNoCode (a stale
+// non-sticky last error says nothing about this call, so it is not taken).
+inline int cublas_failure_code() {
+  const cudaError_t e = cudaPeekAtLastError();
+  return ::evo::is_sticky_cuda_error(static_cast<int>(e)) ? static_cast<int>(e)
+                                                          : ::evo::CudaError::kNoCode;
+}
+inline std::string cublas_failure_reason(cublasStatus_t status) {
+  std::string reason = "cuBLAS status " + std::to_string(int(status));
+  const int code = cublas_failure_code();
+  if (code != ::evo::CudaError::kNoCode)
+    reason +=
+        std::string(" on a broken device: ") + cudaGetErrorString(static_cast<cudaError_t>(code));
+  return reason;
+}
 
 // n / d and n % d for a divisor fixed at launch, without the ~20-instruction integer division a
 // GPU runs in software: q = (mulhi(n, magic) + n) >> shift (Granlund & Montgomery 1994, the

@@ -44,7 +44,7 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
     };
     throw ::evo::CudaError(std::string("launch of ") + name + " grid " + d(grid) + " block " +
                                d(block) + " smem " + std::to_string(smem),
-                           cudaGetErrorString(err), file, line);
+                           cudaGetErrorString(err), file, line, static_cast<int>(err));
   }
 }
 
@@ -62,8 +62,10 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
 
 #define EVO_GPU_NS emu
 
-// Runs the grid on the emulator before returning; throws evo::emu::EmuError naming the kernel and
-// the block for what a GPU would fail, fault or hang on.
+// Runs the grid on the emulator before returning (or records it, on a capturing stream); throws
+// evo::emu::EmuError naming the kernel and the block for what a GPU would fail, fault or hang on,
+// and evo::CudaError with the code for what a GPU reports as one (a sticky or injected error, a
+// launch that breaks the capture rules), as the CUDA branch above does.
 #define EVO_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                          \
   ::evo::emu::launch_kernel(#kernel, __FILE__, __LINE__, kernel, grid, block, smem_bytes, \
                             stream __VA_OPT__(, ) __VA_ARGS__)

@@ -32,13 +32,18 @@ struct Api {
   decltype(&emu::examples::atomics) atomics;
   decltype(&emu::examples::shared_isolation) shared_isolation;
   decltype(&emu::examples::empty_launch) empty_launch;
+  decltype(&emu::examples::stream_sequence) stream_sequence;
+  decltype(&emu::examples::graph_accumulate) graph_accumulate;
+  decltype(&emu::examples::capture_rule) capture_rule;
 };
-#define EVO_EXAMPLES_API(label, ns)                                                          \
-  Api {                                                                                      \
-    label, &ns::examples::reduce_sum, &ns::examples::tiled_matmul, &ns::examples::histogram, \
-        &ns::examples::vote, &ns::examples::shuffle, &ns::examples::split_warp_shuffle,      \
-        &ns::examples::partial_warp_shuffle, &ns::examples::thread_indices,                  \
-        &ns::examples::atomics, &ns::examples::shared_isolation, &ns::examples::empty_launch \
+#define EVO_EXAMPLES_API(label, ns)                                                           \
+  Api {                                                                                       \
+    label, &ns::examples::reduce_sum, &ns::examples::tiled_matmul, &ns::examples::histogram,  \
+        &ns::examples::vote, &ns::examples::shuffle, &ns::examples::split_warp_shuffle,       \
+        &ns::examples::partial_warp_shuffle, &ns::examples::thread_indices,                   \
+        &ns::examples::atomics, &ns::examples::shared_isolation, &ns::examples::empty_launch, \
+        &ns::examples::stream_sequence, &ns::examples::graph_accumulate,                      \
+        &ns::examples::capture_rule                                                           \
   }
 
 // The emulator always; the real GPU too when this build has CUDA and the machine has a GPU.
@@ -53,6 +58,13 @@ std::vector<Api> apis() {
 int uniform_int(int lo, int hi) {
   return std::uniform_int_distribution<int>(lo, hi)(test::rng());
 }
+
+// Forgets injected and sticky errors when a test ends, however it ends: a poisoned emulated device
+// would fail every test after it.
+struct ResetErrorsAtExit {
+  ResetErrorsAtExit() { emu::reset_errors(); }
+  ~ResetErrorsAtExit() { emu::reset_errors(); }
+};
 
 // Runs the emulator under one schedule for a scope, then restores the one before (the tests run
 // under EVO_EMU_SCHEDULE=reverse and random:SEED in CI too: tools/test.sh).
@@ -726,4 +738,443 @@ TEST_CASE("cuBLAS SGEMM shim matches naive column-major loops for every transpos
     CHECK(cudaFree(d) == cudaSuccess);
   }
   CHECK(cublasDestroy(handle) == CUBLAS_STATUS_SUCCESS);
+}
+
+// ---- CUDA graphs -------------------------------------------------------------------------------
+
+TEST_CASE("a captured sequence of copies, memsets and launches replays bit-identical to running it",
+          "[emulator][graph]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int n = uniform_int(1, 40000), blocks = uniform_int(1, 40);
+      const std::vector<float> x = test::random_vector(std::size_t(n));
+      const std::vector<float> y = test::random_vector(std::size_t(n));
+      const float a = std::uniform_real_distribution<float>(-2.f, 2.f)(test::rng());
+      INFO("n " << n << ", blocks " << blocks << ", a " << a);
+      const std::vector<float> direct = api.stream_sequence(x, y, a, blocks, false);
+      const std::vector<float> replayed = api.stream_sequence(x, y, a, blocks, true);
+      REQUIRE(direct.size() == std::size_t(n + blocks));
+      REQUIRE(replayed.size() == direct.size());
+      // Same bits (memcmp: NaN-proof), and right: the memset's zeros at i % 3 == 0 included.
+      CHECK(std::memcmp(direct.data(), replayed.data(), direct.size() * sizeof(float)) == 0);
+      std::vector<double> z(static_cast<std::size_t>(n)),
+          sums(static_cast<std::size_t>(blocks), 0.0);
+      for (int i = 0; i < n; ++i) {
+        z[std::size_t(i)] = i % 3 ? double(a) * x[std::size_t(i)] + y[std::size_t(i)] : 0.0;
+        sums[std::size_t(i / 256 % blocks)] += z[std::size_t(i)];
+      }
+      const std::vector<float> out_z(replayed.begin(), replayed.begin() + n);
+      const std::vector<float> out_sums(replayed.begin() + n, replayed.end());
+      CHECK(test::all_close(out_z, z, 1e-6, 1e-6, "z"));
+      CHECK(test::all_close(out_sums, sums, 1e-3, 1e-4, "block sums"));
+    }
+  }
+}
+
+TEST_CASE(
+    "a graph runs at each launch, with the argument values of capture time and the data of "
+    "launch time",
+    "[emulator][graph]") {
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      const int n = uniform_int(1, 3000), scale = uniform_int(2, 9);
+      std::vector<int> v_capture(static_cast<std::size_t>(n)), v_replay(v_capture.size());
+      for (int& v : v_capture) v = uniform_int(-1000, 1000);
+      for (int& v : v_replay) v = uniform_int(-1000, 1000);
+      for (int replays : {0, 1, uniform_int(2, 5)}) {
+        INFO("n " << n << ", scale " << scale << ", replays " << replays);
+        std::vector<int> expected(static_cast<std::size_t>(n));
+        for (int i = 0; i < n; ++i)
+          expected[std::size_t(i)] = replays * scale * v_replay[std::size_t(i)];
+        // 0 replays: the capture itself ran nothing. More: each launch ran once more, with the
+        // scale of capture time (not the host variable's later value) and v as copied after it.
+        CHECK(api.graph_accumulate(v_capture, v_replay, scale, replays) == expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("what CUDA forbids during a capture fails with CUDA's code and invalidates the capture",
+          "[emulator][graph]") {
+  using emu::examples::CaptureRule;
+  constexpr int kGlobal = 0, kThreadLocal = 1, kRelaxed = 2;
+  constexpr int kActive = 1, kInvalidated = 2;
+  // {first launch, the call, status after it, a memset on the stream, cudaStreamEndCapture, graph}
+  const std::vector<int> fine = {0, 0, kActive, 0, 0, 1};
+  auto broken = [](int code) { return std::vector<int>{0, code, kInvalidated, 901, 901, 0}; };
+  struct Case {
+    const char* what;
+    int rule, mode;
+    bool blocking;
+    std::vector<int> expected;
+  };
+  const std::vector<Case> cases = {
+      {"nothing forbidden", emu::examples::kRuleNone, kGlobal, false, fine},
+      {"cudaStreamSynchronize on the capturing stream", emu::examples::kRuleSyncStream, kGlobal,
+       false, broken(900)},
+      {"cudaStreamQuery on it, even relaxed", emu::examples::kRuleQueryStream, kRelaxed, false,
+       broken(900)},
+      {"cudaDeviceSynchronize, even relaxed", emu::examples::kRuleDeviceSync, kRelaxed, false,
+       broken(900)},
+      {"cudaMalloc, global mode", emu::examples::kRuleMalloc, kGlobal, false, broken(900)},
+      {"cudaMalloc, thread-local mode", emu::examples::kRuleMalloc, kThreadLocal, false,
+       broken(900)},
+      {"cudaMalloc, relaxed mode", emu::examples::kRuleMalloc, kRelaxed, false, fine},
+      {"legacy-stream launch while a blocking stream captures", emu::examples::kRuleLegacyLaunch,
+       kGlobal, true, broken(906)},
+      {"legacy-stream launch while a non-blocking stream captures",
+       emu::examples::kRuleLegacyLaunch, kGlobal, false, fine},
+      {"synchronous cudaMemcpy while a blocking stream captures", emu::examples::kRuleSyncMemcpy,
+       kThreadLocal, true, broken(906)},
+      {"synchronous cudaMemcpy while a non-blocking stream captures",
+       emu::examples::kRuleSyncMemcpy, kThreadLocal, false, fine},
+      {"cudaEventQuery of an event recorded in the capture", emu::examples::kRuleEventQuery,
+       kGlobal, false, broken(907)},
+  };
+  for (const Api& api : apis()) {
+    DYNAMIC_SECTION(api.name) {
+      for (const Case& c : cases) {
+        INFO(c.what << " (mode " << c.mode << (c.blocking ? ", blocking stream)" : ")"));
+        CHECK(api.capture_rule(c.rule, c.mode, c.blocking) == c.expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("capture modes across threads, capture misuse, and graph handles on the emulator",
+          "[emulator][graph]") {
+  using namespace evo::emu;
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaGraph_t graph = nullptr;
+  // Another thread's call, while this thread captures.
+  auto from_other_thread = [](auto call) {
+    cudaError_t e = cudaSuccess;
+    std::thread([&] { e = call(); }).join();
+    return e;
+  };
+  auto other_thread_malloc = [&] {
+    return from_other_thread([] {
+      void* p = nullptr;
+      const cudaError_t e = cudaMalloc(&p, 64);
+      if (p) (void)cudaFree(p);
+      return e;
+    });
+  };
+
+  SECTION("a global capture forbids other threads' cudaMalloc, a thread-local one does not") {
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(other_thread_malloc() == cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamIsCapturing(s, &status) == cudaSuccess);
+    CHECK(status == cudaStreamCaptureStatusInvalidated);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK_THAT(cudaGetErrorString(cudaErrorStreamCaptureInvalidated), Contains("cudaMalloc"));
+    CHECK(graph == nullptr);
+
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    CHECK(other_thread_malloc() == cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    // A thread in relaxed interaction mode may allocate during this thread's global capture.
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(from_other_thread([] {
+            cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+            if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess) return cudaErrorUnknown;
+            void* p = nullptr;
+            const cudaError_t e = cudaMalloc(&p, 64);
+            if (p) (void)cudaFree(p);
+            return e;
+          }) == cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  }
+  SECTION("only the thread that began a non-relaxed capture may end it") {
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    CHECK(from_other_thread([&] { return cudaStreamEndCapture(s, &graph); }) ==
+          cudaErrorStreamCaptureWrongThread);
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);  // still capturing until now
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+    CHECK(from_other_thread([&] { return cudaStreamEndCapture(s, &graph); }) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  }
+  SECTION("misuse: the legacy stream, twice, not capturing, destroying, events") {
+    CHECK(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal) ==
+          cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamBeginCapture(s, static_cast<cudaStreamCaptureMode>(7)) ==
+          cudaErrorInvalidValue);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorIllegalState);
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaErrorIllegalState);
+    CHECK(cudaStreamDestroy(s) == cudaErrorStreamCaptureUnsupported);  // still alive
+    CHECK(cudaStreamIsCapturing(s, &status) == cudaSuccess);
+    CHECK(status == cudaStreamCaptureStatusActive);
+    // A non-blocking capture leaves the legacy stream alone.
+    CHECK(cudaStreamIsCapturing(nullptr, &status) == cudaSuccess);
+    CHECK(status == cudaStreamCaptureStatusNone);
+    cudaEvent_t outside = nullptr;
+    REQUIRE(cudaEventCreate(&outside) == cudaSuccess);
+    REQUIRE(cudaEventRecord(outside, nullptr) == cudaSuccess);
+    CHECK(cudaStreamWaitEvent(s, outside, cudaEventWaitExternal) == cudaSuccess);
+    CHECK(cudaStreamWaitEvent(s, outside, 0) == cudaErrorStreamCaptureIsolation);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK(cudaEventDestroy(outside) == cudaSuccess);
+
+    // Fork into a second stream through an event: not emulated, and said so.
+    cudaStream_t s2 = nullptr;
+    cudaEvent_t inside = nullptr;
+    REQUIRE(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+    REQUIRE(cudaEventCreate(&inside) == cudaSuccess);
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(cudaEventRecord(inside, s) == cudaSuccess);
+    CHECK(cudaStreamWaitEvent(s, inside, 0) == cudaSuccess);  // its own stream: no-op
+    CHECK(cudaStreamWaitEvent(s2, inside, 0) == cudaErrorNotSupported);
+    CHECK_THAT(cudaGetErrorString(cudaErrorNotSupported), Contains("one stream"));
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK(cudaEventDestroy(inside) == cudaSuccess);
+    CHECK(cudaStreamDestroy(s2) == cudaSuccess);
+  }
+  SECTION("graph handles: instantiate flags, launch after the graph is gone, double destroy") {
+    float* d = nullptr;
+    REQUIRE(cudaMalloc(&d, 256 * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMemset(d, 0, 256 * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    REQUIRE(cudaMemsetAsync(d, 0x3f, 16 * sizeof(float), s) == cudaSuccess);  // 0x3f3f3f3f
+    REQUIRE(cudaMemcpyAsync(d + 128, d, 16 * sizeof(float), cudaMemcpyDeviceToDevice, s) ==
+            cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    std::vector<float> h(256, -1.f);
+    REQUIRE(cudaMemcpy(h.data(), d, 256 * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(h[0] == 0.f);  // recorded, not run
+    cudaGraphExec_t exec = nullptr;
+    CHECK(cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagUpload) ==
+          cudaErrorInvalidValue);
+    CHECK(cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagDeviceLaunch) ==
+          cudaErrorNotSupported);
+    REQUIRE(cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch) ==
+            cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);  // the executable graph lives on
+    CHECK(cudaGraphDestroy(graph) == cudaErrorInvalidValue);
+    CHECK(cudaGraphLaunch(exec, s) == cudaSuccess);
+    REQUIRE(cudaMemcpy(h.data(), d, 256 * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+    std::uint32_t bits = 0;
+    std::memcpy(&bits, &h[128], sizeof bits);
+    CHECK(bits == 0x3f3f3f3fu);
+    CHECK(h[16] == 0.f);
+    // Memory freed after the capture is caught at the replay, as a GPU would fault on it.
+    REQUIRE(cudaFree(d) == cudaSuccess);
+    CHECK(cudaGraphLaunch(exec, s) == cudaErrorInvalidValue);
+    CHECK_THAT(cudaGetErrorString(cudaErrorInvalidValue), Contains("replayed by cudaGraphLaunch"));
+    CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+    CHECK(cudaGraphExecDestroy(exec) == cudaErrorInvalidValue);
+  }
+  (void)cudaGetLastError();
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+}
+
+TEST_CASE("cuBLAS SGEMM on a capturing stream is recorded and replayed like a kernel",
+          "[emulator][graph]") {
+  using namespace evo::emu;
+  const int m = uniform_int(1, 40), n = uniform_int(1, 40), k = uniform_int(1, 40);
+  INFO("m " << m << " n " << n << " k " << k);
+  const std::vector<float> a = test::random_vector(std::size_t(m) * k);
+  const std::vector<float> b = test::random_vector(std::size_t(k) * n);
+  const std::vector<float> c0 = test::random_vector(std::size_t(m) * n);
+  float *da = nullptr, *db = nullptr, *dc = nullptr, *dalpha = nullptr;
+  REQUIRE(cudaMalloc(&da, a.size() * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(&db, b.size() * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(&dc, c0.size() * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(&dalpha, sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMemcpy(da, a.data(), a.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(db, b.data(), b.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  cublasHandle_t handle = nullptr;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasSetStream(handle, s) == CUBLAS_STATUS_SUCCESS);
+  auto read_c = [&] {
+    std::vector<float> c(c0.size());
+    REQUIRE(cudaMemcpy(c.data(), dc, c.size() * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    return c;
+  };
+  auto reset_c = [&] {
+    REQUIRE(cudaMemcpy(dc, c0.data(), c0.size() * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  };
+  const float beta = 0.5f;
+  float alpha = std::uniform_real_distribution<float>(0.5f, 2.f)(test::rng());
+  const float captured_alpha = alpha;
+
+  reset_c();
+  REQUIRE(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, da, m, db, k, &beta, dc,
+                      m) == CUBLAS_STATUS_SUCCESS);
+  const std::vector<float> direct = read_c();
+
+  reset_c();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  REQUIRE(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, da, m, db, k, &beta, dc,
+                      m) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  CHECK(read_c() == c0);  // recorded, not run
+  alpha = 1000.f;         // host pointer mode: the graph keeps the value of capture time
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  const std::vector<float> replayed = read_c();
+  CHECK(std::memcmp(direct.data(), replayed.data(), direct.size() * 4) == 0);
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+
+  // Device pointer mode: alpha is read when the graph runs.
+  REQUIRE(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_DEVICE) == CUBLAS_STATUS_SUCCESS);
+  float* dbeta = nullptr;
+  REQUIRE(cudaMalloc(&dbeta, sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMemcpy(dbeta, &beta, 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(dalpha, &alpha, 4, cudaMemcpyHostToDevice) == cudaSuccess);  // 1000
+  reset_c();
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  REQUIRE(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, dalpha, da, m, db, k, dbeta, dc,
+                      m) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  REQUIRE(cudaMemcpy(dalpha, &captured_alpha, 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  const std::vector<float> device_mode = read_c();
+  CHECK(std::memcmp(direct.data(), device_mode.data(), direct.size() * 4) == 0);
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+
+  CHECK(cublasDestroy(handle) == CUBLAS_STATUS_SUCCESS);
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+  for (float* p : {da, db, dc, dalpha, dbeta}) CHECK(cudaFree(p) == cudaSuccess);
+}
+
+// ---- errors on demand
+// ----------------------------------------------------------------------------
+
+TEST_CASE("which CUDA errors are sticky", "[emulator][faults]") {
+  for (int code : {700, 702, 710, 714, 715, 716, 717, 718, 719}) CHECK(is_sticky_cuda_error(code));
+  for (int code : {0, 1, 2, 9, 400, 701, 900, 901, 999, CudaError::kNoCode})
+    CHECK_FALSE(is_sticky_cuda_error(code));
+  CHECK(CudaError("c", "r", "f", 1, 719).sticky());
+  CHECK_FALSE(CudaError("c", "r", "f", 1, 2).sticky());
+  CHECK(CudaError("c", "r", "f", 1).code() == CudaError::kNoCode);
+}
+
+TEST_CASE("an injected sticky error fails its launch and every later call, until reset",
+          "[emulator][faults]") {
+  using namespace evo::emu;
+  const ResetErrorsAtExit reset;
+  const std::vector<float> x = test::random_vector(5000);
+  std::vector<double> ref(7, 0.0);
+  for (std::size_t i = 0; i < x.size(); ++i) ref[i / 128 % 7] += x[i];
+  const int after = uniform_int(0, 3);
+  const cudaError_t code = uniform_int(0, 1) ? cudaErrorIllegalAddress : cudaErrorLaunchFailure;
+  INFO("code " << int(code) << ", after " << after << " launches");
+  inject_error(code, after);
+  for (int i = 0; i < after; ++i)  // one launch each
+    CHECK(test::all_close(examples::reduce_sum(x, 7, 128), ref, 1e-3, 1e-4));
+  try {
+    (void)examples::reduce_sum(x, 7, 128);
+    FAIL("the injected error did not come");
+  } catch (const CudaError& e) {
+    CHECK(e.code() == int(code));
+    CHECK(e.sticky());
+    CHECK_THAT(e.what(), Contains("launch of reduce_sum_kernel") && Contains("injected"));
+  }
+  // The context is poisoned: every later call says so, and the error is never cleared.
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, 64) == code);
+  CHECK(p == nullptr);
+  CHECK(cudaDeviceSynchronize() == code);
+  CHECK(cudaGetLastError() == code);
+  CHECK(cudaGetLastError() == code);
+  cudaStream_t s = nullptr;
+  CHECK(cudaStreamCreate(&s) == code);
+  CHECK(cudaStreamSynchronize(nullptr) == code);
+  CHECK(cudaDeviceReset() == code);  // only a new process recovers a GPU
+  cublasHandle_t handle = nullptr;
+  CHECK(cublasCreate(&handle) == CUBLAS_STATUS_NOT_INITIALIZED);
+  CHECK_THAT(cudaGetErrorString(code), Contains("injected"));
+  try {
+    (void)examples::reduce_sum(x, 7, 128);  // its first cudaMalloc fails
+    FAIL("a poisoned device ran a kernel");
+  } catch (const CudaError& e) {
+    CHECK(e.code() == int(code));
+    CHECK(e.sticky());
+  }
+  // What needs no context still answers.
+  int count = 0;
+  CHECK(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(cudaSetDevice(0) == cudaSuccess);
+
+  reset_errors();
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(test::all_close(examples::reduce_sum(x, 7, 128), ref, 1e-3, 1e-4));
+}
+
+TEST_CASE("an injected error inside a graph's replay fails that launch and poisons the device",
+          "[emulator][faults][graph]") {
+  using namespace evo::emu;
+  const ResetErrorsAtExit reset;
+  const std::vector<int> v(100, 3);
+  // The capture is not an execution; the first replay runs, the second faults.
+  inject_errors("launch-failure:1");
+  try {
+    (void)examples::graph_accumulate(v, v, 2, 3);
+    FAIL("the injected error did not come");
+  } catch (const CudaError& e) {
+    CHECK(e.code() == int(cudaErrorLaunchFailure));
+    CHECK(e.sticky());
+    CHECK_THAT(e.call(), Contains("cudaGraphLaunch"));
+  }
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+}
+
+TEST_CASE("injected out of memory fails one cudaMalloc and is not sticky", "[emulator][faults]") {
+  using namespace evo::emu;
+  const ResetErrorsAtExit reset;
+  const int after = uniform_int(0, 4);
+  INFO("after " << after << " allocations");
+  inject_error(cudaErrorMemoryAllocation, after);
+  std::vector<void*> ok;
+  for (int i = 0; i < after; ++i) {
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 64) == cudaSuccess);
+    ok.push_back(p);
+  }
+  void* failed = reinterpret_cast<void*>(1);
+  CHECK(cudaMalloc(&failed, 64) == cudaErrorMemoryAllocation);
+  CHECK(failed == nullptr);
+  CHECK_THAT(cudaGetErrorString(cudaErrorMemoryAllocation), Contains("injected out of memory"));
+  CHECK(cudaGetLastError() == cudaErrorMemoryAllocation);
+  CHECK(cudaGetLastError() == cudaSuccess);  // not sticky: read once, gone
+  void* later = nullptr;
+  CHECK(cudaMalloc(&later, 64) == cudaSuccess);
+  ok.push_back(later);
+  for (void* p : ok) CHECK(cudaFree(p) == cudaSuccess);
+
+  // Through the CUDA_CHECK path, as a worker sees it: a CudaError that is not sticky.
+  inject_errors("oom:0");
+  try {
+    (void)examples::reduce_sum(test::random_vector(100), 1, 64);
+    FAIL("the injected error did not come");
+  } catch (const CudaError& e) {
+    CHECK(e.code() == int(cudaErrorMemoryAllocation));
+    CHECK_FALSE(e.sticky());
+  }
+  (void)cudaGetLastError();
+  CHECK(examples::reduce_sum(std::vector<float>(64, 1.f), 1, 64) == std::vector<float>{64.f});
+}
+
+TEST_CASE("injection specs: what EVO_EMU_INJECT accepts", "[emulator][faults]") {
+  const ResetErrorsAtExit reset;
+  CHECK_NOTHROW(emu::inject_errors("oom:0,illegal-address:12,out-of-resources:3"));
+  for (const char* bad :
+       {"", "oom", "oom:", "oom:-1", "oom:1x", "segfault:3", "oom:1,", "Illegal-Address:1"})
+    CHECK_THROWS_WITH(emu::inject_errors(bad), Contains("is not an injection the emulator knows") &&
+                                                   Contains("illegal-address"));
+  CHECK_THROWS_AS(emu::inject_error(emu::cudaSuccess, 0), emu::EmuError);
+  CHECK_THROWS_AS(emu::inject_error(emu::cudaErrorIllegalAddress, -1), emu::EmuError);
 }

@@ -1,5 +1,6 @@
 // The emulated cuBLAS: handles and SGEMM with cuBLAS's column-major semantics and argument checks,
-// computed by OpenBLAS. Not a BLAS: only the calls the CUDA backend makes.
+// computed by OpenBLAS, recorded like a kernel launch on a capturing stream, failing like one on a
+// broken device. Not a BLAS: only the calls the CUDA backend makes.
 #include <cblas.h>
 
 #include <algorithm>
@@ -38,6 +39,7 @@ void check_matrix(const char* name, const float* p, int rows, int cols, int ld) 
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
   if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
+  if (detail::sticky_error()) return CUBLAS_STATUS_NOT_INITIALIZED;  // no context to work in
   *handle = new cublasContext();
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -129,41 +131,141 @@ const char* cublasGetStatusString(cublasStatus_t status) {
   return "unknown error";
 }
 
+namespace {
+
+// One SGEMM call's arguments, by value: what a captured call keeps for its replays. alpha and beta
+// are read at the call in CUBLAS_POINTER_MODE_HOST (cuBLAS copies host scalars when called, so a
+// graph keeps the values of capture time), at execution in CUBLAS_POINTER_MODE_DEVICE.
+struct Gemm {
+  bool ta, tb;
+  int m, n, k;
+  float alpha, beta;
+  const float* alpha_ptr;  // device pointer mode: dereferenced when the product runs
+  const float* beta_ptr;
+  const float* A;
+  int lda;
+  long long stride_a;
+  const float* B;
+  int ldb;
+  long long stride_b;
+  float* C;
+  int ldc;
+  long long stride_c;
+  int batch;
+};
+
+// The checks cuBLAS makes, in its order: op(A) is m x k, op(B) is k x n, C is m x n.
+cublasStatus_t check_arguments(cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                               int k, int lda, int ldb, int ldc) {
+  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+  if (!valid_op(transa) || !valid_op(transb) || m < 0 || n < 0 || k < 0 ||
+      lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// Throws EmuError for an operand a GPU would fault on (checked at the call and at every replay).
+void check_operands(const Gemm& g) {
+  for (int i = 0; i < g.batch; ++i) {
+    check_matrix("C", g.C + i * g.stride_c, g.m, g.n, g.ldc);
+    if (g.k == 0 || (!g.alpha_ptr && g.alpha == 0.f)) continue;  // A and B are not read
+    check_matrix("A", g.A + i * g.stride_a, g.ta ? g.k : g.m, g.ta ? g.m : g.k, g.lda);
+    check_matrix("B", g.B + i * g.stride_b, g.tb ? g.n : g.k, g.tb ? g.k : g.n, g.ldb);
+  }
+}
+
+void compute(const Gemm& g) {
+  const float a = g.alpha_ptr ? *g.alpha_ptr : g.alpha;
+  const float b = g.beta_ptr ? *g.beta_ptr : g.beta;
+  for (int i = 0; i < g.batch; ++i) {
+    const float* A = g.A + i * g.stride_a;
+    const float* B = g.B + i * g.stride_b;
+    float* C = g.C + i * g.stride_c;
+    if (g.k == 0 || a == 0.f) {
+      // Only C = beta * C is left; beta == 0 writes zeros without reading C (NaN there included).
+      for (int j = 0; j < g.n; ++j)
+        for (int r = 0; r < g.m; ++r) {
+          float& c = C[std::size_t(j) * g.ldc + r];
+          c = b == 0.f ? 0.f : b * c;
+        }
+      continue;
+    }
+    if (b == 0.f) {
+      // cuBLAS never reads C when beta is 0; BLAS implementations may compute 0 * NaN = NaN.
+      for (int j = 0; j < g.n; ++j)
+        for (int r = 0; r < g.m; ++r) C[std::size_t(j) * g.ldc + r] = 0.f;
+    }
+    cblas_sgemm(CblasColMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans,
+                g.m, g.n, g.k, a, A, g.lda, B, g.ldb, b, C, g.ldc);
+  }
+}
+
+// The product as one kernel execution (one launch for the injected faults, however many batch
+// entries), recorded instead when the handle's stream is capturing.
+cublasStatus_t gemm(cublasHandle_t handle, const Gemm& g) {
+  if (detail::sticky_error()) return CUBLAS_STATUS_EXECUTION_FAILED;
+  if (!detail::stream_is_valid(handle->stream)) return CUBLAS_STATUS_EXECUTION_FAILED;
+  check_operands(g);
+  const detail::Issued issued = detail::issue(handle->stream, "cublasSgemm", [&g] {
+    return detail::GraphNode{
+        "cublasSgemm " + std::to_string(g.m) + "x" + std::to_string(g.n) + "x" +
+            std::to_string(g.k),
+        [g] {
+          check_operands(g);
+          if (const cudaError_t e = detail::execution_fault(
+                  "cublasSgemm (replayed by cudaGraphLaunch)", __FILE__, __LINE__))
+            return e;
+          compute(g);
+          return cudaSuccess;
+        }};
+  });
+  // On a GPU cuBLAS's own kernel launch fails: the runtime's error stays for cudaGetLastError.
+  if (issued.what == detail::Issue::Failed) return CUBLAS_STATUS_EXECUTION_FAILED;
+  if (issued.what == detail::Issue::Recorded) return CUBLAS_STATUS_SUCCESS;
+  if (detail::execution_fault("cublasSgemm", __FILE__, __LINE__) != cudaSuccess)
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  compute(g);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+Gemm make_gemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+               int n, int k, const float* alpha, const float* A, int lda, long long stride_a,
+               const float* B, int ldb, long long stride_b, const float* beta, float* C, int ldc,
+               long long stride_c, int batch) {
+  const bool device_scalars = handle->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+  return Gemm{transa != CUBLAS_OP_N,
+              transb != CUBLAS_OP_N,
+              m,
+              n,
+              k,
+              device_scalars ? 0.f : *alpha,
+              device_scalars ? 0.f : *beta,
+              device_scalars ? alpha : nullptr,
+              device_scalars ? beta : nullptr,
+              A,
+              lda,
+              stride_a,
+              B,
+              ldb,
+              stride_b,
+              C,
+              ldc,
+              stride_c,
+              batch};
+}
+
+}  // namespace
+
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float* alpha,
                            const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  // The checks cuBLAS makes, in its order: op(A) is m x k, op(B) is k x n, C is m x n.
-  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
-  if (!valid_op(transa) || !valid_op(transb) || m < 0 || n < 0 || k < 0 ||
-      lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
-    return CUBLAS_STATUS_INVALID_VALUE;
+  if (const cublasStatus_t s = check_arguments(transa, transb, m, n, k, lda, ldb, ldc)) return s;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
-  if (!detail::stream_is_valid(handle->stream)) return CUBLAS_STATUS_EXECUTION_FAILED;
-
-  check_matrix("C", C, m, n, ldc);
-  const float a = *alpha, b = *beta;
-  if (k == 0 || a == 0.f) {
-    // Only C = beta * C is left; beta == 0 writes zeros without reading C (NaN there included).
-    for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) {
-        float& c = C[std::size_t(j) * ldc + i];
-        c = b == 0.f ? 0.f : b * c;
-      }
-    return CUBLAS_STATUS_SUCCESS;
-  }
-  check_matrix("A", A, ta ? k : m, ta ? m : k, lda);
-  check_matrix("B", B, tb ? n : k, tb ? k : n, ldb);
-  if (b == 0.f) {
-    // cuBLAS never reads C when beta is 0; BLAS implementations may compute 0 * NaN = NaN.
-    for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) C[std::size_t(j) * ldc + i] = 0.f;
-  }
-  cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, a, A, lda, B, ldb, b, C, ldc);
-  return CUBLAS_STATUS_SUCCESS;
+  return gemm(handle, make_gemm(handle, transa, transb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta,
+                                C, ldc, 0, 1));
 }
 
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
@@ -174,12 +276,11 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_
                                          long long stride_c, int batch_count) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (batch_count < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  for (int i = 0; i < batch_count; ++i) {
-    const cublasStatus_t s = cublasSgemm(handle, transa, transb, m, n, k, alpha, A + i * stride_a,
-                                         lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
-    if (s != CUBLAS_STATUS_SUCCESS) return s;
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  if (const cublasStatus_t s = check_arguments(transa, transb, m, n, k, lda, ldb, ldc)) return s;
+  if (m == 0 || n == 0 || batch_count == 0) return CUBLAS_STATUS_SUCCESS;
+  if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
+  return gemm(handle, make_gemm(handle, transa, transb, m, n, k, alpha, A, lda, stride_a, B, ldb,
+                                stride_b, beta, C, ldc, stride_c, batch_count));
 }
 
 }  // namespace evo::emu

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -535,7 +536,9 @@ constexpr std::common_type_t<A, B> max(A a, B b) {
 namespace detail {
 
 // One launch, type-erased for the scheduler: `invoke` runs the kernel body with the launch's
-// arguments for whichever emulated GPU thread is current.
+// arguments for whichever emulated GPU thread is current; `check_pointers` throws EmuError for a
+// pointer argument a GPU could not dereference; `clone` copies the arguments to the heap, for a
+// graph that replays the launch later (CUDA copies them at capture too).
 struct KernelLaunch {
   const char* name;
   const char* file;
@@ -546,10 +549,15 @@ struct KernelLaunch {
   std::size_t smem;
   void (*invoke)(const void* closure);
   const void* closure;
+  void (*check_pointers)(const KernelLaunch& launch);
+  std::shared_ptr<const void> (*clone)(const void* closure);
 };
 
-// Validates the configuration (throws EmuError as a GPU would fail the launch) and runs every
-// block, spread over the emulator's host threads; returns when the grid is done.
+// Checks the pointer arguments and the configuration (throws EmuError as a GPU would fail the
+// launch), then, by the capture rules (graph.cpp): records the launch into the stream's capture,
+// or runs every block, spread over the emulator's host threads, returning when the grid is done.
+// A sticky or injected error, a capture the launch may not join: throws evo::CudaError with the
+// code, as EVO_LAUNCH does on a GPU.
 void run_kernel(const KernelLaunch& launch, cudaStream_t stream);
 // Throws EmuError when kernel argument `index` is a pointer a GPU could not dereference.
 void check_kernel_pointer(const KernelLaunch& launch, int index, const void* p);
@@ -575,24 +583,30 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
     std::tuple<std::decay_t<P>...> params;
   };
   const Closure closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  detail::KernelLaunch launch{name,
-                              file,
-                              line,
-                              reinterpret_cast<const void*>(kernel),
-                              grid,
-                              block,
-                              smem,
-                              [](const void* c) {
-                                const Closure& cl = *static_cast<const Closure*>(c);
-                                std::apply(cl.kernel, cl.params);
-                              },
-                              &closure};
-  std::apply(
-      [&launch](const auto&... p) {
-        int index = 0;
-        (detail::check_argument(launch, index++, p), ...);
+  const detail::KernelLaunch launch{
+      name,
+      file,
+      line,
+      reinterpret_cast<const void*>(kernel),
+      grid,
+      block,
+      smem,
+      [](const void* c) {
+        const Closure& cl = *static_cast<const Closure*>(c);
+        std::apply(cl.kernel, cl.params);
       },
-      closure.params);
+      &closure,
+      [](const detail::KernelLaunch& l) {
+        std::apply(
+            [&l](const auto&... p) {
+              int index = 0;
+              (detail::check_argument(l, index++, p), ...);
+            },
+            static_cast<const Closure*>(l.closure)->params);
+      },
+      [](const void* c) -> std::shared_ptr<const void> {
+        return std::make_shared<const Closure>(*static_cast<const Closure*>(c));
+      }};
   detail::run_kernel(launch, stream);
 }
 

@@ -1,8 +1,11 @@
-// The emulated CUDA runtime: errors, devices, memory (with an allocation registry that catches
-// copies and kernels a GPU would fault on), streams and events. Not the scheduler, not cuBLAS.
+// The emulated CUDA runtime: errors (last, sticky, injected on demand), devices, memory (with an
+// allocation registry that catches copies and kernels a GPU would fault on), streams and events.
+// Not the scheduler, not cuBLAS, not graphs (graph.cpp, whose capture gate every stream call here
+// passes).
 #include <sys/sysinfo.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +16,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "cuda/emu/internal.h"
 #include "cuda/emu/runtime.h"
@@ -34,6 +38,66 @@ cudaError_t fail(cudaError_t code, std::string why) {
   t_detail_code = code;
   t_detail = std::move(why);
   return code;
+}
+
+// ---- sticky errors and injected faults ------------------------------------------------------
+// A fault in a kernel (illegal address, trap, ...) breaks the GPU's context: CUDA answers every
+// later call with it. Per device, as contexts are; the first fault wins, as on a GPU.
+constexpr int kMaxDevices = 64;  // EVO_EMU_DEVICES is clamped to this
+thread_local int t_device = 0;
+std::atomic<bool> g_any_sticky{false};  // the fast path: one load per call on a healthy process
+std::atomic<int> g_sticky[kMaxDevices];
+std::mutex g_fault_mutex;
+std::string g_sticky_why[kMaxDevices];  // under g_fault_mutex
+
+struct Injection {
+  cudaError_t code;
+  int remaining;  // executions (allocations, for out of memory) still to succeed first
+};
+std::vector<Injection> g_injections;  // under g_fault_mutex
+std::atomic<bool> g_injections_pending{false};
+
+void poison(int device, cudaError_t code, const std::string& why) {
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  int healthy = 0;
+  if (g_sticky[device].compare_exchange_strong(healthy, int(code))) g_sticky_why[device] = why;
+  g_any_sticky.store(true, std::memory_order_release);
+}
+
+// The pending injection whose turn it is for an allocation (or else a kernel execution), or
+// cudaSuccess; counts this one for the others.
+cudaError_t next_injection(bool allocation) {
+  if (!g_injections_pending.load(std::memory_order_acquire)) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  cudaError_t fired = cudaSuccess;
+  for (auto it = g_injections.begin(); it != g_injections.end();) {
+    if ((it->code == cudaErrorMemoryAllocation) != allocation) {
+      ++it;
+    } else if (it->remaining == 0 && fired == cudaSuccess) {
+      fired = it->code;
+      it = g_injections.erase(it);
+    } else {
+      it->remaining = std::max(0, it->remaining - 1);
+      ++it;
+    }
+  }
+  if (g_injections.empty()) g_injections_pending.store(false, std::memory_order_release);
+  return fired;
+}
+
+// EVO_EMU_INJECT, once, at the first kernel execution or cudaMalloc.
+void load_env_injections() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* v = std::getenv("EVO_EMU_INJECT");
+    if (v && *v) {
+      try {
+        inject_errors(v);
+      } catch (const EmuError& e) {
+        throw EmuError(std::string("EVO_EMU_INJECT: ") + e.what());
+      }
+    }
+  });
 }
 
 const char* base_error_string(cudaError_t e) {
@@ -60,12 +124,60 @@ const char* base_error_string(cudaError_t e) {
       return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle:
       return "invalid resource handle";
+    case cudaErrorContained:
+      return "uncorrectable error contained by the GPU";
+    case cudaErrorIllegalState:
+      return "the operation cannot be performed in the present state";
     case cudaErrorNotReady:
       return "device not ready";
+    case cudaErrorIllegalAddress:
+      return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources:
+      return "too many resources requested for launch";
+    case cudaErrorLaunchTimeout:
+      return "the launch timed out and was terminated";
+    case cudaErrorAssert:
+      return "device-side assert triggered";
+    case cudaErrorHardwareStackError:
+      return "hardware stack error";
+    case cudaErrorIllegalInstruction:
+      return "an illegal instruction was encountered";
+    case cudaErrorMisalignedAddress:
+      return "misaligned address";
+    case cudaErrorInvalidAddressSpace:
+      return "operation not supported on global/shared address space";
+    case cudaErrorInvalidPc:
+      return "invalid program counter";
     case cudaErrorLaunchFailure:
       return "unspecified launch failure";
+    case cudaErrorTensorMemoryLeak:
+      return "tensor memory not completely freed";
     case cudaErrorNotSupported:
       return "operation not supported";
+    case cudaErrorMpsClientTerminated:
+      return "the MPS client has been terminated by the server";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureMerge:
+      return "operation would result in a merge of separate capture sequences";
+    case cudaErrorStreamCaptureUnmatched:
+      return "capture was not ended in the same stream as it began";
+    case cudaErrorStreamCaptureUnjoined:
+      return "capturing stream has unjoined work";
+    case cudaErrorStreamCaptureIsolation:
+      return "dependency created on uncaptured work in another stream";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent:
+      return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorExternalDevice:
+      return "an error occurred on an external device";
+    case cudaErrorUnknown:
+      return "unknown error";
   }
   return "unrecognized error code";
 }
@@ -98,6 +210,13 @@ std::map<std::uintptr_t, Allocation>::const_iterator find_allocation(const void*
 cudaError_t allocate(void** ptr, std::size_t bytes, bool pinned, const char* call) {
   if (!ptr) return fail(cudaErrorInvalidValue, std::string(call) + ": null result pointer");
   *ptr = nullptr;
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (const cudaError_t e = detail::unsafe_call(call)) return e;
+  load_env_injections();
+  if (!pinned && next_injection(true) != cudaSuccess)
+    return fail(cudaErrorMemoryAllocation,
+                std::string(call) + " of " + std::to_string(bytes) +
+                    " bytes: injected out of memory (evo::emu::inject_error or EVO_EMU_INJECT)");
   if (bytes == 0) return cudaSuccess;  // as CUDA: success and a null pointer
   void* p = nullptr;
   if (posix_memalign(&p, 256, bytes) != 0)
@@ -114,19 +233,26 @@ cudaError_t allocate(void** ptr, std::size_t bytes, bool pinned, const char* cal
   return cudaSuccess;
 }
 
+// On a poisoned device the memory is freed all the same (a GPU frees it with the context) and the
+// sticky error returned, so that cleanup paths neither leak nor pass for healthy.
 cudaError_t release(void* ptr, bool pinned, const char* call) {
-  if (!ptr) return cudaSuccess;
+  const cudaError_t sticky = detail::sticky_error();
+  if (!sticky)
+    if (const cudaError_t e = detail::unsafe_call(call)) return e;
+  if (!ptr) return sticky;
   {
     std::lock_guard<std::mutex> lock(g_alloc_mutex);
     auto it = g_allocations.find(reinterpret_cast<std::uintptr_t>(ptr));
     if (it == g_allocations.end() || it->second.pinned != pinned)
-      return fail(cudaErrorInvalidValue,
-                  std::string(call) + "(" + pointer_text(ptr) + "): not a pointer returned by " +
-                      (pinned ? "cudaMallocHost" : "cudaMalloc") + ", or freed already");
+      return sticky ? sticky
+                    : fail(cudaErrorInvalidValue, std::string(call) + "(" + pointer_text(ptr) +
+                                                      "): not a pointer returned by " +
+                                                      (pinned ? "cudaMallocHost" : "cudaMalloc") +
+                                                      ", or freed already");
     g_allocations.erase(it);
   }
   std::free(ptr);
-  return cudaSuccess;
+  return sticky;
 }
 
 // Whether [p, p + bytes) may be the device side of a copy: inside one allocation.
@@ -170,8 +296,9 @@ const char* kind_name(cudaMemcpyKind kind) {
   return "an unknown cudaMemcpyKind";
 }
 
-cudaError_t copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
-                 const char* call) {
+// cudaSuccess when the copy may go ahead, else the error a GPU would give (recorded).
+cudaError_t check_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
+                       const char* call) {
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src) return fail(cudaErrorInvalidValue, std::string(call) + ": null pointer");
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
@@ -197,15 +324,28 @@ cudaError_t copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind k
   if (!problem.empty())
     return fail(cudaErrorInvalidValue, std::string(call) + " " + kind_name(kind) + " of " +
                                            std::to_string(bytes) + " bytes: " + problem);
-  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+// Checks again, then copies: a graph's copy node runs this at every replay, so that memory freed
+// since the capture is reported, as a GPU would fault on it.
+cudaError_t copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
+                 const char* call) {
+  if (const cudaError_t e = check_copy(dst, src, bytes, kind, call)) return e;
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t check_set(void* dst, std::size_t bytes, const char* call) {
+  if (bytes == 0) return cudaSuccess;
+  const std::string problem = device_side_problem(dst, bytes, "destination");
+  if (!problem.empty()) return fail(cudaErrorInvalidValue, std::string(call) + ": " + problem);
   return cudaSuccess;
 }
 
 cudaError_t set(void* dst, int value, std::size_t bytes, const char* call) {
-  if (bytes == 0) return cudaSuccess;
-  const std::string problem = device_side_problem(dst, bytes, "destination");
-  if (!problem.empty()) return fail(cudaErrorInvalidValue, std::string(call) + ": " + problem);
-  std::memset(dst, value, bytes);
+  if (const cudaError_t e = check_set(dst, bytes, call)) return e;
+  if (bytes) std::memset(dst, value, bytes);
   return cudaSuccess;
 }
 
@@ -219,7 +359,6 @@ int device_count() {
   }();
   return n;
 }
-thread_local int t_device = 0;
 
 std::mutex g_attr_mutex;
 std::unordered_map<const void*, std::size_t> g_smem_limits;  // per kernel, once raised
@@ -238,6 +377,7 @@ struct CUevent_st {
   unsigned flags;
   bool recorded;
   std::chrono::steady_clock::time_point time;
+  std::uint64_t capture;  // the capture it was last recorded into; 0 when recorded outside one
 };
 
 namespace detail {
@@ -257,6 +397,36 @@ bool stream_is_valid(cudaStream_t stream) {
   return g_streams.count(stream) != 0;
 }
 
+unsigned stream_flags(cudaStream_t stream) {
+  if (!stream) return 0;
+  std::lock_guard<std::mutex> lock(g_handle_mutex);
+  return g_streams.count(stream) ? stream->flags : 0;
+}
+
+cudaError_t set_error(cudaError_t code, std::string why) {
+  return fail(code, std::move(why));
+}
+
+cudaError_t sticky_error() {
+  if (!g_any_sticky.load(std::memory_order_acquire)) return cudaSuccess;
+  return static_cast<cudaError_t>(g_sticky[t_device].load(std::memory_order_acquire));
+}
+
+cudaError_t execution_fault(const char* what, const char* file, int line) {
+  load_env_injections();
+  if (const cudaError_t e = sticky_error()) return e;
+  const cudaError_t code = next_injection(false);
+  if (code == cudaSuccess) return cudaSuccess;
+  std::string why = std::string("injected ") + cudaGetErrorName(code) + " at " + what +
+                    " launched at " + file + ":" + std::to_string(line) +
+                    " (evo::emu::inject_error or EVO_EMU_INJECT)";
+  if (is_sticky_cuda_error(code)) {
+    poison(t_device, code, why);
+    why += "; the device is unusable until the process ends, as on a GPU";
+  }
+  return fail(code, std::move(why));
+}
+
 std::size_t dynamic_smem_limit(const void* kernel) {
   std::lock_guard<std::mutex> lock(g_attr_mutex);
   auto it = g_smem_limits.find(kernel);
@@ -272,6 +442,7 @@ bool pointer_checks_enabled() {
 }
 
 cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
+  if (const cudaError_t e = sticky_error()) return e;
   if (!kernel) return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: null kernel");
   switch (attr) {
     case cudaFuncAttributeMaxDynamicSharedMemorySize:
@@ -296,6 +467,10 @@ cudaError_t set_function_attribute(const void* kernel, cudaFuncAttribute attr, i
 
 cudaError_t copy_symbol(void* symbol, std::size_t symbol_bytes, const void* src, std::size_t bytes,
                         std::size_t offset, bool to_symbol) {
+  if (const cudaError_t e = sticky_error()) return e;
+  if (const cudaError_t e =
+          legacy_stream_call(to_symbol ? "cudaMemcpyToSymbol" : "cudaMemcpyFromSymbol"))
+    return e;
   if (offset + bytes > symbol_bytes)
     return fail(cudaErrorInvalidValue,
                 "cudaMemcpy" + std::string(to_symbol ? "To" : "From") + "Symbol: " +
@@ -314,6 +489,12 @@ cudaError_t copy_symbol(void* symbol, std::size_t symbol_bytes, const void* src,
 const char* cudaGetErrorString(cudaError_t error) {
   if (error == t_detail_code && error != cudaSuccess && !t_detail.empty()) {
     t_message = std::string(base_error_string(error)) + " (CUDA emulator: " + t_detail + ")";
+    return t_message.c_str();
+  }
+  if (error != cudaSuccess && error == detail::sticky_error()) {
+    std::lock_guard<std::mutex> lock(g_fault_mutex);
+    t_message =
+        std::string(base_error_string(error)) + " (CUDA emulator: " + g_sticky_why[t_device] + ")";
     return t_message.c_str();
   }
   return base_error_string(error);
@@ -349,15 +530,130 @@ const char* cudaGetErrorName(cudaError_t error) {
       return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported:
       return "cudaErrorNotSupported";
+    case cudaErrorContained:
+      return "cudaErrorContained";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources:
+      return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchTimeout:
+      return "cudaErrorLaunchTimeout";
+    case cudaErrorAssert:
+      return "cudaErrorAssert";
+    case cudaErrorHardwareStackError:
+      return "cudaErrorHardwareStackError";
+    case cudaErrorIllegalInstruction:
+      return "cudaErrorIllegalInstruction";
+    case cudaErrorMisalignedAddress:
+      return "cudaErrorMisalignedAddress";
+    case cudaErrorInvalidAddressSpace:
+      return "cudaErrorInvalidAddressSpace";
+    case cudaErrorInvalidPc:
+      return "cudaErrorInvalidPc";
+    case cudaErrorTensorMemoryLeak:
+      return "cudaErrorTensorMemoryLeak";
+    case cudaErrorMpsClientTerminated:
+      return "cudaErrorMpsClientTerminated";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureMerge:
+      return "cudaErrorStreamCaptureMerge";
+    case cudaErrorStreamCaptureUnmatched:
+      return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorStreamCaptureUnjoined:
+      return "cudaErrorStreamCaptureUnjoined";
+    case cudaErrorStreamCaptureIsolation:
+      return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureImplicit:
+      return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorCapturedEvent:
+      return "cudaErrorCapturedEvent";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
+    case cudaErrorExternalDevice:
+      return "cudaErrorExternalDevice";
+    case cudaErrorUnknown:
+      return "cudaErrorUnknown";
   }
   return "cudaErrorUnknown";
 }
 
 cudaError_t cudaGetLastError() {
+  if (const cudaError_t e = detail::sticky_error()) return e;  // never cleared
   return std::exchange(t_last_error, cudaSuccess);
 }
 cudaError_t cudaPeekAtLastError() {
+  if (const cudaError_t e = detail::sticky_error()) return e;
   return t_last_error;
+}
+
+// ---- errors on demand ---------------------------------------------------------------------
+
+void inject_error(cudaError_t code, int after) {
+  if (code == cudaSuccess || after < 0)
+    throw EmuError("inject_error(" + std::to_string(int(code)) + ", " + std::to_string(after) +
+                   "): give an error code other than cudaSuccess and a count >= 0 (0: the next "
+                   "kernel execution, or cudaMalloc for cudaErrorMemoryAllocation, fails)");
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  g_injections.push_back({code, after});
+  g_injections_pending.store(true, std::memory_order_release);
+}
+
+void inject_errors(const std::string& spec) {
+  static constexpr struct {
+    const char* name;
+    cudaError_t code;
+  } kNames[] = {
+      {"illegal-address", cudaErrorIllegalAddress},
+      {"launch-failure", cudaErrorLaunchFailure},
+      {"illegal-instruction", cudaErrorIllegalInstruction},
+      {"misaligned-address", cudaErrorMisalignedAddress},
+      {"assert", cudaErrorAssert},
+      {"launch-timeout", cudaErrorLaunchTimeout},
+      {"out-of-resources", cudaErrorLaunchOutOfResources},
+      {"oom", cudaErrorMemoryAllocation},
+  };
+  const std::string accepted =
+      "accepted: comma-separated NAME:N, NAME one of illegal-address, launch-failure, "
+      "illegal-instruction, misaligned-address, assert, launch-timeout, out-of-resources, oom; N "
+      "the number of kernel executions (cudaMalloc calls for oom) that succeed first, e.g. "
+      "\"illegal-address:10\" or \"oom:0,launch-failure:3\"";
+  std::vector<std::pair<cudaError_t, int>> parsed;
+  std::size_t start = 0;
+  while (start <= spec.size()) {
+    const std::size_t end = std::min(spec.find(',', start), spec.size());
+    const std::string item = spec.substr(start, end - start);
+    const std::size_t colon = item.find(':');
+    const std::string name = item.substr(0, colon);
+    const std::string count = colon == std::string::npos ? "" : item.substr(colon + 1);
+    cudaError_t code = cudaSuccess;
+    for (const auto& n : kNames)
+      if (name == n.name) code = n.code;
+    char* rest = nullptr;
+    const long after = count.empty() ? -1 : std::strtol(count.c_str(), &rest, 10);
+    if (code == cudaSuccess || after < 0 || after > 1'000'000'000 || (rest && *rest))
+      throw EmuError("'" + item + "' in '" + spec + "' is not an injection the emulator knows; " +
+                     accepted);
+    parsed.emplace_back(code, int(after));
+    start = end + 1;
+  }
+  for (const auto& [code, after] : parsed) inject_error(code, after);
+}
+
+void reset_errors() {
+  std::lock_guard<std::mutex> lock(g_fault_mutex);
+  g_injections.clear();
+  g_injections_pending.store(false, std::memory_order_release);
+  for (int d = 0; d < kMaxDevices; ++d) {
+    g_sticky[d].store(0, std::memory_order_release);
+    g_sticky_why[d].clear();
+  }
+  g_any_sticky.store(false, std::memory_order_release);
+  t_last_error = cudaSuccess;
 }
 
 // ---- devices ------------------------------------------------------------------------------
@@ -427,10 +723,13 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
-  return cudaSuccess;
+  return detail::device_sync_gate("cudaDeviceSynchronize");
 }
+// A sticky error survives it: CUDA documents that only a new process recovers
+// (evo::emu::reset_errors is the emulator's stand-in).
 cudaError_t cudaDeviceReset() {
-  return cudaSuccess;
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  return detail::device_sync_gate("cudaDeviceReset");
 }
 
 // ---- memory -------------------------------------------------------------------------------
@@ -449,6 +748,7 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
+  if (const cudaError_t e = detail::sticky_error()) return e;
   if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue, "cudaMemGetInfo: null");
   struct sysinfo info {};
   sysinfo(&info);
@@ -457,22 +757,47 @@ cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
   return cudaSuccess;
 }
 
+// The synchronous calls use the legacy stream: refused while a blocking stream captures; while
+// only non-blocking streams capture they run at once and are not part of any graph (as on CUDA).
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (const cudaError_t e = detail::legacy_stream_call("cudaMemcpy")) return e;
   return copy(dst, src, bytes, kind, "cudaMemcpy");
 }
+// Checked when issued (a GPU refuses bad arguments at the call, captured or not); on a capturing
+// stream, recorded with its pointers and size, and checked again at every replay.
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  if (!detail::stream_is_valid(stream))
-    return fail(cudaErrorInvalidResourceHandle, "cudaMemcpyAsync on a destroyed stream");
-  return copy(dst, src, bytes, kind, "cudaMemcpyAsync");
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (const cudaError_t e = check_copy(dst, src, bytes, kind, "cudaMemcpyAsync")) return e;
+  const detail::Issued issued = detail::issue(stream, "cudaMemcpyAsync", [=] {
+    return detail::GraphNode{std::string("cudaMemcpyAsync ") + kind_name(kind) + " of " +
+                                 std::to_string(bytes) + " bytes",
+                             [=] {
+                               return copy(dst, src, bytes, kind,
+                                           "cudaMemcpyAsync (replayed by cudaGraphLaunch)");
+                             }};
+  });
+  if (issued.what != detail::Issue::Run) return issued.error;
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* dst, int value, std::size_t bytes) {
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (const cudaError_t e = detail::legacy_stream_call("cudaMemset")) return e;
   return set(dst, value, bytes, "cudaMemset");
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t stream) {
-  if (!detail::stream_is_valid(stream))
-    return fail(cudaErrorInvalidResourceHandle, "cudaMemsetAsync on a destroyed stream");
-  return set(dst, value, bytes, "cudaMemsetAsync");
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (const cudaError_t e = check_set(dst, bytes, "cudaMemsetAsync")) return e;
+  const detail::Issued issued = detail::issue(stream, "cudaMemsetAsync", [=] {
+    return detail::GraphNode{
+        "cudaMemsetAsync of " + std::to_string(bytes) + " bytes",
+        [=] { return set(dst, value, bytes, "cudaMemsetAsync (replayed by cudaGraphLaunch)"); }};
+  });
+  if (issued.what != detail::Issue::Run) return issued.error;
+  if (bytes) std::memset(dst, value, bytes);
+  return cudaSuccess;
 }
 
 // ---- streams ------------------------------------------------------------------------------
@@ -482,27 +807,32 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
+  if (const cudaError_t e = detail::sticky_error()) return e;
   *stream = new CUstream_st{flags};
   std::lock_guard<std::mutex> lock(g_handle_mutex);
   g_streams.insert(*stream);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  const cudaError_t sticky = detail::sticky_error();
+  if (!sticky && detail::stream_capturing(stream))
+    return fail(cudaErrorStreamCaptureUnsupported,
+                "cudaStreamDestroy: the stream is capturing; end the capture first "
+                "(cudaStreamEndCapture)");
   {
     std::lock_guard<std::mutex> lock(g_handle_mutex);
     if (!stream || !g_streams.erase(stream))
-      return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: not a live stream");
+      return sticky ? sticky
+                    : fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: not a live stream");
   }
   delete stream;
-  return cudaSuccess;
+  return sticky;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return detail::stream_is_valid(stream)
-             ? cudaSuccess
-             : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize: not a live stream");
+  return detail::stream_sync_gate(stream, "cudaStreamSynchronize");
 }
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  return cudaStreamSynchronize(stream);
+  return detail::stream_sync_gate(stream, "cudaStreamQuery");
 }
 
 namespace {
@@ -512,10 +842,11 @@ bool event_is_valid(cudaEvent_t event) {
 }
 }  // namespace
 
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
+  if (const cudaError_t e = detail::sticky_error()) return e;
   if (!detail::stream_is_valid(stream) || !event_is_valid(event))
     return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: not a live stream/event");
-  return cudaSuccess;
+  return detail::wait_event_gate(stream, event->capture, flags);
 }
 
 // ---- events -------------------------------------------------------------------------------
@@ -525,37 +856,72 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   if (!event) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
-  *event = new CUevent_st{flags, false, {}};
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  *event = new CUevent_st{flags, false, {}, 0};
   std::lock_guard<std::mutex> lock(g_handle_mutex);
   g_events.insert(*event);
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  const cudaError_t sticky = detail::sticky_error();
   {
     std::lock_guard<std::mutex> lock(g_handle_mutex);
     if (!event || !g_events.erase(event))
-      return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
+      return sticky ? sticky
+                    : fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
   }
   delete event;
-  return cudaSuccess;
+  return sticky;
 }
+// On a capturing stream the record becomes a node that stamps the event at each replay; until the
+// capture ends, the event stands for a point of the graph and cannot be waited for or timed.
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (const cudaError_t e = detail::sticky_error()) return e;
   if (!event_is_valid(event) || !detail::stream_is_valid(stream))
     return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: not a live event/stream");
+  const detail::Issued issued = detail::issue(stream, "cudaEventRecord", [event] {
+    return detail::GraphNode{"cudaEventRecord", [event] {
+                               if (!event_is_valid(event))
+                                 return fail(cudaErrorInvalidResourceHandle,
+                                             "cudaEventRecord (replayed by cudaGraphLaunch): the "
+                                             "event was destroyed after the capture");
+                               event->recorded = true;
+                               event->capture = 0;
+                               event->time = std::chrono::steady_clock::now();
+                               return cudaSuccess;
+                             }};
+  });
+  if (issued.what == detail::Issue::Failed) return issued.error;
+  if (issued.what == detail::Issue::Recorded) {
+    event->capture = issued.capture;
+    return cudaSuccess;
+  }
   event->recorded = true;
+  event->capture = 0;
   event->time = std::chrono::steady_clock::now();
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return event_is_valid(event)
-             ? cudaSuccess
-             : fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (!event_is_valid(event))
+    return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
+  return detail::captured_event_use(event->capture, "cudaEventSynchronize");
 }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
-  return cudaEventSynchronize(event);
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (!event_is_valid(event))
+    return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: not a live event");
+  return detail::captured_event_use(event->capture, "cudaEventQuery");
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
+  if (const cudaError_t e = detail::sticky_error()) return e;
+  if (event_is_valid(start) && event_is_valid(end)) {
+    if (const cudaError_t e = detail::captured_event_use(start->capture, "cudaEventElapsedTime"))
+      return e;
+    if (const cudaError_t e = detail::captured_event_use(end->capture, "cudaEventElapsedTime"))
+      return e;
+  }
   if (!event_is_valid(start) || !event_is_valid(end) || !start->recorded || !end->recorded ||
       (start->flags & cudaEventDisableTiming) || (end->flags & cudaEventDisableTiming))
     return fail(cudaErrorInvalidResourceHandle,

@@ -1,5 +1,6 @@
-// The emulated CUDA runtime and cuBLAS, host side: dim3 and vector types, errors, memory, streams,
-// events, device queries, SGEMM over OpenBLAS. Not device code (that is device.h) and no macros.
+// The emulated CUDA runtime and cuBLAS, host side: dim3 and vector types, errors (and errors on
+// demand), memory, streams, events, graphs by stream capture, device queries, SGEMM over OpenBLAS.
+// Not device code (that is device.h) and no macros.
 #pragma once
 
 // Safe to include anywhere, even next to <cuda_runtime.h>: every name lives in evo::emu, so that
@@ -102,19 +103,78 @@ enum cudaError {
   cudaErrorInvalidMemcpyDirection = 21,
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
+  cudaErrorContained = 226,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalState = 401,
   cudaErrorNotReady = 600,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorAssert = 710,
+  cudaErrorHardwareStackError = 714,
+  cudaErrorIllegalInstruction = 715,
+  cudaErrorMisalignedAddress = 716,
+  cudaErrorInvalidAddressSpace = 717,
+  cudaErrorInvalidPc = 718,
   cudaErrorLaunchFailure = 719,
+  cudaErrorTensorMemoryLeak = 721,
   cudaErrorNotSupported = 801,
+  cudaErrorMpsClientTerminated = 810,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureMerge = 902,
+  cudaErrorStreamCaptureUnmatched = 903,
+  cudaErrorStreamCaptureUnjoined = 904,
+  cudaErrorStreamCaptureIsolation = 905,
+  cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorCapturedEvent = 907,
+  cudaErrorStreamCaptureWrongThread = 908,
+  cudaErrorExternalDevice = 911,
+  cudaErrorUnknown = 999,
 };
 using cudaError_t = cudaError;
 
-// CUDA's text for the code, plus, when the emulator raised it on this host thread, why.
+// CUDA's text for the code, plus, when the emulator raised it on this host thread (or it is the
+// device's sticky error), why.
 const char* cudaGetErrorString(cudaError_t error);
 const char* cudaGetErrorName(cudaError_t error);
-// Returns and clears the last error of the calling host thread (the runtime's sticky-free error).
+// Returns and clears the last error of the calling host thread; once the device has a sticky error
+// (below), returns that one and never clears it, as CUDA does.
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
+
+// ---- errors on demand: tests of code that must survive a broken GPU ------------------------
+// A GPU fails rarely and never on cue; these make the emulator fail the way it would.
+//
+// inject_error(code, after): the next `after` kernel executions run, the one after fails with
+// `code` (0: the very next). A kernel execution is an EVO_LAUNCH, a cuBLAS SGEMM call (strided
+// batched included: one each) or a kernel node of a graph replay; captured launches do not count
+// until they run. The failing kernel does not run; EVO_LAUNCH throws evo::CudaError with code()
+// == code. cudaErrorMemoryAllocation instead counts cudaMalloc calls (cudaMallocHost is host
+// memory): `after` allocations succeed, the next returns cudaErrorMemoryAllocation, later ones
+// succeed again (out of memory is an error of one call).
+//
+// A sticky code (evo::is_sticky_cuda_error: cudaErrorIllegalAddress, cudaErrorLaunchFailure,
+// cudaErrorIllegalInstruction, cudaErrorMisalignedAddress, cudaErrorAssert, ...) poisons the
+// calling thread's current device, as the fault does on a GPU: from then on every runtime call on
+// that device returns it (cudaGetLastError too, without clearing it), every launch throws
+// CudaError with it and every cuBLAS call fails, until the process ends or reset_errors(). The
+// calls that still work are those that need no context: cudaGetDeviceCount, cudaSetDevice,
+// cudaGetDevice, cudaGetDeviceProperties, cudaGetErrorString/Name. cudaFree, cudaStreamDestroy,
+// cudaEventDestroy and the graph destroys release their object all the same and return the error
+// (a GPU frees everything with the context), so that tests stay leak-free under ASan.
+//
+// Injections can be pending for several codes at once; each counts from when it was made.
+void inject_error(cudaError_t code, int after);
+// The same from text, as EVO_EMU_INJECT gives it (read at the first kernel execution or
+// cudaMalloc): comma-separated NAME:N with NAME one of illegal-address, launch-failure,
+// illegal-instruction, misaligned-address, assert, launch-timeout (sticky), out-of-resources
+// (cudaErrorLaunchOutOfResources, not sticky) or oom, and N the count `after`, e.g.
+// "oom:3,illegal-address:100". Throws EmuError, listing what is accepted, for anything else.
+void inject_errors(const std::string& spec);
+// Forgets pending injections and every device's sticky error: the emulator's stand-in for
+// starting a new process (a GPU has none), for tests only.
+void reset_errors();
 
 // ---- devices ----------------------------------------------------------------------------------
 // The fields evo and common CUDA code read, with the values of an H100 where a GPU property has no
@@ -241,12 +301,15 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, std::size_t bytes,
 // ---- streams and events -----------------------------------------------------------------------
 // Work runs when it is issued, on the calling host thread (blocks spread over the emulator's host
 // threads), so every stream is always idle and stream order holds trivially. That hides a missing
-// synchronisation; run the GPU tests to catch those.
+// synchronisation; run the GPU tests to catch those. The exception is a stream being captured into
+// a graph (below): its work is recorded instead, and runs at cudaGraphLaunch.
 inline constexpr unsigned cudaStreamDefault = 0;
 inline constexpr unsigned cudaStreamNonBlocking = 1;
 inline constexpr unsigned cudaEventDefault = 0;
 inline constexpr unsigned cudaEventBlockingSync = 1;
 inline constexpr unsigned cudaEventDisableTiming = 2;
+inline constexpr unsigned cudaEventWaitDefault = 0;
+inline constexpr unsigned cudaEventWaitExternal = 1;
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
@@ -263,6 +326,56 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 // Host time between the two records: the emulated kernels' CPU time, nothing like a GPU's.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+
+// ---- CUDA graphs by stream capture (graph.cpp) --------------------------------------------------
+// Between cudaStreamBeginCapture and cudaStreamEndCapture, kernel launches, cudaMemcpyAsync,
+// cudaMemsetAsync, cudaEventRecord, cuBLAS SGEMMs and cudaGraphLaunch on the stream are recorded,
+// not run. A kernel node keeps a copy of the launch's argument values taken at capture (a later
+// change of the host variables does not reach the graph), while the memory its pointers point to
+// is read when the graph runs; a copy or memset node keeps its pointers and size (the bytes are
+// read at replay); SGEMM keeps alpha and beta by value in CUBLAS_POINTER_MODE_HOST. Each
+// cudaGraphLaunch replays the nodes in capture order, on the calling thread, before it returns.
+//
+// What CUDA forbids during a capture fails with CUDA's code and invalidates the capture, so that
+// cudaStreamEndCapture then fails with cudaErrorStreamCaptureInvalidated and a null graph
+// (cuda/README.md has the table, with where each rule comes from). One stream per capture: a fork
+// into another stream through an event (cudaStreamWaitEvent) is not emulated and fails with
+// cudaErrorNotSupported.
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
+enum cudaGraphInstantiateFlags {
+  cudaGraphInstantiateFlagAutoFreeOnLaunch = 1,
+  cudaGraphInstantiateFlagUpload = 2,
+  cudaGraphInstantiateFlagDeviceLaunch = 4,
+  cudaGraphInstantiateFlagUseNodePriority = 8,
+};
+struct CUgraph_st;
+using cudaGraph_t = CUgraph_st*;
+struct CUgraphExec_st;
+using cudaGraphExec_t = CUgraphExec_st*;
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+// The calling thread's interaction mode with captures (default global): which captures forbid its
+// "potentially unsafe" calls (cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost).
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode);
+// Flags: 0, cudaGraphInstantiateFlagAutoFreeOnLaunch and cudaGraphInstantiateFlagUseNodePriority
+// (nothing to do here: no allocation nodes, one order); Upload is cudaErrorInvalidValue as on
+// CUDA (cudaGraphInstantiateWithParams only), DeviceLaunch cudaErrorNotSupported.
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 // ---- cuBLAS (the subset evo uses), column-major exactly as cuBLAS, computed by OpenBLAS --------
 enum cublasStatus_t {

@@ -950,11 +950,48 @@ int runner_count() {
   return GridPool::get().runners();
 }
 
+namespace {
+
+// What EVO_LAUNCH throws on a GPU when cudaGetLastError reports the launch (compat.h), with the
+// code, so that CudaError::sticky() reads the same under emulation.
+[[noreturn]] void throw_launch_error(const KernelLaunch& launch, cudaError_t code) {
+  const dim3 b = launch.block, g = launch.grid;
+  const std::string reason = cudaGetErrorString(code);
+  (void)cudaGetLastError();  // consumed, as compat.h's check consumes it on a GPU
+  throw CudaError(std::string("launch of ") + launch.name + " grid " + dims(g.x, g.y, g.z) +
+                      " block " + dims(b.x, b.y, b.z) + " smem " + std::to_string(launch.smem),
+                  reason, launch.file, launch.line, int(code));
+}
+
+// Runs a launch that passed every check: now (run_kernel) or at a graph's replay.
+void execute_kernel(const KernelLaunch& launch) {
+  if (const cudaError_t e = execution_fault(launch.name, launch.file, launch.line))
+    throw_launch_error(launch, e);
+  Schedule schedule;
+  try {
+    schedule = current_schedule();
+  } catch (const EmuError& e) {
+    throw EmuError("kernel '" + std::string(launch.name) + "' launched at " + launch.file + ":" +
+                   std::to_string(launch.line) + ": " + e.what());
+  }
+  g_kernels.fetch_add(1, std::memory_order_relaxed);
+  try {
+    GridPool::get().run(launch, schedule);
+  } catch (const EmuError& e) {
+    throw EmuError(std::string(e.what()) + " [launched at " + launch.file + ":" +
+                   std::to_string(launch.line) + "]");
+  }
+}
+
+}  // namespace
+
 void run_kernel(const KernelLaunch& launch, cudaStream_t stream) {
   const std::string prefix = "kernel '" + std::string(launch.name) + "' launched at " +
                              launch.file + ":" + std::to_string(launch.line) + ": ";
   if (tls_thread)
     throw EmuError(prefix + "launched from device code; dynamic parallelism is not emulated");
+  if (const cudaError_t e = sticky_error()) throw_launch_error(launch, e);
+  launch.check_pointers(launch);
   const dim3 b = launch.block, g = launch.grid;
   const std::string block = dims(b.x, b.y, b.z), grid = dims(g.x, g.y, g.z);
   // What a GPU rejects with cudaErrorInvalidConfiguration.
@@ -986,19 +1023,22 @@ void run_kernel(const KernelLaunch& launch, cudaStream_t stream) {
   }
   if (!stream_is_valid(stream))
     throw EmuError(prefix + "launched on a stream that was destroyed or never created");
-  Schedule schedule;
-  try {
-    schedule = current_schedule();
-  } catch (const EmuError& e) {
-    throw EmuError(prefix + e.what());
-  }
-  g_kernels.fetch_add(1, std::memory_order_relaxed);
-  try {
-    GridPool::get().run(launch, schedule);
-  } catch (const EmuError& e) {
-    throw EmuError(std::string(e.what()) + " [launched at " + launch.file + ":" +
-                   std::to_string(launch.line) + "]");
-  }
+  // On a capturing stream the node owns a copy of the arguments (the caller's closure dies with
+  // this call) and checks the pointers again at every replay: a buffer freed after the capture
+  // is caught there, as a GPU would fault on it.
+  const Issued issued = issue(stream, launch.name, [&launch, &prefix] {
+    std::shared_ptr<const void> arguments = launch.clone(launch.closure);
+    KernelLaunch copy = launch;
+    copy.closure = arguments.get();
+    return GraphNode{prefix.substr(0, prefix.size() - 2), [copy, arguments] {
+                       copy.check_pointers(copy);
+                       execute_kernel(copy);
+                       return cudaSuccess;
+                     }};
+  });
+  if (issued.what == Issue::Failed) throw_launch_error(launch, issued.error);
+  if (issued.what == Issue::Recorded) return;
+  execute_kernel(launch);
 }
 
 void check_kernel_pointer(const KernelLaunch& launch, int index, const void* p) {

@@ -242,6 +242,21 @@ __global__ void broken_barrier_kernel(int mode, int active) {
 
 __global__ void empty_kernel() {}
 
+// For the graph examples: z[i] = a * x[i] + y[i] where i % 3 != 0 (z keeps what was there before
+// elsewhere, so a memset before it shows), grid-stride.
+__global__ void axpy_masked_kernel(const float* __restrict__ x, const float* __restrict__ y,
+                                   float* __restrict__ z, float a, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    if (i % 3 != 0) z[i] = a * x[i] + y[i];
+}
+
+// acc[i] += scale * v[i]: integers, so that n replays give exactly n times the step.
+__global__ void accumulate_kernel(int* __restrict__ acc, const int* __restrict__ v, int scale,
+                                  int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    acc[i] += scale * v[i];
+}
+
 // ---- host wrappers ------------------------------------------------------------------------------
 
 namespace {
@@ -271,6 +286,79 @@ class DeviceBuffer {
   T* p_ = nullptr;
   std::size_t n_;
 };
+
+// Pinned host memory (cudaMallocHost) for copies that a graph replays: the staging buffers of the
+// graph examples.
+template <typename T>
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(std::size_t n) : n_(n) {
+    EVO_CUDA_CHECK(cudaMallocHost(&p_, std::max<std::size_t>(n, 1) * sizeof(T)));
+  }
+  explicit PinnedBuffer(const std::vector<T>& host) : PinnedBuffer(host.size()) {
+    std::copy(host.begin(), host.end(), p_);
+  }
+  ~PinnedBuffer() { EVO_CUDA_CHECK_PRINT(cudaFreeHost(p_)); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  T* get() const { return p_; }
+  std::vector<T> to_vector() const { return std::vector<T>(p_, p_ + n_); }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_;
+};
+
+class Stream {
+ public:
+  explicit Stream(unsigned flags) { EVO_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, flags)); }
+  ~Stream() { EVO_CUDA_CHECK_PRINT(cudaStreamDestroy(s_)); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  operator cudaStream_t() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// A captured graph and its executable form, destroyed on every path.
+class Graph {
+ public:
+  explicit Graph(cudaGraph_t g) : graph_(g) {
+    EVO_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  ~Graph() {
+    if (exec_) EVO_CUDA_CHECK_PRINT(cudaGraphExecDestroy(exec_));
+    EVO_CUDA_CHECK_PRINT(cudaGraphDestroy(graph_));
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  void launch(cudaStream_t s) const { EVO_CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
+
+ private:
+  cudaGraph_t graph_;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+// Runs `work` between cudaStreamBeginCapture and cudaStreamEndCapture on `s`; when work throws,
+// the capture is ended (and its graph dropped) before the exception goes on, so that the stream
+// can be destroyed.
+template <typename F>
+cudaGraph_t capture(cudaStream_t s, cudaStreamCaptureMode mode, F&& work) {
+  EVO_CUDA_CHECK(cudaStreamBeginCapture(s, mode));
+  try {
+    work();
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    if (cudaStreamEndCapture(s, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+    throw;
+  }
+  cudaGraph_t g = nullptr;
+  EVO_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+  return g;
+}
 
 template <int kThreads>
 void launch_reduce(int blocks, const float* x, float* sums, int n) {
@@ -421,6 +509,114 @@ void broken_barrier(int mode, int blocks, int threads, int active) {
 void empty_launch(int bx, int by, int bz, std::size_t smem_bytes) {
   EVO_LAUNCH(empty_kernel, 1, dim3(unsigned(bx), unsigned(by), unsigned(bz)), smem_bytes, nullptr);
   EVO_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+std::vector<float> stream_sequence(const std::vector<float>& x, const std::vector<float>& y,
+                                   float a, int blocks, bool captured) {
+  const int n = int(x.size());
+  const std::size_t bytes = x.size() * sizeof(float);
+  Stream s(cudaStreamNonBlocking);
+  PinnedBuffer<float> hx(x), hy(y);
+  PinnedBuffer<float> out(std::vector<float>(x.size() + std::size_t(blocks), -1.f));
+  DeviceBuffer<float> dx(x.size()), dy(x.size()), dz(x.size()),
+      sums(static_cast<std::size_t>(blocks));
+  auto work = [&] {
+    EVO_CUDA_CHECK(cudaMemcpyAsync(dx.get(), hx.get(), bytes, cudaMemcpyHostToDevice, s));
+    EVO_CUDA_CHECK(cudaMemcpyAsync(dy.get(), hy.get(), bytes, cudaMemcpyHostToDevice, s));
+    EVO_CUDA_CHECK(cudaMemsetAsync(dz.get(), 0, bytes, s));
+    EVO_LAUNCH(axpy_masked_kernel, blocks, 256, 0, s, dx.get(), dy.get(), dz.get(), a, n);
+    EVO_LAUNCH(reduce_sum_kernel<256>, blocks, 256, 0, s, dz.get(), sums.get(), n);
+    EVO_CUDA_CHECK(cudaMemcpyAsync(out.get(), dz.get(), bytes, cudaMemcpyDeviceToHost, s));
+    EVO_CUDA_CHECK(cudaMemcpyAsync(out.get() + n, sums.get(), std::size_t(blocks) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, s));
+  };
+  if (captured) {
+    const Graph graph(capture(s, cudaStreamCaptureModeThreadLocal, work));
+    graph.launch(s);
+  } else {
+    work();
+  }
+  EVO_CUDA_CHECK(cudaStreamSynchronize(s));
+  return out.to_vector();
+}
+
+std::vector<int> graph_accumulate(const std::vector<int>& v_capture,
+                                  const std::vector<int>& v_replay, int scale, int replays) {
+  const int n = int(v_capture.size());
+  Stream s(cudaStreamNonBlocking);
+  DeviceBuffer<int> v(v_capture), acc(std::vector<int>(v_capture.size(), 0));
+  int host_scale = scale;
+  const Graph graph(capture(s, cudaStreamCaptureModeThreadLocal, [&] {
+    EVO_LAUNCH(accumulate_kernel, (n + 255) / 256, 256, 0, s, acc.get(), v.get(), host_scale, n);
+  }));
+  // Too late for the graph: it holds the argument values of capture time.
+  host_scale = scale * 1000 + 7;
+  // In time: the kernel reads v through its pointer when the graph runs.
+  EVO_CUDA_CHECK(
+      cudaMemcpy(v.get(), v_replay.data(), v_replay.size() * sizeof(int), cudaMemcpyHostToDevice));
+  for (int r = 0; r < replays; ++r) graph.launch(s);
+  EVO_CUDA_CHECK(cudaStreamSynchronize(s));
+  return acc.to_host();
+}
+
+std::vector<int> capture_rule(int rule, int mode, bool blocking_stream) {
+  Stream s(blocking_stream ? cudaStreamDefault : cudaStreamNonBlocking);
+  DeviceBuffer<int> acc(std::vector<int>(64, 1)), v(std::vector<int>(64, 2));
+  const std::vector<int> host(64, 3);
+  cudaEvent_t event = nullptr;
+  EVO_CUDA_CHECK(cudaEventCreate(&event));
+  EVO_CUDA_CHECK(cudaStreamBeginCapture(s, static_cast<cudaStreamCaptureMode>(mode)));
+  // Every error below is an answer, not a failure: collect them, end the capture whatever
+  // happened, and let the caller compare.
+  auto launch = [&](cudaStream_t stream) {
+    try {
+      EVO_LAUNCH(accumulate_kernel, 1, 64, 0, stream, acc.get(), v.get(), 1, 64);
+      return cudaSuccess;
+    } catch (const CudaError& e) {
+      return static_cast<cudaError_t>(e.code());
+    }
+  };
+  const cudaError_t first = launch(s);
+  cudaError_t call = cudaSuccess;
+  void* extra = nullptr;
+  switch (rule) {
+    case kRuleSyncStream:
+      call = cudaStreamSynchronize(s);
+      break;
+    case kRuleQueryStream:
+      call = cudaStreamQuery(s);
+      break;
+    case kRuleDeviceSync:
+      call = cudaDeviceSynchronize();
+      break;
+    case kRuleMalloc:
+      call = cudaMalloc(&extra, 256);
+      break;
+    case kRuleLegacyLaunch:
+      call = launch(nullptr);
+      break;
+    case kRuleSyncMemcpy:
+      call = cudaMemcpy(acc.get(), host.data(), 64 * sizeof(int), cudaMemcpyHostToDevice);
+      break;
+    case kRuleEventQuery:
+      call = cudaEventRecord(event, s);
+      if (call == cudaSuccess) call = cudaEventQuery(event);
+      break;
+    default:
+      break;
+  }
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t status_call = cudaStreamIsCapturing(s, &status);
+  const cudaError_t next = cudaMemsetAsync(acc.get(), 0, 64 * sizeof(int), s);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(s, &graph);
+  const bool made = graph != nullptr;
+  if (graph) EVO_CUDA_CHECK_PRINT(cudaGraphDestroy(graph));
+  if (extra) EVO_CUDA_CHECK_PRINT(cudaFree(extra));
+  EVO_CUDA_CHECK_PRINT(cudaEventDestroy(event));
+  (void)cudaGetLastError();
+  return {int(first), int(call), status_call == cudaSuccess ? int(status) : -int(status_call),
+          int(next),  int(end),  made ? 1 : 0};
 }
 
 int device_count() {
