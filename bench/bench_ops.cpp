@@ -183,9 +183,14 @@ void device_sgemm(int64_t m, int64_t n, int64_t k, const float* a, const float* 
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, a, k, b, k, 0.f, c, n);
       break;
     case DeviceKind::EMU:
+// With CUDA, cublas_v2.h defines cublasSgemm as a macro for cublasSgemm_v2, which would rename
+// the emulator's function too: the emulator keeps the plain name.
+#pragma push_macro("cublasSgemm")
+#undef cublasSgemm
       ok = emu::cublasSgemm(static_cast<emu::cublasHandle_t>(context().blas()), emu::CUBLAS_OP_T,
                             emu::CUBLAS_OP_N, int(n), int(m), int(k), &one, b, int(k), a, int(k),
                             &zero, c, int(n)) == emu::CUBLAS_STATUS_SUCCESS;
+#pragma pop_macro("cublasSgemm")
       break;
     case DeviceKind::CUDA:
 #if defined(EVO_HAVE_CUDA)
