@@ -22,7 +22,12 @@ Arena::Arena(DeviceBackend& backend, int ordinal, void* stream, std::size_t init
 }
 
 Arena::~Arena() {
-  if (!chunks_.empty()) backend_.synchronize(stream_);
+  // Kernels still queued may read the chunks: wait for them first. On a device whose context a
+  // fault has broken the wait fails (and nothing runs any more): free all the same, never throw.
+  try {
+    if (!chunks_.empty()) backend_.synchronize(stream_);
+  } catch (const Error&) {
+  }
   for (const Chunk& c : chunks_) backend_.deallocate(c.base, ordinal_);
 }
 

@@ -14,6 +14,7 @@
 #include "evo/data.h"
 #include "evo/dna.h"
 #include "evo/population.h"
+#include "cuda/emu/runtime.h"
 #include "evo/search.h"
 #include "support.h"
 
@@ -258,4 +259,83 @@ TEST_CASE("Size limits: no individual over --max-params or --max-flops", "[searc
   std::atomic<bool> stop{false};
   CHECK_THROWS_AS(run_search(o, stop), UsageError);
   CHECK(!std::filesystem::exists(o.run_dir));
+}
+
+// A GPU that breaks for good (issue 12): the emulator poisons its device as a fault poisons a
+// CUDA context. The worker on it abandons its child (nothing published, so no individual dies
+// for a child that says nothing about its DNA), stops with a message naming the device, and the
+// CPU worker carries the run to max_children. An out-of-memory child is one failed child, and the
+// worker goes on.
+TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one child", "[search][emu]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  struct Injector : SearchObserver {
+    emu::cudaError_t code;
+    int after;
+    std::vector<std::string> warnings;
+    std::vector<ChildDone> children;
+    Injector(emu::cudaError_t c, int a) : code(c), after(a) {}
+    // After the data set is on every device, before any worker runs.
+    void started(const SearchStart&) override { emu::inject_error(code, after); }
+    void warning(const std::string& line) override { warnings.push_back(line); }
+    void child_done(const ChildDone& c) override { children.push_back(c); }
+  };
+  SearchOptions o;
+  o.population = 3;
+  o.steps = 4;
+  o.max_children = 8;
+  o.max_train = 400;
+  o.max_val = 100;
+  o.seed = test::rng()() % 1000;
+  o.ensemble = 1;
+  o.recover_every = 0;
+  std::atomic<bool> stop{false};
+  struct Reset {  // the emulator's sticky error must not outlive a section, even a failing one
+    ~Reset() { emu::reset_errors(); }
+  } reset;
+
+  SECTION("an illegal address stops the GPU's worker, the CPU's goes on") {
+    o.run_dir = (std::filesystem::temp_directory_path() /
+                 ("evo_sticky_" + std::to_string(test::rng()()))).string();
+    o.devices = {Device::emu(), Device::cpu()};
+    Injector in(emu::cudaErrorIllegalAddress, 30);  // inside the emu worker's first child
+    const SearchSummary s = run_search(o, stop, &in);
+    INFO("warnings: " << in.warnings.size());
+    bool stopped = false;
+    for (const std::string& w : in.warnings) {
+      INFO(w);
+      stopped |= w.find("emu") != std::string::npos &&
+                 w.find("failed for good") != std::string::npos;
+    }
+    CHECK(stopped);
+    CHECK(s.children + s.failed == 8);
+    const std::vector<IndividualRecord> all = Population(o.run_dir).all_individuals();
+    CHECK(all.size() == 8);
+    for (const IndividualRecord& r : all) {
+      INFO(r.id << " " << r.worker << " " << r.failure);
+      CHECK_FALSE(r.failed);  // the broken GPU's child was abandoned, not published as failed
+    }
+    CHECK(Population(o.run_dir).alive_ids().size() == 3);
+    std::filesystem::remove_all(o.run_dir);
+  }
+  SECTION("out of memory fails one child and the worker goes on") {
+    o.run_dir = (std::filesystem::temp_directory_path() /
+                 ("evo_oom_" + std::to_string(test::rng()()))).string();
+    o.devices = {Device::emu()};
+    o.max_children = 5;
+    Injector in(emu::cudaErrorMemoryAllocation, 3);  // a buffer of the first child's model
+    const SearchSummary s = run_search(o, stop, &in);
+    CHECK(s.failed == 1);
+    CHECK(s.children + s.failed == 5);
+    int oom = 0;
+    for (const IndividualRecord& r : Population(o.run_dir).all_individuals()) {
+      INFO(r.id << " " << r.failure);
+      oom += r.failed && r.failure.find("memory") != std::string::npos;
+    }
+    CHECK(oom == 1);
+    for (const std::string& w : in.warnings) CHECK(w.find("stopped") == std::string::npos);
+    std::filesystem::remove_all(o.run_dir);
+  }
 }

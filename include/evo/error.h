@@ -86,11 +86,13 @@ class CudaError : public Error {
                              static_cast<int>(evo_err_));                             \
   } while (0)
 
-// Print-only variant for destructors and other places that must not throw.
+// Print-only variant for destructors and other places that must not throw. Silent for a sticky
+// error: the call that hit it has reported it, and on a dead context every later free fails by
+// design (a worker's teardown would print one line per buffer).
 #define EVO_CUDA_CHECK_PRINT(call)                                                         \
   do {                                                                                     \
     auto evo_err_ = (call);                                                                \
-    if (evo_err_ != cudaSuccess)                                                           \
+    if (evo_err_ != cudaSuccess && !::evo::is_sticky_cuda_error(static_cast<int>(evo_err_))) \
       std::fprintf(stderr, "%s:%d: CUDA call '%s' failed: %s\n", __FILE__, __LINE__, #call, \
                    cudaGetErrorString(evo_err_));                                          \
   } while (0)

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -80,6 +81,7 @@ struct Shared {
   Dataset data;
   std::map<std::string, std::unique_ptr<DeviceDataset>> device_data;  // by device name
   int children = 0, failed = 0, reserved = 0;
+  std::set<std::string> broken_devices;  // whose worker stopped on a sticky error (under mutex)
   std::atomic<int64_t> redrawn{0};  // mutations drawn again for the size limits
   double best_val = 0;
   double best_time = now_seconds();  // when best_val last rose: the summary shows stagnation
@@ -284,6 +286,15 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
   }
 }
 
+// Failures in a row after which a worker waits before its next child (doubling from 1 s).
+constexpr int kFailuresBeforeBackoff = 3;
+
+// Thrown by a worker that must stop (its device is broken): the message says why, for people.
+class WorkerStopped : public Error {
+ public:
+  using Error::Error;
+};
+
 void worker_main(Shared& sh, int index, Device device) {
   const SearchOptions& o = sh.opts;
   const std::string worker = device.str() + "/" + std::to_string(index);
@@ -299,8 +310,18 @@ void worker_main(Shared& sh, int index, Device device) {
   topts.set_augment(o.augment);
   topts.stop = &sh.stop;
   topts.check_every = std::min(100, std::max(1, o.steps / 4));
+  int failures_in_a_row = 0;
 
   while (!sh.stopping()) {
+    // A worker whose children keep failing (a device short of memory, a driver hiccup) waits
+    // before the next one: 1 s after the third failure in a row, doubling to a minute, so a
+    // broken setup cannot kill one individual per failure at file-system speed.
+    if (failures_in_a_row >= kFailuresBeforeBackoff) {
+      const double wait = std::min(60.0, std::ldexp(1.0, failures_in_a_row - kFailuresBeforeBackoff));
+      for (double t = 0; t < wait && !sh.stopping(); t += 0.1)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (sh.stopping()) break;
+    }
     if (!sh.reserve_child()) break;
     IndividualRecord rec;
     Dna dna;
@@ -384,11 +405,27 @@ void worker_main(Shared& sh, int index, Device device) {
         rec.flops += val.flops;
         save_weights(weights, staging.weights_path());
       }
+    } catch (const CudaError& e) {
+      if (e.sticky()) {
+        // The GPU's context is broken for good (an illegal address, a launch failure): every
+        // later call on it fails the same way, so this child says nothing about its DNA. It is
+        // abandoned, not published as failed: its slot goes back to the population, to be
+        // refilled by selection (docs/population.md), and this worker stops; the others go on.
+        sh.population.abandon(std::move(staging));
+        sh.unreserve();
+        throw WorkerStopped(worker + " stopped: its GPU failed for good (" + e.what() +
+                            "); the other workers go on. Restart evo to use " + device.str() +
+                            " again");
+      }
+      // Out of memory and other errors of one call: the child fails, the search goes on.
+      rec.failed = true;
+      rec.failure = e.what();
     } catch (const std::exception& e) {
-      // Out of memory, a shape too large, a kernel fault: the child fails, the search goes on.
+      // A shape too large, a host allocation failing: the child fails, the search goes on.
       rec.failed = true;
       rec.failure = e.what();
     }
+    failures_in_a_row = rec.failed ? failures_in_a_row + 1 : 0;
     if (rec.failed) rec.fitness = 0;
     try {
       save_dna(dna, staging.dna_path());
@@ -536,6 +573,10 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     workers.emplace_back([&sh, &running, i, device = opts.devices[i]] {
       try {
         worker_main(sh, int(i), device);
+      } catch (const WorkerStopped& e) {
+        sh.warn(e.what());
+        std::lock_guard<std::mutex> lock(sh.mutex);
+        sh.broken_devices.insert(device.str());
       } catch (const std::exception& e) {
         sh.warn("worker " + std::to_string(i) + " stopped: " + e.what());
       }
@@ -564,8 +605,15 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   for (auto& w : workers) w.join();
   sh.population.collect_garbage();
 
-  SearchSummary s = best_of_run(opts.run_dir, opts.data, opts.ensemble, opts.devices.front(),
-                                opts.seed, opts.val_fraction);
+  // The final evaluation on the first device whose context is still sound (the CPU when none is).
+  Device final_device = Device::cpu();
+  for (const Device& d : opts.devices)
+    if (!sh.broken_devices.count(d.str())) {
+      final_device = d;
+      break;
+    }
+  SearchSummary s = best_of_run(opts.run_dir, opts.data, opts.ensemble, final_device, opts.seed,
+                                opts.val_fraction);
   s.children = sh.children;
   s.failed = sh.failed;
   s.seconds = now_seconds() - sh.start;
