@@ -395,8 +395,20 @@ TEST_CASE("evo export: the exported nets score evo eval's test accuracy; run fol
   const std::string best_id = last_json(r.output)["best_id"];
   r = run_evo("export '" + run + "' --format onnx -o '" + d + "/best.onnx' --json");
   REQUIRE(r.code == 0);
-  CHECK(last_json(r.output)["id"] == best_id);
+  j = last_json(r.output);
+  CHECK(j["id"] == best_id);
   CHECK(fs::exists(d + "/best.onnx"));
+  // The standardisation is the one the children trained with: that of the run's capped training
+  // set (run.json records the cap), recomputed here by the data loader from the run's settings.
+  const nlohmann::json settings = nlohmann::json::parse(read_all(run + "/run.json"))["settings"];
+  REQUIRE(settings["max_train"] == 500);
+  DataOptions dopts;
+  dopts.seed = settings["seed"];
+  dopts.val_fraction = settings["val_fraction"];
+  dopts.max_train = 500;
+  const Dataset capped = load_dataset("fashion-mnist", dopts);
+  CHECK(j["mean"].get<std::vector<float>>() == capped.mean);
+  CHECK(j["std"].get<std::vector<float>>() == capped.std);
 
   // Mistakes: exit 2 (usage) or 1, a message that says what, and no file.
   r = run_evo("export '" + dna + "' -o '" + d + "/x.onnx'");

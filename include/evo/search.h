@@ -132,9 +132,10 @@ SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& sto
 
 // The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
 // accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour. `data`,
-// `seed` and `val_fraction` must be the run's (they choose the test images and the split).
+// `seed`, `val_fraction` and `max_train` (0: no cap) must be the run's (they choose the test
+// images, the split, and the images the standardisation's mean and std come from).
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data, int ensemble,
-                          Device device, uint64_t seed, double val_fraction);
+                          Device device, uint64_t seed, double val_fraction, int max_train = 0);
 
 // A run folder's settings as its run.json records them ({} when there is none), and its
 // population size (0 when there is none). Throws evo::Error naming the file when it is damaged.

@@ -23,7 +23,7 @@ int run_best(BestArgs a, bool json, const CLI::App& best) {
   const RunData run = run_data(a.run_dir, best, {a.data, a.seed, 0.1});
   const SearchSummary s =
       best_of_run(a.run_dir, run.data, a.ensemble, parse_device(a.device), run.seed,
-                  run.val_fraction);
+                  run.val_fraction, run.max_train);
   print_search_summary(s, a.run_dir, json);
   return 0;
 }

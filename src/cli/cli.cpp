@@ -47,6 +47,8 @@ RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given)
   }
   if (st.contains("val_fraction") && st["val_fraction"].is_number())
     given.val_fraction = st["val_fraction"];
+  if (st.contains("max_train") && st["max_train"].is_number_integer())
+    given.max_train = st["max_train"];
   return given;
 }
 

@@ -77,6 +77,7 @@ struct RunData {
   std::string data;
   uint64_t seed = 0;
   double val_fraction = 0.1;
+  int max_train = 0;  // the training cap (it chose the images the mean and std come from)
 };
 RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given);
 

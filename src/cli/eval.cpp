@@ -16,6 +16,7 @@ namespace {
 struct EvalArgs {
   std::string dna, weights, data = "fashion-mnist", split = "val", device = "cpu";
   double val_fraction = 0.1;
+  int max_train = 0;
   uint64_t seed = 0;
 };
 
@@ -24,6 +25,7 @@ int run_eval(const EvalArgs& cmd, bool json) {
   DataOptions dopts;
   dopts.val_fraction = cmd.val_fraction;
   dopts.seed = cmd.seed;
+  dopts.max_train = cmd.max_train;
   const Dataset data = load_dataset(cmd.data, dopts);
   const CompiledDna plan =
       compile(load_dna(cmd.dna), data.train.h, data.train.w, data.train.c, data.classes);
@@ -60,6 +62,10 @@ Command add_eval_command(CLI::App& app, const Globals& globals) {
   add_seed_option(eval, a->seed, "The seed used in training (it chose the val split)");
   eval->add_option("--val-fraction", a->val_fraction, "As in training")
       ->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  eval->add_option("--max-train", a->max_train,
+                   "As in training (a capped training set chose the standardisation's mean and "
+                   "std)")
+      ->check(CLI::Range(1, 1 << 30));
   return {eval, [a, &globals] { return run_eval(*a, globals.json); }};
 }
 

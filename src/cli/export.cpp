@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 struct ExportArgs {
   std::string source, weights, id, format = "onnx", out, data = "fashion-mnist";
   double val_fraction = 0.1;
+  int max_train = 0;
   uint64_t seed = 0;
 };
 
@@ -39,10 +40,11 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   if (fs::is_directory(a.source)) {
     // A run folder: its data set, seed and split from run.json (they decide the standardisation),
     // and its best living individual unless --id names another.
-    const RunData run = run_data(a.source, cmd, {a.data, a.seed, a.val_fraction});
+    const RunData run = run_data(a.source, cmd, {a.data, a.seed, a.val_fraction, a.max_train});
     a.data = run.data;
     a.seed = run.seed;
     a.val_fraction = run.val_fraction;
+    a.max_train = run.max_train;
     if (!a.weights.empty())
       throw UsageError("--weights is for a DNA file; a run folder has each individual's weights "
                        "(pick one with --id)");
@@ -85,6 +87,7 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   DataOptions dopts;
   dopts.val_fraction = a.val_fraction;
   dopts.seed = a.seed;
+  dopts.max_train = a.max_train;
   const Dataset data = load_dataset(a.data, dopts);
   const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
   const Weights weights = load_weights(weights_path, plan, Device::cpu());
@@ -107,6 +110,8 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
                 {"data", data.name},
                 {"input", {data.train.c, data.train.h, data.train.w}},
                 {"classes", data.classes},
+                {"mean", data.mean},  // the standardisation inside the model, in pixel units
+                {"std", data.std},
                 {"parameters", plan.param_count},
                 {"val_accuracy", std::isfinite(val_accuracy) ? nlohmann::json(val_accuracy)
                                                              : nlohmann::json()}});
@@ -155,6 +160,9 @@ Command add_export_command(CLI::App& app, const Globals& globals) {
   cmd->add_option("--val-fraction", a->val_fraction, "For a DNA file: as in training")
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
+  cmd->add_option("--max-train", a->max_train,
+                  "For a DNA file: as in training (a capped training set chose the mean and std)")
+      ->check(CLI::Range(1, 1 << 30));
   return {cmd, [a, cmd, &globals] { return run_export(*a, globals.json, *cmd); }};
 }
 

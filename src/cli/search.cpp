@@ -177,6 +177,8 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.max_params = st["max_params"];
   if (!given("--max-flops") && has("max_flops", &nlohmann::json::is_number))
     a.max_flops = st["max_flops"];
+  if (!given("--max-train") && has("max_train", &nlohmann::json::is_number_integer))
+    a.max_train = st["max_train"];
 }
 
 std::string clock_text(double elapsed) {

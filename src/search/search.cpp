@@ -65,6 +65,10 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"seed", o.seed}};
   // Only when set: runs made before the limits existed (no key) resume as they were.
   if (o.max_params > 0) p.settings["max_params"] = o.max_params;
+  // A capped training set also chooses the standardisation's mean and std (load_dataset computes
+  // them on the images trained on), so evo best and evo export need the cap to see what the
+  // children saw.
+  if (o.max_train > 0) p.settings["max_train"] = o.max_train;
   if (o.max_flops > 0) p.settings["max_flops"] = o.max_flops;
   return p;
 }
@@ -454,7 +458,7 @@ RunSettings read_run_settings(const std::string& run_dir) {
 }
 
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data_spec, int ensemble,
-                          Device device, uint64_t seed, double val_fraction) {
+                          Device device, uint64_t seed, double val_fraction, int max_train) {
   Population pop(run_dir);
   SearchSummary s;
   const std::vector<IndividualRecord> all = pop.all_individuals(&s.damaged);
@@ -480,6 +484,7 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
   DataOptions dopts;
   dopts.val_fraction = val_fraction;
   dopts.seed = seed;
+  dopts.max_train = max_train;
   const Dataset data = load_dataset(data_spec, dopts);
   Context ctx(device, seed);
   const DeviceDataset dev = DeviceDataset::upload(data, device);
@@ -613,7 +618,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
       break;
     }
   SearchSummary s = best_of_run(opts.run_dir, opts.data, opts.ensemble, final_device, opts.seed,
-                                opts.val_fraction);
+                                opts.val_fraction, opts.max_train);
   s.children = sh.children;
   s.failed = sh.failed;
   s.seconds = now_seconds() - sh.start;
