@@ -9,35 +9,32 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EVO_BUILD_DIR:-$root/build}"
 jobs="${EVO_JOBS:-$(nproc)}"
 
+# Debian packages the tests need, installed with sudo when not root.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Test-only references, installed here and not by tools/setup.sh (evo itself never needs them):
 # Debian's PyTorch for tests/test_torch_reference and bench/evolved_nets.sh. Under CI a missing
 # reference fails its test instead of skipping it.
 # clang for the fuzz targets (libFuzzer is part of it).
 if [ "${EVO_SKIP_FUZZ:-0}" != 1 ] && ! command -v clang++ >/dev/null 2>&1; then
   echo "test: installing clang (libFuzzer, for tools/fuzz.sh)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang >/dev/null
+  apt_install clang
 fi
 if ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
   echo "test: installing python3-torch (the PyTorch reference of test_torch_reference)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    python3-torch >/dev/null
+  apt_install python3-torch
 fi
 # The judges of `evo export` (tests/test_export): onnx (Debian's, the same release as the
 # libonnx-dev evo builds with) for onnx.checker, and from PyPI, in a venv beside the build that
 # also sees the Debian packages, ONNX Runtime and the safetensors package.
 if ! /usr/bin/python3 -c 'import onnx, ensurepip' >/dev/null 2>&1; then
   echo "test: installing python3-onnx python3-venv (the references of test_export)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    python3-onnx python3-venv >/dev/null
+  apt_install python3-onnx python3-venv
 fi
 pyenv="$build/pyenv"
 if ! "$pyenv/bin/python" -c 'import onnxruntime, safetensors' >/dev/null 2>&1; then

@@ -52,6 +52,14 @@ RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given)
   return given;
 }
 
+Dataset load_data(const RunData& d) {
+  DataOptions opts;
+  opts.val_fraction = d.val_fraction;
+  opts.seed = d.seed;
+  opts.max_train = d.max_train;
+  return load_dataset(d.data, opts);
+}
+
 void print_damaged(const std::string& who, const std::vector<std::string>& damaged) {
   for (const std::string& d : damaged)
     std::fprintf(stderr, "%s: left out a damaged record: %s\n", who.c_str(), d.c_str());

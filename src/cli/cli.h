@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "evo/data.h"
 #include "evo/search.h"
 
 namespace evo::cli {
@@ -80,6 +81,10 @@ struct RunData {
   int max_train = 0;  // the training cap (it chose the images the mean and std come from)
 };
 RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given);
+
+// The data set as a command that trains, evaluates or exports one net loads it: the split and
+// the training cap, which also choose the standardisation's mean and std.
+Dataset load_data(const RunData& d);
 
 // ---- printing ----------------------------------------------------------------------------------
 

@@ -22,11 +22,7 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& cmd, bool json) {
   const Device device = parse_device(cmd.device);
-  DataOptions dopts;
-  dopts.val_fraction = cmd.val_fraction;
-  dopts.seed = cmd.seed;
-  dopts.max_train = cmd.max_train;
-  const Dataset data = load_dataset(cmd.data, dopts);
+  const Dataset data = load_data({cmd.data, cmd.seed, cmd.val_fraction, cmd.max_train});
   const CompiledDna plan =
       compile(load_dna(cmd.dna), data.train.h, data.train.w, data.train.c, data.classes);
   Weights weights = load_weights(cmd.weights, plan, device);

@@ -84,11 +84,7 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
                 "protobuf-compiler (tools/setup.sh does) and rebuild; --format pytorch works");
   // Nothing is written before everything has been read and checked.
   const Dna dna = load_dna(dna_path);
-  DataOptions dopts;
-  dopts.val_fraction = a.val_fraction;
-  dopts.seed = a.seed;
-  dopts.max_train = a.max_train;
-  const Dataset data = load_dataset(a.data, dopts);
+  const Dataset data = load_data({a.data, a.seed, a.val_fraction, a.max_train});
   const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
   const Weights weights = load_weights(weights_path, plan, Device::cpu());
   const ExportInfo info{id, data.name, data.mean, data.std, data.class_names};

@@ -80,11 +80,7 @@ int run_train(const TrainArgs& cmd, bool json) {
                        (ec ? " (" + ec.message() + ")" : std::string()));
   }
   const Dna dna = load_dna(cmd.dna);
-  DataOptions dopts;
-  dopts.val_fraction = cmd.val_fraction;
-  dopts.seed = cmd.seed;
-  dopts.max_train = cmd.max_train;
-  const Dataset data = load_dataset(cmd.data, dopts);
+  const Dataset data = load_data({cmd.data, cmd.seed, cmd.val_fraction, cmd.max_train});
   const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
   if (!json)
     std::fprintf(stderr, "evo train: %s on %s (%d train / %d val / %d test images) on %s: %lld "

@@ -163,20 +163,18 @@ onnx::ModelProto build_model(const CompiledDna& plan, const Weights& weights,
         GraphBuilder::attr(n, "pads", {e.kh / 2, e.kw / 2, e.kh / 2, e.kw / 2});
         r = e.id + ".out";
       }
-      if (e.out.h != e.reshaped.h) {
-        b.initializer_i64(e.id + ".rows", exporting::nearest_indices(e.out.h, e.reshaped.h));
-        GraphBuilder::attr(b.node("Gather", e.id + ".resize_rows", {r, e.id + ".rows"},
-                                  e.id + ".resized_rows"),
-                           "axis", 2);
-        r = e.id + ".resized_rows";
-      }
-      if (e.out.w != e.reshaped.w) {
-        b.initializer_i64(e.id + ".cols", exporting::nearest_indices(e.out.w, e.reshaped.w));
-        GraphBuilder::attr(b.node("Gather", e.id + ".resize_cols", {r, e.id + ".cols"},
-                                  e.id + ".resized"),
-                           "axis", 3);
-        r = e.id + ".resized";
-      }
+      // Nearest resize, one axis at a time: Gather with the integer source index of each output
+      // row (axis 2) or column (axis 3).
+      const auto resize = [&](const std::string& what, int axis, int in, int out) {
+        if (in == out) return;
+        const std::string name = e.id + "." + what;
+        b.initializer_i64(name, exporting::nearest_indices(in, out));
+        GraphBuilder::attr(b.node("Gather", name + ".resize", {r, name}, name + ".resized"),
+                           "axis", axis);
+        r = name + ".resized";
+      };
+      resize("rows", 2, e.out.h, e.reshaped.h);
+      resize("cols", 3, e.out.w, e.reshaped.w);
       if (e.out.c > e.reshaped.c) {
         b.initializer_i64(e.id + ".starts", {0});
         b.initializer_i64(e.id + ".ends", {e.reshaped.c});
