@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -83,6 +84,20 @@ inline std::string temp_dir(const std::string& tag) {
 
 // The devices this machine can test on: cpu and emu always, cuda:0 when a GPU is visible.
 std::vector<Device> test_devices();
+
+// Whether an independent reference (PyTorch, ONNX Runtime, a data set) must be there: under CI
+// and tools/test.sh (EVO_REQUIRE_REFERENCES=1), a test that needs one fails rather than skips.
+inline bool references_required() {
+  return std::getenv("CI") != nullptr || std::getenv("EVO_REQUIRE_REFERENCES") != nullptr;
+}
+
+// Runs a shell command; its exit status (128 when it did not exit normally, -1 when it could not
+// start).
+inline int shell(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  if (status == -1) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
 
 #ifdef EVO_BINARY
 // What the evo binary printed and its exit code, for tests of the command line.

@@ -28,15 +28,8 @@ namespace {
 
 std::string source_path(const std::string& rel) { return std::string(EVO_SOURCE_DIR) + "/" + rel; }
 
-bool references_required() {
-  return std::getenv("CI") != nullptr || std::getenv("EVO_REQUIRE_REFERENCES") != nullptr;
-}
-
-int shell(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  if (status == -1) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
+using test::references_required;
+using test::shell;
 
 // The Python with onnx, onnxruntime and torch: $EVO_TEST_PYTHON (tools/test.sh's venv), else the
 // system's.

@@ -9,22 +9,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support.h"
+
 namespace fs = std::filesystem;
 
-namespace {
-
-int shell(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  if (status == -1) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-}  // namespace
+using evo::test::shell;
 
 TEST_CASE("forward pass matches a PyTorch reference", "[torch][model]") {
   if (shell("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") != 0) {
     // tools/test.sh installs Debian's python3-torch, so in CI the reference always runs.
-    if (std::getenv("CI") || std::getenv("EVO_REQUIRE_REFERENCES"))
+    if (evo::test::references_required())
       FAIL("PyTorch missing under CI or tools/test.sh (which installs python3-torch)");
     WARN("PyTorch missing: skipped (apt-get install python3-torch)");
     return;

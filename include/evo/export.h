@@ -49,6 +49,10 @@ inline constexpr int kOnnxOpset = 13;
 
 // True when this build has ONNX (libonnx-dev, libprotobuf-dev found at configure time).
 bool onnx_export_available();
+// What to do about a build without it (the ONNX exporter's error, said early by `evo export`).
+inline constexpr const char* kOnnxUnavailable =
+    "this evo was built without ONNX: install libonnx-dev, libprotobuf-dev and protobuf-compiler "
+    "(tools/setup.sh does) and rebuild; --format pytorch works without it";
 
 // The ONNX model of `plan` with `weights` (host or device tensors; every ParamInfo of the plan must
 // be present with its shape), checked with onnx::checker before anything is written, then written

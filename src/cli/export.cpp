@@ -80,8 +80,7 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   std::string out = a.out;
   if (out.empty()) out = id + (a.format == "onnx" ? ".onnx" : ".py");
   if (a.format == "onnx" && !onnx_export_available())
-    throw Error("this evo was built without ONNX: install libonnx-dev, libprotobuf-dev and "
-                "protobuf-compiler (tools/setup.sh does) and rebuild; --format pytorch works");
+    throw ExportError(kOnnxUnavailable);  // before the data set is loaded for nothing
   // Nothing is written before everything has been read and checked.
   const Dna dna = load_dna(dna_path);
   const Dataset data = load_data({a.data, a.seed, a.val_fraction, a.max_train});

@@ -253,8 +253,7 @@ std::string onnx_model_bytes(const CompiledDna& plan, const Weights& weights,
 #else  // !EVO_HAVE_ONNX
 
 std::string onnx_model_bytes(const CompiledDna&, const Weights&, const ExportInfo&) {
-  throw ExportError("this evo was built without ONNX: install libonnx-dev, libprotobuf-dev and "
-                    "protobuf-compiler (tools/setup.sh does) and rebuild");
+  throw ExportError(kOnnxUnavailable);
 }
 
 #endif
