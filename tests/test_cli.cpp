@@ -227,6 +227,24 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.output.find("\nsearch finished after ") != std::string::npos);
   CHECK(r.output.find("\nreport            " + run + "/report.html\n") != std::string::npos);
 
+  // A run.json written before --inheritance existed has no such key: its children were made by
+  // the paper's rule, and a resumed run goes on with it (not with the CPU default, keep).
+  {
+    const std::string old_run = dir + "/old-run";
+    r = run_evo("search --gpus none --run-dir " + old_run + " --seed 7 --population 3 "
+                "--max-children 1 --json" + small);
+    REQUIRE(r.code == 0);
+    nlohmann::json rj = nlohmann::json::parse(read_file(old_run + "/run.json"));
+    REQUIRE(rj["settings"]["inheritance"] == "keep");
+    rj["settings"].erase("inheritance");
+    std::ofstream(old_run + "/run.json", std::ios::trunc) << rj.dump();
+    r = run_evo("search --gpus none --run-dir " + old_run + " --max-children 1" + small,
+                "2>/dev/null");
+    INFO(r.output);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("paper inheritance, run folder " + old_run + "\n") != std::string::npos);
+  }
+
   // evo report prints the page's path; a record it cannot read is named on stderr, not fatal.
   r = run_evo("report " + run);
   CHECK(r.code == 0);

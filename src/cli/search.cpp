@@ -169,8 +169,12 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.selection = st["selection"];
   if (!given("--sample-size") && has("sample_size", &nlohmann::json::is_number_integer))
     a.sample = st["sample_size"];
-  if (!given("--inheritance") && has("inheritance", &nlohmann::json::is_string))
-    a.inheritance = st["inheritance"];
+  // A run.json without the key predates --inheritance: every child in it was made by the
+  // paper's rule, so a resumed run goes on with that rule rather than today's CPU default.
+  if (!given("--inheritance") && st.is_object() && !st.empty())
+    a.inheritance = has("inheritance", &nlohmann::json::is_string)
+                        ? st["inheritance"].get<std::string>()
+                        : std::string("paper");
   if (!given("--seed") && has("seed", &nlohmann::json::is_number_unsigned)) a.seed = st["seed"];
   if (!given("--population") && run.population > 0) a.population = run.population;
   if (!given("--max-params") && has("max_params", &nlohmann::json::is_number_integer))
