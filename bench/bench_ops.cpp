@@ -684,6 +684,15 @@ void register_all() {
     };
     for (const ConvGeometry& g : evolved)
       register_conv(g, {{"_direct", CpuPath::Direct, 0}, {"_gemm", CpuPath::Gemm, 0}});
+    // Batch norm + ReLU on the activations of the same nets: few channels, so the per-channel
+    // sums run over rows of 1 to 23 floats (the CPU kernels tile them, batchnorm.cpp).
+    for (Act a : {Act{50, 28, 7}, Act{50, 28, 4}, Act{50, 14, 5}, Act{50, 7, 14}, Act{50, 2, 23}}) {
+      const std::string s = a.str();
+      add(format("bn_relu_fwd_train/%s", s.c_str()),
+          [a](benchmark::State& st) { bench_batchnorm(st, a, 0); });
+      add(format("bn_relu_bwd/%s", s.c_str()),
+          [a](benchmark::State& st) { bench_batchnorm(st, a, 2); });
+    }
   }
 
   // Memory-bound ops on the activations of the three stages.

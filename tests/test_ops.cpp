@@ -237,6 +237,28 @@ TEST_CASE("cpu: batch norm statistics do not depend on the thread count", "[cpu]
   CHECK(run(1) == run(std::max(2, omp_get_max_threads())));
 }
 
+// The CPU sums x - shift (a value of the batch) in float lanes: statistics of activations whose
+// mean is 1e4 x their spread must not cancel (plain float sums of x and x^2 would lose every digit
+// of the variance), over several reduction blocks and for a row count that is no whole tile.
+TEST_CASE("cpu: batch norm statistics survive a mean far larger than the spread", "[cpu][batchnorm]") {
+  Context ctx(Device::cpu());
+  for (int c : {1, 7, 23}) {
+    const int64_t m = 50 * 14 * 14 + 3;
+    INFO("c " << c);
+    std::vector<float> x = test::random_vector(m * c);
+    for (int64_t i = 0; i < m * c; ++i) x[i] = 1e4f + float(i % c) + 0.5f * x[i];
+    const std::vector<float> gamma(c, 1.f), beta(c, 0.f), rm0(c, 0.f), rv0(c, 1.f);
+    std::vector<float> rm = rm0, rv = rv0, y(m * c), mean(c), invstd(c);
+    cpu::batchnorm_forward_train(ctx, m, c, x.data(), gamma.data(), beta.data(), false, y.data(),
+                                 mean.data(), invstd.data(), rm.data(), rv.data());
+    const ref::BatchNormTrain r = ref::batchnorm_forward_train(
+        m, c, x.data(), gamma.data(), beta.data(), false, rm0.data(), rv0.data());
+    CHECK(test::all_close(mean, r.mean, 1e-6, 1e-7, "save_mean"));
+    CHECK(test::all_close(invstd, r.invstd, 1e-6, 1e-5, "save_invstd"));
+    CHECK(test::all_close(rv, r.running_var, 1e-6, 1e-5, "running_var"));
+  }
+}
+
 // ---- ReLU, add_n, resizes, pooling -------------------------------------------------------------
 
 OP_TEST("ReLU forward and backward, in place too", "[elementwise]") {
