@@ -71,19 +71,33 @@ void with_vecs(int vecs, F&& f) {
   }
 }
 
-// Splits channels [0, count) into blocks for runs of NV vectors: blocks of 8/NV channels (8
-// accumulators, at least 2 channels), then one of 4, 2 and 1 as the rest needs, calling
-// f(first, std::integral_constant<int, CHANNELS>{}) for each.
-template <int NV, typename F>
+// Accumulator registers a kernel keeps: half of the vector registers, leaving the rest for the
+// loaded inputs and the broadcast weights (16 of AVX2's 16 ymm would spill; AVX-512VL gives 32).
+#if defined(__AVX512VL__)
+constexpr int kAccumulators = 16;
+#else
+constexpr int kAccumulators = 8;
+#endif
+
+// Splits channels [0, count) into blocks for runs of NV vectors: blocks of kAccumulators/NV
+// channels (at least 2), then one block of the rest, calling
+// f(first, std::integral_constant<int, CHANNELS>{}) for each. The blocks of one run reload its
+// inputs, so fewer, bigger blocks load less per FMA: 7 channels in runs of 4 vectors are blocks of
+// 4 and 3 with AVX-512 (2, 2, 2 and 1 with AVX2).
+template <int Rest, int Big, typename F>
+void rest_block(int c, int rest, F& f) {
+  if constexpr (Rest < Big) {
+    if (rest == Rest) return f(c, std::integral_constant<int, Rest>{});
+    rest_block<Rest + 1, Big>(c, rest, f);
+  }
+}
+
+template <int NV, int Acc = kAccumulators, typename F>
 void for_channel_blocks(int count, F&& f) {
-  constexpr int kBig = NV == 1 ? 8 : NV == 2 ? 4 : 2;
+  constexpr int kBig = std::max(2, Acc / NV);
   int c = 0;
   for (; c + kBig <= count; c += kBig) f(c, std::integral_constant<int, kBig>{});
-  if constexpr (kBig > 4)
-    if (c + 4 <= count) f(c, std::integral_constant<int, 4>{}), c += 4;
-  if constexpr (kBig > 2)
-    if (c + 2 <= count) f(c, std::integral_constant<int, 2>{}), c += 2;
-  if (c < count) f(c, std::integral_constant<int, 1>{});
+  if (c < count) rest_block<1, kBig>(c, count - c, f);
 }
 
 // The sizes of one convolution's planar buffers.
@@ -93,6 +107,9 @@ struct Plan {
   int shift;  // log2(stride): kw / s and kw % s as a shift and a mask
   int owv;    // ow rounded up to whole vectors: the planar dy row
   int jw;     // floats per phase row of the planar input: owv + the largest kw / s
+  // The forward pass's taps t = (kh, kw, ci), in wt's order: where each reads, relative to
+  // row(0, oy * s - ph, 0) (so one table serves every output row), set by forward_planar.
+  const int64_t* taps = nullptr;
   int64_t in_size() const { return int64_t(g.c_in) * g.h * g.stride * jw; }
   int64_t dy_size() const { return int64_t(g.c_out) * oh * owv; }
   // Offset of xp[y][c][r][0] (one input row's channels and phases are one block).
@@ -166,23 +183,22 @@ template <int NV, int CO>
 void forward_run(const Plan& p, const float* xp, const float* wt, int co0, int oy, int ox0,
                  float* out) {
   const ConvGeometry& g = p.g;
-  const int s = g.stride, cin = g.c_in, cout = g.c_out;
+  const int s = g.stride, cout = g.c_out;
   Vec acc[CO][NV] = {};
+  // The taps of the filter rows inside the image are one range of the table: a single flat loop
+  // (with one input channel, loops over kh, kw and ci cost more than the FMAs they feed).
   const int kh_lo = std::max(0, g.pad_h() - oy * s);
   const int kh_hi = std::min(g.kh, g.h + g.pad_h() - oy * s);
-  for (int kh = kh_lo; kh < kh_hi; ++kh) {
-    const int iy = oy * s - g.pad_h() + kh;
-    for (int kw = 0; kw < g.kw; ++kw) {
-      const float* src = xp + p.row(0, iy, kw & (s - 1)) + (kw >> p.shift) + ox0;
-      const float* wk = wt + (int64_t(kh) * g.kw + kw) * cin * cout + co0;
-      for (int ci = 0; ci < cin; ++ci, src += int64_t(s) * p.jw, wk += cout) {
-        Vec xv[NV];
-        for (int v = 0; v < NV; ++v) xv[v] = load(src + v * kLanes);
-        for (int c = 0; c < CO; ++c) {
-          const Vec wv = splat(wk[c]);
-          for (int v = 0; v < NV; ++v) acc[c][v] += wv * xv[v];
-        }
-      }
+  const int64_t row_taps = int64_t(g.kw) * g.c_in;
+  const int64_t base = p.row(0, oy * s - g.pad_h(), 0) + ox0;  // < 0 in the top padding
+  const float* wk = wt + kh_lo * row_taps * cout + co0;
+  for (int64_t t = kh_lo * row_taps; t < kh_hi * row_taps; ++t, wk += cout) {
+    const float* src = xp + (base + p.taps[t]);
+    Vec xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = load(src + v * kLanes);
+    for (int c = 0; c < CO; ++c) {
+      const Vec wv = splat(wk[c]);
+      for (int v = 0; v < NV; ++v) acc[c][v] += wv * xv[v];
     }
   }
   for (int c = 0; c < CO; ++c)
@@ -420,7 +436,9 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
         for (int ox0 = 0; ox0 < p.ow; ox0 += kMaxVecs * kLanes)
           with_vecs((p.ow - ox0 + kLanes - 1) / kLanes, [&](auto nv_) {
             constexpr int nv = decltype(nv_)::value;
-            for_channel_blocks<nv>(g.c_out, [&](int co, auto block_) {
+            // 8 accumulators: each needs its own dy load, so bigger blocks save no loads
+            // here, and their horizontal sums cost more (measured slower with 16).
+            for_channel_blocks<nv, 8>(g.c_out, [&](int co, auto block_) {
               constexpr int block = decltype(block_)::value;
               backward_filter_taps<nv, block>(p, xp, dyp, co, kh, kw, ci, ox0, sums + co);
             });
@@ -434,20 +452,27 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
 }  // namespace
 
 // Where the direct kernels beat im2col + SGEMM, per pass, from bench_ops's CPU evolved set (one
-// thread, batch 50, AMD EPYC with AVX2; bench/results/cpu_evolved.md): they need output rows of
-// at least 12 columns (eight-lane vectors over the width waste most lanes on 7x7 and smaller
-// maps, where the GEMM's rows, taken over the whole batch, still fill its tiles) and few channels
-// (SGEMM's register tiles fill up as Cin * Cout grows). Measured crossovers, direct / GEMM:
-//   forward          28x28 1->7 2.6x, 28x28 8->8 1.3x, 14x14 8->16 0.95x, 7x7 16->16 0.55x
-//   backward data    28x28 1->16 (5x5) 4.1x, 14x14 8->16 1.25x, 28x28 16->16 0.76x
-//   backward filter  28x28 1->7 3.7x, 28x28 3->8 s2 1.3x, 14x14 4->5 0.95x, 28x28 8->8 0.83x
+// thread, batch 50; bench/results/cpu_evolved.md). The forward kernel (and backward data, which
+// at stride 1 is that kernel on the flipped filter) wins wherever a run of output columns fills
+// most of its vector: from 7 columns on, except for stride 4, whose planar copy of the whole
+// input feeds a quarter of the rows; under 7 columns (4x4, 2x2 maps) the GEMM's rows, taken over
+// the whole batch, still fill its tiles. Backward filter needs wide maps and few channels: its
+// accumulators each need their own dy load, while SGEMM's register tiles fill up as Cin * Cout
+// grows. Measured direct / GEMM speed (AMD EPYC, AVX-512, 2026-12-03):
+//   forward        28x28 1->7 5.2x, 28x28 16->16 1.2x, 14x14 32->32 1.2x, 7x7 16->16 1.2x,
+//                  28x28 7->14 s4 0.8x, 7x7 14->14 s2 (4 columns) 1.0x, 4x4 14->14 s2 0.5x
+//   backward data  14x14 4->5 7.6x, 28x28 7->14 s4 2.4x, 14x14 32->32 1.1x, 7x7 14->14 s2 1.1x,
+//                  4x4 14->14 s2 0.5x, 2x2 14->23 0.4x
+//   backward filter 28x28 1->7 2.4x, 28x28 1->16 (5x5) 1.4x, 14x14 4->5 1.2x, 28x28 8->8 1.05x,
+//                  14x14 8->16 0.7x
+// Channels beyond 32->32 were not measured: the GEMM keeps them.
 bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass) {
   const int64_t channels = int64_t(g.c_in) * g.c_out;
   switch (pass) {
     case ConvPass::Forward:
-      return g.out_w() >= 12 && channels <= 64;
+      return g.out_w() >= 7 && g.stride <= 2 && channels <= 1024;
     case ConvPass::BackwardData:
-      return g.w >= 12 && channels <= 128;
+      return g.w >= 7 && channels <= 1024;
     case ConvPass::BackwardFilter:
       return g.out_w() >= 12 && channels <= 32;
   }
@@ -466,9 +491,15 @@ namespace {
 // The forward pass with the filter already transposed to wt[kh][kw][ci][co].
 void forward_planar(Context& ctx, const ConvGeometry& g, const float* x, const float* wt,
                     float* y) {
-  const Plan p = make_plan(g);
+  Plan p = make_plan(g);
   const int threads = team_size(g);
   Arena::Scope scope(ctx.arena());
+  int64_t* taps = ctx.arena().allocate_n<int64_t>(std::size_t(g.gemm_k()));
+  for (int kh = 0, t = 0; kh < g.kh; ++kh)
+    for (int kw = 0; kw < g.kw; ++kw)
+      for (int ci = 0; ci < g.c_in; ++ci, ++t)
+        taps[t] = p.row(ci, kh, kw & (g.stride - 1)) + (kw >> p.shift);
+  p.taps = taps;
   const Scratch scratch = make_scratch(ctx, threads, p.in_size());
   const int64_t in_image = int64_t(g.h) * g.w * g.c_in, out_image = int64_t(p.oh) * p.ow * g.c_out;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
