@@ -240,7 +240,8 @@ TEST_CASE("cpu: batch norm statistics do not depend on the thread count", "[cpu]
 // The CPU sums x - shift (a value of the batch) in float lanes: statistics of activations whose
 // mean is 1e4 x their spread must not cancel (plain float sums of x and x^2 would lose every digit
 // of the variance), over several reduction blocks and for a row count that is no whole tile.
-TEST_CASE("cpu: batch norm statistics survive a mean far larger than the spread", "[cpu][batchnorm]") {
+TEST_CASE("cpu: batch norm statistics survive a mean far larger than the spread",
+          "[cpu][batchnorm]") {
   Context ctx(Device::cpu());
   for (int c : {1, 7, 23}) {
     const int64_t m = 50 * 14 * 14 + 3;
