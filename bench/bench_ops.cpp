@@ -275,7 +275,7 @@ enum class Pass { Forward, BackwardData, BackwardFilter };
 
 // Which CPU convolution a benchmark times: the ops table's per-shape choice, the readable
 // reference, or one of the two fast paths forced.
-enum class CpuPath { Table, Reference, Gemm, Direct };
+enum class CpuPath { Table, Reference, Gemm, Direct, Channels };
 
 using ConvFn = void (*)(Context&, const ConvGeometry&, const float*, const float*, float*);
 ConvFn conv_fn(Pass pass, CpuPath path) {
@@ -286,6 +286,8 @@ ConvFn conv_fn(Pass pass, CpuPath path) {
       {cpu::conv2d_forward_gemm, cpu::conv2d_backward_data_gemm, cpu::conv2d_backward_filter_gemm},
       {cpu::conv2d_forward_direct, cpu::conv2d_backward_data_direct,
        cpu::conv2d_backward_filter_direct},
+      {cpu::conv2d_forward_channels, cpu::conv2d_backward_data_channels,
+       cpu::conv2d_backward_filter_channels},
   };
   if (path != CpuPath::Table) return cpu_paths[int(path)][int(pass)];
   const OpTable& t = ops(options().device.kind);
@@ -670,7 +672,7 @@ void register_all() {
         [small, reference](benchmark::State& s) { bench_conv(s, small, Pass::Forward, reference); },
         0.1);
     // The layers of evolved Fashion-MNIST nets (data/dna/evolved/: 1 to 23 channels, maps of
-    // 28x28 down to 2x2), each through both fast paths: where conv2d_prefers_direct() draws its
+    // 28x28 down to 2x2), each through the three fast paths: where conv2d_path() draws its
     // line.
     const ConvGeometry evolved[] = {
         conv_geometry(50, 28, 1, 7, 3, 3, 1),   conv_geometry(50, 28, 7, 14, 3, 3, 4),
@@ -683,7 +685,9 @@ void register_all() {
         conv_geometry(50, 28, 1, 16, 5, 5, 1),  conv_geometry(50, 28, 3, 8, 3, 3, 2),
     };
     for (const ConvGeometry& g : evolved)
-      register_conv(g, {{"_direct", CpuPath::Direct, 0}, {"_gemm", CpuPath::Gemm, 0}});
+      register_conv(g, {{"_direct", CpuPath::Direct, 0},
+                        {"_channels", CpuPath::Channels, 0},
+                        {"_gemm", CpuPath::Gemm, 0}});
     // Batch norm + ReLU on the activations of the same nets: few channels, so the per-channel
     // sums run over rows of 1 to 23 floats (the CPU kernels tile them, batchnorm.cpp).
     for (Act a : {Act{50, 28, 7}, Act{50, 28, 4}, Act{50, 14, 5}, Act{50, 7, 14}, Act{50, 2, 23}}) {

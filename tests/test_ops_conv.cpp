@@ -44,6 +44,11 @@ std::vector<ConvGeometry> conv_cases(Device device) {
       {false, geometry(2, 9, 9, 17, 130, 3, 3, 1)},
       {false, geometry(1, 5, 7, 3, 64, 1, 3, 1)},
       {false, geometry(6, 8, 8, 64, 64, 3, 3, 1)},
+      // The channel kernels' groups of padded images (conv_channels.cpp): small maps over several
+      // groups with a partial last one (2x2 outputs: 32 images a group), and stride 4 on 28x28.
+      {false, geometry(40, 4, 4, 14, 14, 3, 3, 2)},
+      {false, geometry(9, 7, 7, 7, 14, 3, 3, 1)},
+      {false, geometry(3, 28, 28, 7, 14, 3, 3, 4)},
       {true, geometry(2, 16, 16, 8, 4, 1, 1, 1)},
       {true, geometry(1, 2, 2, 130, 3, 7, 7, 1)},
       {true, geometry(3, 12, 12, 70, 90, 3, 3, 1)},
@@ -82,6 +87,8 @@ std::vector<ConvImpl> conv_impls(Device device) {
          cpu::conv2d_backward_filter_gemm},
         {"direct", cpu::conv2d_forward_direct, cpu::conv2d_backward_data_direct,
          cpu::conv2d_backward_filter_direct},
+        {"channels", cpu::conv2d_forward_channels, cpu::conv2d_backward_data_channels,
+         cpu::conv2d_backward_filter_channels},
         {"ops.h default", cpu::conv2d_forward, cpu::conv2d_backward_data,
          cpu::conv2d_backward_filter},
     };

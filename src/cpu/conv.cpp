@@ -362,25 +362,94 @@ void conv2d_backward_filter_gemm(Context& ctx, const ConvGeometry& g, const floa
 
 // ---- the ops.h entry points --------------------------------------------------------------
 
-// Few channels on wide maps: the direct kernels (conv_direct.cpp, the rule per pass there);
-// otherwise im2col + SGEMM.
+// Which path runs a layer, from bench_ops's CPU evolved set at one thread (the search's setting),
+// batch 50 (AMD EPYC, AVX-512, 2026-12-03; bench/results/cpu_evolved.md). Per pass:
+// - Past 512 channel pairs (Cin * Cout) the GEMM's register tiles fill up and win: the rules of
+//   before the channel kernels (direct from 7 output columns up to 32x32 channels, else GEMM).
+// - Forward: the width-vectorised direct kernel where a row fills its vectors and a vector of
+//   output channels would not: stride 1 with under 12 output channels (28x28 1->7 3.8x the
+//   channel kernel, 14x14 4->5 2.1x, 28x28 8->8 1.2x), or one or two input channels (5x5 1->16
+//   1.7x). Everywhere else the channel kernel: 7x7 14->14 s2 1.5x the GEMM, 4x4 14->14 s2 1.4x,
+//   2x2 14->23 1.8x, 28x28 7->14 s4 1.2x, 14x14 16->16 1.3x the direct kernel.
+// - Backward data: the channel kernel vectorises over input channels, so it needs 7 or more
+//   (28x28 7->14 s4 1.6x the direct kernel, 7x7 14->14 s2 1.9x the GEMM, 28x28 8->8 1.15x);
+//   under 7 the direct kernel (14x14 4->5: 7.7x the channel kernel), or the GEMM under 7 columns.
+// - Backward filter: the channel kernel once a filter row has 5 or more taps (KW * Cin; 5x5 1->16
+//   2.4x, 28x28 8->8 2.0x, 14x14 16->16 2.7x the direct kernel; 7x7 16->16 1.35x, 2x2 14->23
+//   1.15x the GEMM); the 3x3 one-channel first layer keeps the direct kernel (1.6x).
+ConvPath conv2d_path(const ConvGeometry& g, ConvPass pass) {
+  const int64_t channels = int64_t(g.c_in) * g.c_out;
+  const bool wide = g.out_w() >= 7;
+  if (channels > 512) {
+    switch (pass) {
+      case ConvPass::Forward:
+        return wide && g.stride <= 2 && channels <= 1024 ? ConvPath::Direct : ConvPath::Gemm;
+      case ConvPass::BackwardData:
+        return g.w >= 7 && channels <= 1024 ? ConvPath::Direct : ConvPath::Gemm;
+      case ConvPass::BackwardFilter:
+        return ConvPath::Gemm;
+    }
+  }
+  switch (pass) {
+    case ConvPass::Forward:
+      return wide && g.stride <= 2 && (g.c_in <= 2 || (g.stride == 1 && g.c_out < 12))
+                 ? ConvPath::Direct
+                 : ConvPath::Channels;
+    case ConvPass::BackwardData:
+      return g.c_in >= 7 ? ConvPath::Channels : g.w >= 7 ? ConvPath::Direct : ConvPath::Gemm;
+    case ConvPass::BackwardFilter:
+      return g.kw * g.c_in >= 5 ? ConvPath::Channels
+             : g.out_w() >= 12  ? ConvPath::Direct
+                                : ConvPath::Gemm;
+  }
+  return ConvPath::Gemm;
+}
+
+const char* conv_path_name(ConvPath path) {
+  switch (path) {
+    case ConvPath::Gemm:
+      return "im2col+sgemm";
+    case ConvPath::Direct:
+      return "direct";
+    case ConvPath::Channels:
+      return "channels";
+  }
+  return "?";
+}
+
 void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* x, const float* w, float* y) {
-  if (conv2d_prefers_direct(g, ConvPass::Forward)) return conv2d_forward_direct(ctx, g, x, w, y);
-  conv2d_forward_gemm(ctx, g, x, w, y);
+  switch (conv2d_path(g, ConvPass::Forward)) {
+    case ConvPath::Direct:
+      return conv2d_forward_direct(ctx, g, x, w, y);
+    case ConvPath::Channels:
+      return conv2d_forward_channels(ctx, g, x, w, y);
+    case ConvPath::Gemm:
+      return conv2d_forward_gemm(ctx, g, x, w, y);
+  }
 }
 
 void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* dy, const float* w,
                           float* dx) {
-  if (conv2d_prefers_direct(g, ConvPass::BackwardData))
-    return conv2d_backward_data_direct(ctx, g, dy, w, dx);
-  conv2d_backward_data_gemm(ctx, g, dy, w, dx);
+  switch (conv2d_path(g, ConvPass::BackwardData)) {
+    case ConvPath::Direct:
+      return conv2d_backward_data_direct(ctx, g, dy, w, dx);
+    case ConvPath::Channels:
+      return conv2d_backward_data_channels(ctx, g, dy, w, dx);
+    case ConvPath::Gemm:
+      return conv2d_backward_data_gemm(ctx, g, dy, w, dx);
+  }
 }
 
 void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* x, const float* dy,
                             float* dw) {
-  if (conv2d_prefers_direct(g, ConvPass::BackwardFilter))
-    return conv2d_backward_filter_direct(ctx, g, x, dy, dw);
-  conv2d_backward_filter_gemm(ctx, g, x, dy, dw);
+  switch (conv2d_path(g, ConvPass::BackwardFilter)) {
+    case ConvPath::Direct:
+      return conv2d_backward_filter_direct(ctx, g, x, dy, dw);
+    case ConvPath::Channels:
+      return conv2d_backward_filter_channels(ctx, g, x, dy, dw);
+    case ConvPath::Gemm:
+      return conv2d_backward_filter_gemm(ctx, g, x, dy, dw);
+  }
 }
 
 }  // namespace evo::cpu

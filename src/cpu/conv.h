@@ -33,10 +33,20 @@ void conv2d_backward_data_direct(Context& ctx, const ConvGeometry& g, const floa
                                  const float* w, float* dx);
 void conv2d_backward_filter_direct(Context& ctx, const ConvGeometry& g, const float* x,
                                    const float* dy, float* dw);
-// Whether the ops.h entry points run the direct path for this shape and pass (else im2col +
-// SGEMM).
+// Direct convolution vectorised over channels (conv_channels.cpp): blocks of output pixels x
+// vectors of 8 channels in registers, read in place from zero-bordered copies of a few images. Any
+// geometry is accepted; it is fast for small maps (7x7 down to 1x1) and stride 4.
+void conv2d_forward_channels(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
+                             float* y);
+void conv2d_backward_data_channels(Context& ctx, const ConvGeometry& g, const float* dy,
+                                   const float* w, float* dx);
+void conv2d_backward_filter_channels(Context& ctx, const ConvGeometry& g, const float* x,
+                                     const float* dy, float* dw);
+// Which of the fast paths the ops.h entry points run for this shape and pass (conv.cpp says why).
 enum class ConvPass { Forward, BackwardData, BackwardFilter };
-bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass);
+enum class ConvPath { Gemm, Direct, Channels };
+ConvPath conv2d_path(const ConvGeometry& g, ConvPass pass);
+const char* conv_path_name(ConvPath path);
 
 
 }  // namespace evo::cpu

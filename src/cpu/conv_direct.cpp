@@ -1,6 +1,7 @@
 // CPU direct convolution for the few-channel layers that evolved nets are made of (1 to ~16
 // channels): no im2col, no GEMM call, eight output columns per vector. Not the large-channel path
-// (conv.cpp's im2col + SGEMM wins there; conv2d_prefers_direct() picks per layer).
+// (conv.cpp's im2col + SGEMM wins there) nor small maps (conv_channels.cpp); conv2d_path()
+// (conv.cpp) picks per layer and pass.
 //
 // Why: a 3x3 convolution of 4 channels into 4 at 28x28 is 56 KFLOPs per image. As im2col + SGEMM
 // it copies 36 floats per output pixel to multiply them with a [36, 4] panel that OpenBLAS packs
@@ -22,30 +23,13 @@
 #include "evo/error.h"
 #include "src/cpu/blas.h"
 #include "src/cpu/conv.h"
+#include "src/cpu/vec.h"
 
 namespace evo::cpu {
 
 namespace {
 
-constexpr int kLanes = 8;
-// Eight floats: one AVX register (two SSE registers on a machine without AVX; GCC splits it).
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, Vec v) {
-  std::memcpy(p, &v, sizeof v);
-}
-inline Vec splat(float s) {
-  return Vec{s, s, s, s, s, s, s, s};  // one vbroadcastss
-}
-inline float hsum(Vec v) {
-  float s = 0.f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
+using namespace vec;
 
 // Up to kMaxVecs vectors (32 output columns) are accumulated in registers at once; wider rows are
 // done in chunks of that many.
@@ -70,14 +54,6 @@ void with_vecs(int vecs, F&& f) {
       return f(std::integral_constant<int, 4>{});
   }
 }
-
-// Accumulator registers a kernel keeps: half of the vector registers, leaving the rest for the
-// loaded inputs and the broadcast weights (16 of AVX2's 16 ymm would spill; AVX-512VL gives 32).
-#if defined(__AVX512VL__)
-constexpr int kAccumulators = 16;
-#else
-constexpr int kAccumulators = 8;
-#endif
 
 // Splits channels [0, count) into blocks for runs of NV vectors: blocks of kAccumulators/NV
 // channels (at least 2), then one block of the rest, calling
@@ -450,34 +426,6 @@ void backward_filter_image(const Plan& p, const float* xp, const float* dyp, boo
 }
 
 }  // namespace
-
-// Where the direct kernels beat im2col + SGEMM, per pass, from bench_ops's CPU evolved set (one
-// thread, batch 50; bench/results/cpu_evolved.md). The forward kernel (and backward data, which
-// at stride 1 is that kernel on the flipped filter) wins wherever a run of output columns fills
-// most of its vector: from 7 columns on, except for stride 4, whose planar copy of the whole
-// input feeds a quarter of the rows; under 7 columns (4x4, 2x2 maps) the GEMM's rows, taken over
-// the whole batch, still fill its tiles. Backward filter needs wide maps and few channels: its
-// accumulators each need their own dy load, while SGEMM's register tiles fill up as Cin * Cout
-// grows. Measured direct / GEMM speed (AMD EPYC, AVX-512, 2026-12-03):
-//   forward        28x28 1->7 5.2x, 28x28 16->16 1.2x, 14x14 32->32 1.2x, 7x7 16->16 1.2x,
-//                  28x28 7->14 s4 0.8x, 7x7 14->14 s2 (4 columns) 1.0x, 4x4 14->14 s2 0.5x
-//   backward data  14x14 4->5 7.6x, 28x28 7->14 s4 2.4x, 14x14 32->32 1.1x, 7x7 14->14 s2 1.1x,
-//                  4x4 14->14 s2 0.5x, 2x2 14->23 0.4x
-//   backward filter 28x28 1->7 2.4x, 28x28 1->16 (5x5) 1.4x, 14x14 4->5 1.2x, 28x28 8->8 1.05x,
-//                  14x14 8->16 0.7x
-// Channels beyond 32->32 were not measured: the GEMM keeps them.
-bool conv2d_prefers_direct(const ConvGeometry& g, ConvPass pass) {
-  const int64_t channels = int64_t(g.c_in) * g.c_out;
-  switch (pass) {
-    case ConvPass::Forward:
-      return g.out_w() >= 7 && g.stride <= 2 && channels <= 1024;
-    case ConvPass::BackwardData:
-      return g.w >= 7 && channels <= 1024;
-    case ConvPass::BackwardFilter:
-      return g.out_w() >= 12 && channels <= 32;
-  }
-  return false;
-}
 
 void conv2d_forward_direct(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
                            float* y) {

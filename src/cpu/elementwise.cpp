@@ -28,6 +28,19 @@ void relu_backward(Context&, int64_t n, const float* y, const float* dy, float* 
 // is summed in a buffer in L1, so every inner loop is a plain vector loop, and then stored: y may
 // be any of the inputs.
 void add_n(Context&, int64_t n, const float* const* inputs, int count, float* y) {
+  // One or two inputs (an identity edge's copy, one more in-edge added to a sum): one pass, no
+  // block on the stack. Element i is read before it is written, so y may be either input.
+  if (count == 1) {
+    if (y != inputs[0]) std::memcpy(y, inputs[0], sizeof(float) * std::size_t(n));
+    return;
+  }
+  if (count == 2) {
+    const float* a = inputs[0];
+    const float* b = inputs[1];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+    return;
+  }
   constexpr int64_t kBlock = 1024;  // 4 KiB on the stack
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n * count >= kParallelMin)
