@@ -60,8 +60,13 @@ void add_n(Context&, int64_t n, const float* const* inputs, int count, float* y)
 }
 
 // y[n, i, j, :] = x[n, i*H/OH, j*W/OW, :] (integer division = floor for these non-negatives).
-void resize_nearest_forward(Context&, int n, int h, int w, int c, int oh, int ow, const float* x,
-                            float* y) {
+void resize_nearest_forward(Context& ctx, int n, int h, int w, int c, int oh, int ow,
+                            const float* x, float* y) {
+  // The source column of each output column, once per call: a 64-bit division per pixel cost as
+  // much as the copy on the 4x4 maps of evolved nets.
+  Arena::Scope scope(ctx.arena());
+  int64_t* src_col = ctx.arena().allocate_n<int64_t>(std::size_t(ow));
+  for (int j = 0; j < ow; ++j) src_col[j] = int64_t(j) * w / ow * c;
   const int64_t rows = int64_t(n) * oh;
 #pragma omp parallel for schedule(static) if (rows * ow * c >= kParallelMin)
   for (int64_t t = 0; t < rows; ++t) {
@@ -73,7 +78,7 @@ void resize_nearest_forward(Context&, int n, int h, int w, int c, int oh, int ow
     // A plain loop, not memcpy: evolved nets have 1 to 16 channels, and a library call per
     // pixel for 4 to 64 bytes cost more than the copy.
     for (int j = 0; j < ow; ++j) {
-      const float* src = xrow + int64_t(j) * w / ow * c;
+      const float* src = xrow + src_col[j];
       float* dst = yrow + int64_t(j) * c;
       for (int ch = 0; ch < c; ++ch) dst[ch] = src[ch];
     }
@@ -82,9 +87,14 @@ void resize_nearest_forward(Context&, int n, int h, int w, int c, int oh, int ow
 
 // Output row i reads input row floor(i*H/OH), so input row r is read by the output rows
 // i in [ceil(r*OH/H), ceil((r+1)*OH/H)): the gather's bounds, summed in (i, j) order.
-void resize_nearest_backward(Context&, int n, int h, int w, int c, int oh, int ow, const float* dy,
-                             float* dx) {
+void resize_nearest_backward(Context& ctx, int n, int h, int w, int c, int oh, int ow,
+                             const float* dy, float* dx) {
   auto first_reader = [](int64_t r, int64_t in, int64_t out) { return (r * out + in - 1) / in; };
+  // The output columns [j0[s], j0[s + 1]) that read input column s, once per call (two 64-bit
+  // divisions per pixel cost more than the adds on the small maps of evolved nets).
+  Arena::Scope scope(ctx.arena());
+  int64_t* j0 = ctx.arena().allocate_n<int64_t>(std::size_t(w) + 1);
+  for (int s = 0; s <= w; ++s) j0[s] = first_reader(s, w, ow);
   const int64_t rows = int64_t(n) * h;
 #pragma omp parallel for schedule(static) if (rows * w * c >= kParallelMin)
   for (int64_t t = 0; t < rows; ++t) {
@@ -92,11 +102,10 @@ void resize_nearest_backward(Context&, int n, int h, int w, int c, int oh, int o
     const int r = int(t % h);
     const int64_t i0 = first_reader(r, h, oh), i1 = first_reader(r + 1, h, oh);
     for (int s = 0; s < w; ++s) {
-      const int64_t j0 = first_reader(s, w, ow), j1 = first_reader(s + 1, w, ow);
       float* d = dx + (t * w + s) * c;
       for (int ch = 0; ch < c; ++ch) d[ch] = 0.f;
       for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t j = j0[s]; j < j0[s + 1]; ++j) {
           const float* g = dy + ((b * oh + i) * ow + j) * c;
 #pragma omp simd
           for (int ch = 0; ch < c; ++ch) d[ch] += g[ch];
