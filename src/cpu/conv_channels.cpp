@@ -130,9 +130,9 @@ TapRange taps_inside(const Pixels& px, int64_t q0, int count) {
   return r;
 }
 
-// Calls f(std::integral_constant<int, V>{}) for V = min(v, kMaxChannelVecs), and
-// f(..., std::integral_constant<int, P>{}) for P = the pixels per block that leaves: the kernels
-// take both as template parameters so their accumulators are registers.
+// Calls f(std::integral_constant<int, V>{}) for V = min(v, Max): the kernels take their channel
+// vectors and pixels (or taps) per block as template parameters so their accumulators are
+// registers.
 template <int Max, typename F>
 void with_count(int v, F&& f) {
   if constexpr (Max > 1) {
@@ -163,9 +163,9 @@ void for_pixel_blocks(int64_t count, F&& f) {
 // Padded copies of the 28x28x7 input cost as much as the stride-4 convolution's FMAs: reading in
 // place took its forward pass from 0.12 to 0.09 ms and backward filter from 0.13 to 0.08 ms.
 struct PixelClass {
-  int begin, end;    // in the image's sorted pixels
-  TapRange inside;   // the taps inside the image, the same for every pixel of the class
-  int64_t first = 0; // where the class starts in a group's table (set per group)
+  int begin, end;   // in the image's sorted pixels; in a group of n images the class's table
+                    // entries are [begin * n, end * n)
+  TapRange inside;  // the taps inside the image, the same for every pixel of the class
 };
 
 struct ImageOrder {
@@ -225,12 +225,11 @@ ImageOrder order_pixels(Context& ctx, const Layout& l) {
 
 // A group's table: for `count` images, class by class, each pixel's window offset in x (from the
 // group's first image) and its index among the group's output pixels.
-void fill_group(const Layout& l, ImageOrder& o, int count, int64_t* window, int64_t* out) {
+void fill_group(const Layout& l, const ImageOrder& o, int count, int64_t* window, int64_t* out) {
   const int64_t in_image = int64_t(l.g.h) * l.g.w * l.g.c_in;
   int64_t e = 0;
   for (int c = 0; c < o.count; ++c) {
-    PixelClass& k = o.classes[c];
-    k.first = e;
+    const PixelClass& k = o.classes[c];
     for (int n = 0; n < count; ++n)
       for (int i = k.begin; i < k.end; ++i, ++e) {
         window[e] = n * in_image + o.window[i];
@@ -290,29 +289,25 @@ void forward_arranged(Context& ctx, const ConvGeometry& g, const float* x, const
   const ImageOrder order = order_pixels(ctx, l);
   const int64_t table = l.group * l.pixels();
   int64_t* windows = ctx.arena().allocate_n<int64_t>(std::size_t(2 * threads * table));
-  auto* classes = ctx.arena().allocate_n<PixelClass>(std::size_t(threads * order.count));
   const int64_t in_image = int64_t(g.h) * g.w * g.c_in, out_image = l.pixels() * g.c_out;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int grp = 0; grp < groups; ++grp) {
     const int n0 = grp * l.group, count = std::min(l.group, g.n - n0);
     const int t = omp_get_thread_num();
-    ImageOrder mine = order;  // the classes' table positions are the thread's own
-    mine.classes = classes + t * order.count;
-    std::copy(order.classes, order.classes + order.count, mine.classes);
     int64_t* window = windows + 2 * t * table;
     int64_t* out = window + table;
-    fill_group(l, mine, count, window, out);
+    fill_group(l, order, count, window, out);
     const float* xg = x + n0 * in_image;
     float* yg = y + n0 * out_image;
-    for (int c = 0; c < mine.count; ++c) {
-      const PixelClass& k = mine.classes[c];
-      const int64_t len = int64_t(k.end - k.begin) * count;
+    for (int c = 0; c < order.count; ++c) {
+      const PixelClass& k = order.classes[c];
+      const int64_t first = int64_t(k.begin) * count, len = int64_t(k.end - k.begin) * count;
       for (int v0 = 0; v0 < cv; v0 += kMaxChannelVecs)
         with_count<kMaxChannelVecs>(cv - v0, [&](auto cv_) {
           constexpr int kCV = decltype(cv_)::value;
           for_pixel_blocks<pixels_per_block<kCV>()>(len, [&](int64_t q0, auto p_) {
-            forward_block<decltype(p_)::value, kCV>(g, k.inside, xg, window + k.first + q0,
-                                                    out + k.first + q0, wf, cvw, v0, yg);
+            forward_block<decltype(p_)::value, kCV>(g, k.inside, xg, window + first + q0,
+                                                    out + first + q0, wf, cvw, v0, yg);
           });
         });
     }
@@ -474,7 +469,6 @@ void conv2d_backward_filter_channels(Context& ctx, const ConvGeometry& g, const 
   const int64_t per_thread = (sums + dys + 63) / 64 * 64;
   float* scratch = ctx.arena().allocate_n<float>(std::size_t(threads * per_thread));
   int64_t* windows = ctx.arena().allocate_n<int64_t>(std::size_t(2 * threads * table));
-  auto* classes = ctx.arena().allocate_n<PixelClass>(std::size_t(threads * order.count));
   const int64_t in_image = int64_t(g.h) * g.w * g.c_in, out_image = l.pixels() * cout;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
@@ -483,15 +477,12 @@ void conv2d_backward_filter_channels(Context& ctx, const ConvGeometry& g, const 
     float* dyp = dwf + sums;
     int64_t* window = windows + 2 * th * table;
     int64_t* out = window + table;
-    ImageOrder mine = order;
-    mine.classes = classes + th * order.count;
-    std::copy(order.classes, order.classes + order.count, mine.classes);
     std::fill(dwf, dwf + sums, 0.f);
     // Static contiguous ranges of groups, so thread t's sums are the same every call.
     const int g0 = int(int64_t(groups) * th / team), g1 = int(int64_t(groups) * (th + 1) / team);
     for (int grp = g0; grp < g1; ++grp) {
       const int n0 = grp * l.group, count = std::min(l.group, g.n - n0);
-      fill_group(l, mine, count, window, out);
+      fill_group(l, order, count, window, out);
       const float* xg = x + n0 * in_image;
       const float* d = dy + n0 * out_image;
       for (int64_t q = 0; q < count * l.pixels(); ++q) {
@@ -499,18 +490,18 @@ void conv2d_backward_filter_channels(Context& ctx, const ConvGeometry& g, const 
         std::copy(d + out[q] * cout, d + (out[q] + 1) * cout, row);
         std::fill(row + cout, row + cvw, 0.f);
       }
-      for (int c = 0; c < mine.count; ++c) {
-        const PixelClass& k = mine.classes[c];
+      for (int c = 0; c < order.count; ++c) {
+        const PixelClass& k = order.classes[c];
         const TapRange& r = k.inside;
-        const int64_t len = int64_t(k.end - k.begin) * count;
+        const int64_t first = int64_t(k.begin) * count, len = int64_t(k.end - k.begin) * count;
         const int taps = (r.kw_hi - r.kw_lo) * g.c_in;
         for (int kh = r.kh_lo; kh < r.kh_hi; ++kh)
           for (int v0 = 0; v0 < cv; v0 += kMaxChannelVecs)
             with_count<kMaxChannelVecs>(cv - v0, [&](auto cv_) {
               constexpr int kCV = decltype(cv_)::value;
               constexpr int kT = pixels_per_block<kCV>();
-              const int64_t* wq = window + k.first;
-              const float* dq = dyp + k.first * cvw;
+              const int64_t* wq = window + first;
+              const float* dq = dyp + first * cvw;
               int t0 = 0;
               for (; t0 + kT <= taps; t0 += kT)
                 filter_block<kT, kCV>(g, r, xg, wq, dq, cvw, len, kh, t0, v0, dwf);
