@@ -493,7 +493,7 @@ void bench_softmax(benchmark::State& state, int n, int classes) {
   Buffer<LossResult> result(1);
   timed_loop(state, 8.0 * double(logits->n), "GB/s", [&] {
     ops(options().device.kind)
-        .softmax_cross_entropy(ctx, n, classes, logits->p, lab.p, result.p, d.p);
+        .softmax_cross_entropy(ctx, n, classes, logits->p, lab.p, result.p, d.p, n);
   });
 }
 

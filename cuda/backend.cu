@@ -2,12 +2,17 @@
 // by nvcc as evo::cuda, and by the C++ compiler against the emulator as evo::emu. Not kernels.
 #include "cuda/compat.h"
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "cuda/backend.h"
 #include "evo/error.h"
 
 namespace evo::EVO_GPU_NS {
+
+// NCCL (or the emulator's), in cuda/collective.cu.
+std::unique_ptr<Communicator> make_communicator(const std::vector<int>& ordinals);
 
 namespace {
 
@@ -76,6 +81,10 @@ class GpuBackend final : public DeviceBackend {
   }
   void destroy_blas(void* blas) noexcept override {
     if (blas) cublasDestroy(static_cast<cublasHandle_t>(blas));
+  }
+
+  std::unique_ptr<Communicator> create_communicator(const std::vector<int>& ordinals) override {
+    return make_communicator(ordinals);
   }
 
   GpuInventory inventory() override {

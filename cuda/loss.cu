@@ -22,7 +22,7 @@ constexpr int kSumThreads = 256;  // the final reduction (power of two)
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     softmax_rows_kernel(int n, int classes, const float* __restrict__ logits,
                         const int32_t* __restrict__ labels, double* __restrict__ row_loss,
-                        int* __restrict__ row_hit, float* __restrict__ dlogits) {
+                        int* __restrict__ row_hit, float* __restrict__ dlogits, int grad_n) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= n) return;  // whole warps leave: every shuffle below has all 32 lanes
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     float* d = dlogits + int64_t(row) * classes;
     for (int k = lane; k < classes; k += 32) {
       const double p = exp(double(z[k]) - best - log_sum);
-      d[k] = valid ? float((p - (k == label ? 1.0 : 0.0)) / n) : NAN;
+      d[k] = valid ? float((p - (k == label ? 1.0 : 0.0)) / grad_n) : NAN;
     }
   }
 }
@@ -92,7 +92,9 @@ __global__ void __launch_bounds__(kSumThreads)
 }  // namespace
 
 void softmax_cross_entropy(Context& ctx, int n, int classes, const float* logits,
-                           const int32_t* labels, LossResult* result, float* dlogits) {
+                           const int32_t* labels, LossResult* result, float* dlogits, int grad_n) {
+  if (dlogits && grad_n < 1)
+    throw Error("softmax_cross_entropy: grad_n = " + std::to_string(grad_n) + ", needs >= 1");
   check_int32(int64_t(n) * classes, "softmax_cross_entropy");
   if (classes < 1)
     throw Error("softmax_cross_entropy: classes = " + std::to_string(classes) + ", needs >= 1");
@@ -102,7 +104,7 @@ void softmax_cross_entropy(Context& ctx, int n, int classes, const float* logits
   const cudaStream_t s = stream_of(ctx);
   if (n > 0)
     EVO_LAUNCH(softmax_rows_kernel, (n + kRowsPerBlock - 1) / kRowsPerBlock, kRowsPerBlock * 32, 0,
-               s, n, classes, logits, labels, row_loss, row_hit, dlogits);
+               s, n, classes, logits, labels, row_loss, row_hit, dlogits, grad_n);
   EVO_LAUNCH(sum_rows_kernel, 1, kSumThreads, 0, s, n, row_loss, row_hit, result);
 }
 

@@ -40,6 +40,12 @@ class CpuBackend final : public DeviceBackend {
   void destroy_stream(void*) noexcept override {}
   void* create_blas(void*, int) override { return nullptr; }
   void destroy_blas(void*) noexcept override {}
+  std::unique_ptr<Communicator> create_communicator(const std::vector<int>&) override {
+    // One process's threads already share the CPU's memory and cores: `--threads N` is the CPU's
+    // data parallelism (each op splits its batch over the cores), with no gradients to sum.
+    throw UsageError("data-parallel training runs on GPUs (--gpus 0-7) or on emulated ones "
+                     "(--device emu --gpus 0-3); on the CPU, --threads N uses the cores");
+  }
   GpuInventory inventory() override {
     GpuInventory inv;
     inv.count = 1;

@@ -15,7 +15,7 @@ namespace evo {
 std::string Device::str() const {
   switch (kind) {
     case DeviceKind::CPU: return "cpu";
-    case DeviceKind::EMU: return "emu";
+    case DeviceKind::EMU: return ordinal == 0 ? "emu" : "emu:" + std::to_string(ordinal);
     case DeviceKind::CUDA: return "cuda:" + std::to_string(ordinal);
   }
   return "?";
@@ -37,12 +37,16 @@ Device parse_device(const std::string& text) {
   if (text == "cpu") return Device::cpu();
   if (text == "emu") return Device::emu();
   if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("emu:", 0) == 0) {
+    const int n = parse_index(text.substr(4));
+    if (n >= 0) return Device{DeviceKind::EMU, n};
+  }
   if (text.rfind("cuda:", 0) == 0) {
     const int n = parse_index(text.substr(5));
     if (n >= 0) return Device::cuda(n);
   }
   throw UsageError("unknown device '" + text +
-                   "': expected cpu, emu (the CPU emulator of CUDA), cuda or cuda:N");
+                   "': expected cpu, emu (the CPU emulator of CUDA), emu:N, cuda or cuda:N");
 }
 
 GpuInventory discover_gpus() {

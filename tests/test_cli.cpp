@@ -37,7 +37,8 @@ std::string read_file(const std::string& path) {
 TEST_CASE("evo --help lists every subcommand of the spec", "[cli]") {
   const Run r = run_evo("--help");
   CHECK(r.code == 0);
-  for (const char* sub : {"search", "train", "eval", "show", "mutate", "report", "--gpus"})
+  for (const char* sub :
+       {"search", "train", "retrain", "eval", "show", "mutate", "report", "--gpus"})
     CHECK(r.output.find(sub) != std::string::npos);
 }
 
@@ -262,6 +263,75 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.code == 0);
   CHECK(r.output.find("evo report: left out a damaged record: " + damaged) != std::string::npos);
   CHECK(r.output.find(dir + "/compare.html\n") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("evo retrain trains a run's top individuals further; evo train --gpus on emulated GPUs",
+          "[cli]") {
+  if (!evo::test::have_fashion_mnist()) {
+    if (std::getenv("CI")) FAIL("Fashion-MNIST is missing in CI (tools/setup.sh installs it)");
+    return;
+  }
+  const std::string dir = evo::test::temp_dir("cli-retrain");
+  const std::string run = dir + "/run";
+  const std::string small = " --max-train 500 --max-val 200 --steps 10 --workers 1 --threads 1";
+  Run r = run_evo("search --gpus none --run-dir " + run + " --seed 3 --population 3 "
+                  "--max-children 3 --json" + small);
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+
+  r = run_evo("retrain " + run + " --top 2 --steps 40 --batch 25 --threads 1 --json",
+              "2>/dev/null");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  REQUIRE(j["individuals"].size() == 2);
+  CHECK(j["ensemble_size"] == 2);
+  CHECK(j["ensemble_test"].is_number());
+  const nlohmann::json saved = nlohmann::json::parse(read_file(run + "/final/retrain.json"));
+  CHECK(saved == j);
+  for (const nlohmann::json& ind : j["individuals"]) {
+    INFO(ind.dump());
+    CHECK(ind["steps"] == 40);
+    CHECK(ind["test_before"].is_number());
+    const std::string folder = run + "/final/" + ind["folder"].get<std::string>();
+    // The saved weights, evaluated by evo eval on the run's data (its seed and training cap
+    // choose the standardisation): the test accuracy retrain reported.
+    Run e = run_evo("eval --dna " + folder + "/dna.json --weights " + folder +
+                    "/weights.evow --split test --seed 3 --max-train 500 --json");
+    REQUIRE(e.code == 0);
+    CHECK(nlohmann::json::parse(e.output)["accuracy"].get<double>() ==
+          ind["test_after"].get<double>());
+    CHECK(nlohmann::json::parse(read_file(folder + "/metrics.json"))["test_after"] ==
+          ind["test_after"]);
+  }
+  // evo report shows them.
+  r = run_evo("report " + run);
+  REQUIRE(r.code == 0);
+  const std::string page = read_file(run + "/report.html");
+  CHECK(page.find("Retrained (evo retrain)") != std::string::npos);
+  CHECK(page.find(j["individuals"][0]["id"].get<std::string>()) != std::string::npos);
+
+  // Not a run: a usage error, nothing created.
+  r = run_evo("retrain " + dir + "/no-run");
+  CHECK(r.code == 2);
+  CHECK_FALSE(std::filesystem::exists(dir + "/no-run"));
+
+  // Data-parallel training on two emulated GPUs, end to end (the trainer's own tests are in
+  // test_train); --gpus with a CPU device is a usage error.
+  const std::string dna = std::string(EVO_SOURCE_DIR) + "/data/dna/initial.json";
+  r = run_evo("train --dna " + dna + " --device emu --gpus 0-1 --steps 4 --batch 10 "
+              "--max-train 500 --augment off --json",
+              "2>/dev/null");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  const nlohmann::json t = nlohmann::json::parse(r.output);
+  CHECK(t["device"] == "emu,emu:1 (data-parallel)");
+  CHECK(t["steps"] == 4);
+  CHECK(t["learning_rate"].get<double>() == Approx(t["dna_learning_rate"].get<double>() * 10 / 50));
+  r = run_evo("train --dna " + dna + " --device cpu --gpus 0-1 --steps 4");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--gpus 0-1 with --device cpu") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

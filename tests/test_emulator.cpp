@@ -1,13 +1,16 @@
 // Tests of the CUDA emulator: example kernels against plain CPU loops (emulated, and on a GPU when
 // one is visible), what a GPU would hang or fail on, shuffle semantics, the runtime and cuBLAS
-// shims. Not benchmarks: emulated speed is measured, never asserted.
+// shims, the emulated NCCL. Not benchmarks: emulated speed is measured, never asserted.
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
 
+#include "cuda/emu/nccl.h"
 #include "cuda/emu/runtime.h"
 #include "cuda/examples/examples.h"
 #include "evo/error.h"
@@ -1177,4 +1180,456 @@ TEST_CASE("injection specs: what EVO_EMU_INJECT accepts", "[emulator][faults]") 
                                                    Contains("illegal-address"));
   CHECK_THROWS_AS(emu::inject_error(emu::cudaSuccess, 0), emu::EmuError);
   CHECK_THROWS_AS(emu::inject_error(emu::cudaErrorIllegalAddress, -1), emu::EmuError);
+}
+
+// ---- the emulated NCCL ----------------------------------------------------------------------
+
+namespace {
+
+// Pretends there are `n` emulated devices for one test, then restores the count before.
+class ScopedDeviceCount {
+ public:
+  explicit ScopedDeviceCount(int n) {
+    if (emu::cudaGetDeviceCount(&saved_) != emu::cudaSuccess) saved_ = 0;
+    emu::set_device_count(n);
+  }
+  ~ScopedDeviceCount() {
+    emu::set_device_count(saved_);
+    (void)emu::cudaSetDevice(0);
+  }
+  ScopedDeviceCount(const ScopedDeviceCount&) = delete;
+  ScopedDeviceCount& operator=(const ScopedDeviceCount&) = delete;
+
+ private:
+  int saved_ = 1;
+};
+
+// Sets an environment variable for one test (the emulated NCCL reads EVO_EMU_NCCL_TIMEOUT at
+// every wait), then unsets it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+// `n` communicators over devices 0..n-1, destroyed at the end of the scope (an aborted one is
+// already gone: release() it first).
+struct Comms {
+  std::vector<emu::ncclComm_t> c;
+  explicit Comms(int n) : c(std::size_t(n), nullptr) {
+    REQUIRE(emu::ncclCommInitAll(c.data(), n, nullptr) == emu::ncclSuccess);
+  }
+  ~Comms() {
+    for (emu::ncclComm_t comm : c) (void)emu::ncclCommDestroy(comm);
+  }
+  emu::ncclComm_t operator[](int r) const { return c[std::size_t(r)]; }
+  void release(int r) { c[std::size_t(r)] = nullptr; }
+  Comms(const Comms&) = delete;
+  Comms& operator=(const Comms&) = delete;
+};
+
+template <typename T>
+T* device_copy(const std::vector<T>& h) {
+  void* d = nullptr;
+  REQUIRE(emu::cudaMalloc(&d, std::max<std::size_t>(1, h.size()) * sizeof(T)) == emu::cudaSuccess);
+  REQUIRE(emu::cudaMemcpy(d, h.data(), h.size() * sizeof(T), emu::cudaMemcpyHostToDevice) ==
+          emu::cudaSuccess);
+  return static_cast<T*>(d);
+}
+
+template <typename T>
+std::vector<T> host_copy(const T* d, std::size_t n) {
+  std::vector<T> h(n);
+  REQUIRE(emu::cudaMemcpy(h.data(), d, n * sizeof(T), emu::cudaMemcpyDeviceToHost) ==
+          emu::cudaSuccess);
+  return h;
+}
+
+template <typename T>
+emu::ncclDataType_t nccl_type();
+template <>
+emu::ncclDataType_t nccl_type<float>() {
+  return emu::ncclFloat32;
+}
+template <>
+emu::ncclDataType_t nccl_type<std::int32_t>() {
+  return emu::ncclInt32;
+}
+
+// Random values of T: floats in [-1, 1], integers small enough that no sum overflows.
+template <typename T>
+std::vector<T> random_values(std::size_t n) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return test::random_vector(n);
+  } else {
+    std::vector<T> v(n);
+    for (T& x : v) x = T(uniform_int(-100000, 100000));
+    return v;
+  }
+}
+
+// The result every rank must get: rank 0's value, then rank 1's, ... combined in T, as the
+// emulated NCCL documents (so a float sum is bit-identical, not merely close).
+template <typename T>
+std::vector<T> rank_order_reduce(const std::vector<std::vector<T>>& in, emu::ncclRedOp_t op) {
+  std::vector<T> out = in[0];
+  for (std::size_t r = 1; r < in.size(); ++r)
+    for (std::size_t i = 0; i < out.size(); ++i)
+      out[i] = op == emu::ncclMax ? std::max(out[i], in[r][i]) : T(out[i] + in[r][i]);
+  if (op == emu::ncclAvg)
+    for (T& v : out) v = T(v / T(in.size()));
+  return out;
+}
+
+// One all-reduce over `nranks` ranks, each from its own thread as evo's trainer calls it; every
+// other rank in place. Checks every rank's result against the rank-order loop, bit for bit.
+template <typename T>
+void check_all_reduce_threads(int nranks, emu::ncclRedOp_t op) {
+  using namespace evo::emu;
+  const std::size_t count = std::size_t(uniform_int(1, 5000));
+  const int in_place_parity = uniform_int(0, 1);
+  INFO(nranks << " ranks, op " << int(op) << ", count " << count << ", in place on ranks of parity "
+              << in_place_parity);
+  std::vector<std::vector<T>> in;
+  for (int r = 0; r < nranks; ++r) in.push_back(random_values<T>(count));
+  const std::vector<T> ref = rank_order_reduce(in, op);
+
+  Comms comms(nranks);
+  std::vector<std::vector<T>> out{std::size_t(nranks)};
+  std::vector<ncclResult_t> codes(std::size_t(nranks), ncclInternalError);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < nranks; ++r)
+    ranks.emplace_back([&, r] {
+      const std::size_t i = std::size_t(r);
+      if (cudaSetDevice(r) != cudaSuccess) return;
+      // Catch's macros are not thread-safe: workers only record, the test thread checks.
+      T* send = device_copy(in[i]);
+      T* recv = r % 2 == in_place_parity ? send : device_copy(random_values<T>(count));
+      codes[i] = ncclAllReduce(send, recv, count, nccl_type<T>(), op, comms[r], nullptr);
+      out[i] = host_copy(recv, count);
+      if (recv != send) (void)cudaFree(recv);
+      (void)cudaFree(send);
+    });
+  for (std::thread& t : ranks) t.join();
+  for (int r = 0; r < nranks; ++r) {
+    INFO("rank " << r);
+    CHECK(codes[std::size_t(r)] == ncclSuccess);
+    CHECK(out[std::size_t(r)].size() == count);
+    CHECK(std::memcmp(out[std::size_t(r)].data(), ref.data(), count * sizeof(T)) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("NCCL all-reduce from one thread per rank: sum, avg, max in rank order, bit for bit",
+          "[emulator][nccl]") {
+  const ScopedDeviceCount devices(4);
+  for (int nranks : {2, 3, 4})
+    for (emu::ncclRedOp_t op : {emu::ncclSum, emu::ncclAvg, emu::ncclMax}) {
+      check_all_reduce_threads<float>(nranks, op);
+      check_all_reduce_threads<std::int32_t>(nranks, op);
+    }
+}
+
+TEST_CASE("NCCL group: one thread runs every rank, several collectives in a row",
+          "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(4);
+  const int nranks = uniform_int(2, 4);
+  const int root = uniform_int(1, nranks - 1);  // not rank 0: the root must come from the call
+  const std::size_t n = std::size_t(uniform_int(1, 3000));
+  INFO(nranks << " ranks, count " << n << ", broadcast root " << root);
+  Comms comms(nranks);
+  std::vector<std::vector<float>> a_in, b_in;
+  std::vector<float*> a, a_out, b;
+  for (int r = 0; r < nranks; ++r) {
+    a_in.push_back(test::random_vector(n));
+    b_in.push_back(test::random_vector(n));
+    a.push_back(device_copy(a_in.back()));
+    a_out.push_back(device_copy(std::vector<float>(n, 0.f)));
+    b.push_back(device_copy(b_in.back()));
+  }
+  // Per rank, in stream order: a_out = sum of a (out of place), b = root's b (in place), then
+  // a_out = max of a_out (in place), which must read the sum the first collective wrote.
+  REQUIRE(ncclGroupStart() == ncclSuccess);
+  REQUIRE(ncclGroupStart() == ncclSuccess);  // nested: only the outermost end runs the calls
+  for (int r = 0; r < nranks; ++r) {
+    const std::size_t i = std::size_t(r);
+    REQUIRE(ncclAllReduce(a[i], a_out[i], n, ncclFloat32, ncclSum, comms[r], nullptr) ==
+            ncclSuccess);
+    REQUIRE(ncclBroadcast(b[i], b[i], n, ncclFloat32, root, comms[r], nullptr) == ncclSuccess);
+  }
+  REQUIRE(ncclGroupEnd() == ncclSuccess);
+  for (int r = 0; r < nranks; ++r)  // nothing ran yet: still the inputs
+    CHECK(host_copy(b[std::size_t(r)], n) == b_in[std::size_t(r)]);
+  for (int r = 0; r < nranks; ++r) {
+    const std::size_t i = std::size_t(r);
+    REQUIRE(ncclAllReduce(a_out[i], a_out[i], n, ncclFloat32, ncclMax, comms[r], nullptr) ==
+            ncclSuccess);
+  }
+  REQUIRE(ncclGroupEnd() == ncclSuccess);
+
+  const std::vector<float> sum = rank_order_reduce(a_in, ncclSum);
+  for (int r = 0; r < nranks; ++r) {
+    INFO("rank " << r);
+    const std::size_t i = std::size_t(r);
+    CHECK(host_copy(a_out[i], n) == sum);  // the max of equal sums is the sum
+    CHECK(host_copy(b[i], n) == b_in[std::size_t(root)]);
+    CHECK(host_copy(a[i], n) == a_in[i]);  // out of place: the input is untouched
+    CHECK(cudaFree(a[i]) == cudaSuccess);
+    CHECK(cudaFree(a_out[i]) == cudaSuccess);
+    CHECK(cudaFree(b[i]) == cudaSuccess);
+  }
+  CHECK(ncclGroupEnd() == ncclInvalidUsage);  // no group open
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("without a matching ncclGroupStart"));
+}
+
+TEST_CASE("NCCL: a zero-count collective is a rendezvous that touches nothing",
+          "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(2);
+  Comms comms(2);
+  REQUIRE(ncclGroupStart() == ncclSuccess);
+  for (int r = 0; r < 2; ++r)
+    CHECK(ncclAllReduce(nullptr, nullptr, 0, ncclFloat32, ncclSum, comms[r], nullptr) ==
+          ncclSuccess);
+  CHECK(ncclGroupEnd() == ncclSuccess);
+}
+
+TEST_CASE("NCCL: ranks that disagree get ncclInvalidArgument on every rank, naming both values",
+          "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(3);
+  const std::size_t n = std::size_t(uniform_int(10, 1000));
+  Comms comms(3);
+  std::vector<ncclResult_t> codes(3, ncclSuccess);
+  std::vector<std::string> why(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.emplace_back([&, r] {
+      (void)cudaSetDevice(r);
+      float* buf = device_copy(test::random_vector(n));
+      const std::size_t count = r == 2 ? n - 1 : n;  // rank 2 is off by one
+      codes[std::size_t(r)] =
+          ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, comms[r], nullptr);
+      why[std::size_t(r)] = ncclGetLastError(comms[r]);
+      (void)cudaFree(buf);
+    });
+  for (std::thread& t : ranks) t.join();
+  for (int r = 0; r < 3; ++r) {
+    INFO("rank " << r << ": " << why[std::size_t(r)]);
+    CHECK(codes[std::size_t(r)] == ncclInvalidArgument);
+    CHECK_THAT(why[std::size_t(r)],
+               Contains("count " + std::to_string(n) + " vs " + std::to_string(n - 1)) &&
+                   Contains("rank 2"));
+  }
+  // The clique goes on: the next collective is the next one on every rank.
+  REQUIRE(ncclGroupStart() == ncclSuccess);
+  std::vector<float*> bufs;
+  for (int r = 0; r < 3; ++r) {
+    bufs.push_back(device_copy(std::vector<float>(4, float(r))));
+    CHECK(ncclAllReduce(bufs.back(), bufs.back(), 4, ncclFloat32, ncclSum, comms[r], nullptr) ==
+          ncclSuccess);
+  }
+  CHECK(ncclGroupEnd() == ncclSuccess);
+  for (float* b : bufs) {
+    CHECK(host_copy(b, 4) == std::vector<float>(4, 3.f));
+    CHECK(cudaFree(b) == cudaSuccess);
+  }
+}
+
+TEST_CASE(
+    "NCCL: a rank that never joins is ncclInvalidUsage after EVO_EMU_NCCL_TIMEOUT, not a hang",
+    "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(3);
+  const ScopedEnv timeout("EVO_EMU_NCCL_TIMEOUT", "1");
+  Comms comms(3);
+  std::vector<float*> bufs;
+  for (int r = 0; r < 3; ++r) bufs.push_back(device_copy(test::random_vector(64)));
+  std::vector<ncclResult_t> codes(2, ncclSuccess);
+  std::vector<std::string> why(2);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)  // rank 2 skips the collective
+    ranks.emplace_back([&, r] {
+      (void)cudaSetDevice(r);
+      const std::size_t i = std::size_t(r);
+      codes[i] = ncclAllReduce(bufs[i], bufs[i], 64, ncclFloat32, ncclSum, comms[r], nullptr);
+      why[i] = ncclGetLastError(nullptr);
+    });
+  for (std::thread& t : ranks) t.join();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 0.9);
+  CHECK(waited < 30);
+  for (int r = 0; r < 2; ++r) {
+    INFO("rank " << r << ": " << why[std::size_t(r)]);
+    CHECK(codes[std::size_t(r)] == ncclInvalidUsage);
+    CHECK_THAT(why[std::size_t(r)], Contains("collective 0") && Contains("ncclAllReduce") &&
+                                        Contains("rank 2 never joined") &&
+                                        Contains("hangs a real GPU"));
+  }
+  // Coming late does not run it: the others have given up on their buffers.
+  CHECK(ncclAllReduce(bufs[2], bufs[2], 64, ncclFloat32, ncclSum, comms[2], nullptr) ==
+        ncclInvalidUsage);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("rank 2 joined too late"));
+  for (float* b : bufs) CHECK(cudaFree(b) == cudaSuccess);
+
+  // The usual mistake: one thread calling every rank without a group waits for the next rank.
+  float* d = device_copy(test::random_vector(8));
+  CHECK(ncclBroadcast(d, d, 8, ncclFloat32, 0, comms[0], nullptr) == ncclInvalidUsage);
+  CHECK_THAT(ncclGetLastError(nullptr),
+             Contains("ranks 1, 2 never joined") && Contains("ncclGroupStart"));
+  CHECK(cudaFree(d) == cudaSuccess);
+}
+
+TEST_CASE("NCCL: ncclCommAbort wakes the waiting ranks with ncclRemoteError", "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(2);
+  const ScopedEnv timeout("EVO_EMU_NCCL_TIMEOUT", "30");  // a hang fails the test, eventually
+  Comms comms(2);
+  float* d = device_copy(test::random_vector(16));
+  ncclResult_t code = ncclSuccess;
+  std::string why;
+  std::thread waiter([&] {
+    code = ncclAllReduce(d, d, 16, ncclFloat32, ncclSum, comms[0], nullptr);
+    why = ncclGetLastError(nullptr);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // usually waiting by now
+  CHECK(ncclCommAbort(comms[1]) == ncclSuccess);
+  comms.release(1);
+  waiter.join();
+  INFO(why);
+  CHECK(code == ncclRemoteError);
+  CHECK_THAT(why, Contains("ncclCommAbort on rank 1"));
+  // And every later call of the survivors.
+  CHECK(ncclAllReduce(d, d, 16, ncclFloat32, ncclSum, comms[0], nullptr) == ncclRemoteError);
+  CHECK(cudaFree(d) == cudaSuccess);
+}
+
+TEST_CASE("NCCL argument checks: what NCCL would hang or fault on", "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ResetErrorsAtExit reset;
+  const ScopedDeviceCount devices(2);
+  Comms comms(1);  // one rank: a collective completes in its own call
+  float* d = device_copy(test::random_vector(32));
+  std::vector<float> host(32, 1.f);
+
+  CHECK(ncclAllReduce(host.data(), d, 32, ncclFloat32, ncclSum, comms[0], nullptr) ==
+        ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("sendbuff") && Contains("is not device memory"));
+  CHECK(ncclAllReduce(d, d, 33, ncclFloat32, ncclSum, comms[0], nullptr) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("run past the end"));
+  CHECK(ncclAllReduce(d, nullptr, 32, ncclFloat32, ncclSum, comms[0], nullptr) ==
+        ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("recvbuff is null"));
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat16, ncclSum, comms[0], nullptr) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("ncclFloat16 is not supported"));
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat32, ncclRedOp_t(5), comms[0], nullptr) ==
+        ncclInvalidArgument);
+  CHECK(ncclBroadcast(d, d, 8, ncclFloat32, 1, comms[0], nullptr) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("root 1 is not a rank"));
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, nullptr, nullptr) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("comm is null"));
+
+  // Streams: a destroyed one, and one being captured into a graph.
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, comms[0], s) == ncclInvalidUsage);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("captured"));
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, comms[0], s) == ncclSuccess);
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+  CHECK(ncclAllReduce(d, d, 8, ncclFloat32, ncclSum, comms[0], s) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("not a live stream"));
+
+  // A bad call inside a group fails the group, which then runs none of it.
+  const std::vector<float> before = host_copy(d, 32);
+  REQUIRE(ncclGroupStart() == ncclSuccess);
+  CHECK(ncclAllReduce(d, d, 32, ncclFloat32, ncclSum, comms[0], nullptr) == ncclSuccess);
+  CHECK(ncclAllReduce(d, host.data(), 32, ncclFloat32, ncclSum, comms[0], nullptr) ==
+        ncclInvalidArgument);
+  CHECK(ncclGroupEnd() == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("ran none of its calls"));
+
+  // A device with a sticky CUDA error runs no collective; another device still does.
+  inject_error(cudaErrorIllegalAddress, 0);
+  CHECK_THROWS_AS(examples::reduce_sum(test::random_vector(64), 1, 64), CudaError);
+  CHECK(ncclAllReduce(d, d, 32, ncclFloat32, ncclSum, comms[0], nullptr) == ncclUnhandledCudaError);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("cudaErrorIllegalAddress"));
+  ncclComm_t on_1 = nullptr;
+  const int dev1 = 1;
+  REQUIRE(ncclCommInitAll(&on_1, 1, &dev1) == ncclSuccess);
+  CHECK(ncclAllReduce(d, d, 32, ncclFloat32, ncclMax, on_1, nullptr) == ncclSuccess);
+  CHECK(ncclCommDestroy(on_1) == ncclSuccess);
+  CHECK(ncclCommDestroy(on_1) == ncclInvalidArgument);  // twice
+  CHECK(ncclAllReduce(d, d, 32, ncclFloat32, ncclMax, on_1, nullptr) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("not a live communicator"));
+  reset_errors();
+  CHECK(host_copy(d, 32) == before);  // one rank's max and sum of itself: itself
+  CHECK(cudaFree(d) == cudaSuccess);
+  (void)cudaGetLastError();
+}
+
+TEST_CASE("NCCL communicators: init checks, queries, version, error strings", "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount devices(4);
+  std::vector<ncclComm_t> c(3, nullptr);
+  const int devlist[] = {2, 0, 3};
+  REQUIRE(ncclCommInitAll(c.data(), 3, devlist) == ncclSuccess);
+  for (int r = 0; r < 3; ++r) {
+    int count = 0, device = -1, rank = -1;
+    CHECK(ncclCommCount(c[std::size_t(r)], &count) == ncclSuccess);
+    CHECK(ncclCommCuDevice(c[std::size_t(r)], &device) == ncclSuccess);
+    CHECK(ncclCommUserRank(c[std::size_t(r)], &rank) == ncclSuccess);
+    CHECK(count == 3);
+    CHECK(device == devlist[r]);
+    CHECK(rank == r);
+  }
+  // Ranks may go in any order; the clique lives until the last.
+  for (int r : {1, 0, 2}) CHECK(ncclCommDestroy(c[std::size_t(r)]) == ncclSuccess);
+  CHECK(ncclCommDestroy(nullptr) == ncclSuccess);
+
+  CHECK(ncclCommInitAll(c.data(), 0, nullptr) == ncclInvalidArgument);
+  const int twice[] = {1, 1};
+  CHECK(ncclCommInitAll(c.data(), 2, twice) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("rank 0's too"));
+  const int missing[] = {0, 4};
+  CHECK(ncclCommInitAll(c.data(), 2, missing) == ncclInvalidArgument);
+  CHECK_THAT(ncclGetLastError(nullptr), Contains("device 4 is not one of the 4"));
+  CHECK(ncclCommInitAll(c.data(), 5, nullptr) == ncclInvalidArgument);
+
+  int version = 0;
+  CHECK(ncclGetVersion(&version) == ncclSuccess);
+  CHECK(version == EVO_EMU_NCCL_VERSION);
+  CHECK_THAT(ncclGetErrorString(ncclInvalidUsage), Contains("invalid usage"));
+  CHECK_THAT(ncclGetErrorString(ncclRemoteError), Contains("remote"));
+  CHECK_THAT(ncclGetErrorString(ncclResult_t(99)), Contains("unknown"));
+}
+
+TEST_CASE("set_device_count changes the emulated device count at run time", "[emulator][nccl]") {
+  using namespace evo::emu;
+  const ScopedDeviceCount restore(1);
+  int count = 0;
+  set_device_count(3);
+  CHECK(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(count == 3);
+  CHECK(cudaSetDevice(2) == cudaSuccess);
+  CHECK(cudaSetDevice(0) == cudaSuccess);
+  set_device_count(1);
+  CHECK(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(count == 1);
+  CHECK(cudaSetDevice(2) == cudaErrorInvalidDevice);
+  (void)cudaGetLastError();
+  CHECK_THROWS_WITH(set_device_count(65), Contains("0 to 64"));
+  CHECK_THROWS_AS(set_device_count(-1), EmuError);
 }

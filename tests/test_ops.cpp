@@ -478,13 +478,13 @@ struct LossRun {
   std::vector<float> dlogits;
 };
 LossRun run_loss(Context& ctx, int n, int classes, const std::vector<float>& logits,
-                 const std::vector<int32_t>& labels, bool with_grad) {
+                 const std::vector<int32_t>& labels, bool with_grad, int grad_n = 0) {
   Floats ld(ctx, logits), d = test::poisoned(ctx, with_grad ? logits.size() : 0);
   DeviceBuffer<int32_t> labd(ctx, labels);
   DeviceBuffer<LossResult> result(ctx, std::vector<LossResult>{LossResult{NAN, -1}});
   ops(ctx.device().kind)
       .softmax_cross_entropy(ctx, n, classes, ld.get(), labd.get(), result.get(),
-                             with_grad ? d.get() : nullptr);
+                             with_grad ? d.get() : nullptr, grad_n ? grad_n : n);
   return {result.download()[0], with_grad ? d.download() : std::vector<float>{}};
 }
 }  // namespace
@@ -506,6 +506,14 @@ OP_TEST("softmax cross-entropy: loss, correct count and gradient", "[loss][sanit
                           1e-5, 1e-5, "loss"));
     CHECK(got.result.correct == r.correct);
     CHECK(test::all_close(got.dlogits, r.dlogits, 1e-7, 1e-5, "dlogits"));
+    // The gradient of loss_sum / grad_n for another grad_n (a replica's shard of a global batch):
+    // the mean-loss gradient scaled by n / grad_n.
+    const int grad_n = 3 * n + 1;
+    std::vector<double> want_scaled(r.dlogits.size());
+    for (std::size_t i = 0; i < want_scaled.size(); ++i)
+      want_scaled[i] = r.dlogits[i] * n / grad_n;
+    CHECK(test::all_close(run_loss(ctx, n, classes, logits, labels, true, grad_n).dlogits,
+                          want_scaled, 1e-8, 1e-5, "dlogits, grad_n = 3n + 1"));
     // Without dlogits: the same result, nothing else written.
     const LossRun only = run_loss(ctx, n, classes, logits, labels, false);
     CHECK(only.result.loss_sum == got.result.loss_sum);
@@ -522,7 +530,8 @@ OP_TEST("softmax cross-entropy: loss, correct count and gradient", "[loss][sanit
     if (!device.is_gpu_like()) continue;
     LossResult want{};
     std::vector<float> d_cpu(logits.size());
-    cpu::softmax_cross_entropy(cpu, n, classes, logits.data(), labels.data(), &want, d_cpu.data());
+    cpu::softmax_cross_entropy(cpu, n, classes, logits.data(), labels.data(), &want, d_cpu.data(),
+                               n);
     CHECK(test::all_close(std::vector<float>{got.result.loss_sum},
                           std::vector<float>{want.loss_sum}, 1e-5, 1e-5, "loss vs CPU"));
     CHECK(got.result.correct == want.correct);
@@ -548,7 +557,7 @@ OP_TEST("softmax cross-entropy: loss, correct count and gradient", "[loss][sanit
   if (device.is_gpu_like()) {
     LossResult want{};
     std::vector<float> d_cpu(z.size());
-    cpu::softmax_cross_entropy(cpu, 3, 3, z.data(), labels.data(), &want, d_cpu.data());
+    cpu::softmax_cross_entropy(cpu, 3, 3, z.data(), labels.data(), &want, d_cpu.data(), 3);
     CHECK(batch.result.correct == want.correct);
     CHECK(batch.result.loss_sum == Approx(want.loss_sum).epsilon(1e-6));
     CHECK(test::all_close(batch.dlogits, d_cpu, 1e-7, 1e-5, "dlogits vs CPU"));
@@ -811,7 +820,7 @@ TEST_CASE("emu: ops give the same bits in every thread order", "[emu][schedule]"
     DeviceBuffer<LossResult> result(ctx, std::vector<LossResult>{LossResult{NAN, -1}});
     Floats dlogits = poisoned(ctx, logits.size());
     table.softmax_cross_entropy(ctx, rows, classes, ld.get(), labd.get(), result.get(),
-                                dlogits.get());
+                                dlogits.get(), rows);
     const LossResult r = result.download()[0];
     out.push_back(dlogits.download());
     out.push_back({r.loss_sum, float(r.correct)});

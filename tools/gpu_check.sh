@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared check for a machine with a GPU and no network: builds evo for its GPU from the
 # .deb files tools/gpu_bundle.sh fetched, runs the GPU tests, compute-sanitizer, the GPU benchmarks
-# and a PyTorch/cuDNN baseline, the search's children per hour against workers per GPU, and writes
+# and a PyTorch/cuDNN baseline, the search's children per hour against workers per GPU, data-parallel
+# training through NCCL (evo train --gpus all), and writes
 # markdown tables to bench/results/. Not for CI (no GPU).
 #
 #   tools/gpu_bundle.sh      # on a machine with network: third_party/debs/*.deb
@@ -186,6 +187,30 @@ PY
     STEPS=400 "$root/bench/search_throughput.sh" "$bin" | tee "$search_table"
 }
 step search_throughput search_bench
+
+# ---- 5c. data-parallel training through the real NCCL (evo train --gpus all) -------------------
+# With one GPU lent this is the NCCL path with one rank: the calls run on the real library, and
+# the images per second against --device cuda:0 say what one all-reduce per step costs. With
+# several GPUs, the same global batch split over them. Same random CIFAR-format data as 5b.
+parallel_table="$root/bench/results/gpu-$stamp-$gpu_slug-parallel.md"
+parallel_bench() {
+  local data="cifar10:$root/$build/random-cifar10" dna="$root/data/dna/four_conv.json"
+  local common=(--dna "$dna" --data "$data" --steps 300 --max-train 5000 --augment on --json)
+  local one all
+  one=$("$bin/evo" train "${common[@]}" --device cuda:0 --batch 50) || return 1
+  all=$("$bin/evo" train "${common[@]}" --gpus all --batch 50) || return 1
+  python3 - "$one" "$all" "$gpu_name" "$stamp" <<'PY' | tee "$parallel_table"
+import json, sys
+one, every, gpu, stamp = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"# evo train on {gpu} ({stamp}): one device against --gpus all (NCCL)\n")
+print("four_conv.json, 300 steps of global batch 50, random CIFAR-10-format images, crops and flips.\n")
+print("| placement | img/s | train loss | val acc |")
+print("|---|---:|---:|---:|")
+for r in (one, every):
+    print(f"| {r['device']} | {r['images_per_second']:.0f} | {r['train_loss']:.4f} | {r['val_accuracy']:.4f} |")
+PY
+}
+step data_parallel parallel_bench
 
 # ---- 6. the table ---------------------------------------------------------------------------
 make_table() {

@@ -351,13 +351,18 @@ cudaError_t set(void* dst, int value, std::size_t bytes, const char* call) {
 
 // ---- devices --------------------------------------------------------------------------------
 
+// EVO_EMU_DEVICES, read at the first use unless set_device_count came first; -1 until then. An
+// atomic rather than a function-local static, because set_device_count overwrites it.
+std::atomic<int> g_device_count{-1};
+
 int device_count() {
-  static const int n = [] {
-    const char* v = std::getenv("EVO_EMU_DEVICES");
-    const int k = v ? std::atoi(v) : 1;
-    return std::clamp(k, 0, 64);
-  }();
-  return n;
+  int n = g_device_count.load(std::memory_order_acquire);
+  if (n >= 0) return n;
+  const char* v = std::getenv("EVO_EMU_DEVICES");
+  const int from_env = std::clamp(v ? std::atoi(v) : 1, 0, kMaxDevices);
+  // Whoever comes first wins: a concurrent set_device_count is not overwritten by the default.
+  g_device_count.compare_exchange_strong(n, from_env, std::memory_order_acq_rel);
+  return g_device_count.load(std::memory_order_acquire);
 }
 
 std::mutex g_attr_mutex;
@@ -663,6 +668,13 @@ cudaError_t cudaGetDeviceCount(int* count) {
   *count = device_count();
   return device_count() > 0 ? cudaSuccess
                             : fail(cudaErrorNoDevice, "EVO_EMU_DEVICES=0 hides every device");
+}
+
+void set_device_count(int n) {
+  if (n < 0 || n > kMaxDevices)
+    throw EmuError("set_device_count(" + std::to_string(n) + "): the emulator has 0 to " +
+                   std::to_string(kMaxDevices) + " devices");
+  g_device_count.store(n, std::memory_order_release);
 }
 
 cudaError_t cudaSetDevice(int device) {

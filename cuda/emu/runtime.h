@@ -225,6 +225,10 @@ inline constexpr std::size_t kSharedMemPerBlockOptin = 227 * 1024;  // with cuda
 // One emulated device by default; EVO_EMU_DEVICES=N pretends there are N (sharing host memory), so
 // that multi-GPU code paths run in CI.
 cudaError_t cudaGetDeviceCount(int* count);
+// Pretends there are n devices from now on (0..64, else EmuError), as EVO_EMU_DEVICES does at
+// start-up; evo train --device emu --gpus 0-3 calls it. Streams, memory and sticky errors are kept;
+// a thread whose current device is no longer there keeps it until its next cudaSetDevice.
+void set_device_count(int n);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);

@@ -5,12 +5,35 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "evo/device.h"
 
 namespace evo {
 
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+
+// Devices that add up buffers together, for data-parallel training: NCCL on GPUs, the emulator's
+// NCCL (cuda/emu/nccl.h) on emu. Rank r is the r-th device the communicator was made for; its
+// calls come from the host thread that drives that device, on that device's stream, and every
+// rank must make the same calls in the same order (a rank that skips one hangs the others on a
+// GPU). Failures throw evo::Error with NCCL's code and reason.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int size() const = 0;
+  // The calls of this host thread between the two run as one (ncclGroupStart/End): one launch for
+  // many tensors.
+  virtual void group_start() = 0;
+  virtual void group_end() = 0;
+  // In `rank`'s stream order: buf[i] = the sum over ranks of buf[i] (mean: the sum / size()).
+  virtual void all_reduce(int rank, float* buf, std::size_t count, bool mean, void* stream) = 0;
+  // In `rank`'s stream order: buf = root's buf on every rank.
+  virtual void broadcast(int rank, float* buf, std::size_t count, int root, void* stream) = 0;
+  // After one rank failed: makes every rank's pending and later collectives fail instead of
+  // waiting for it (ncclCommAbort). Any thread may call it, once or more.
+  virtual void abort() noexcept = 0;
+};
 
 // Implemented three times: CPU (plain host memory), CUDA (the real runtime) and EMU (the same
 // source as CUDA, compiled against the emulator). Streams and BLAS handles are opaque here so that
@@ -35,6 +58,11 @@ class DeviceBackend {
   virtual void destroy_stream(void* stream) noexcept = 0;
   virtual void* create_blas(void* stream, int ordinal) = 0;
   virtual void destroy_blas(void* blas) noexcept = 0;
+
+  // One communicator over these device ordinals (distinct), rank r on ordinals[r]. The CPU
+  // backend has none (throws evo::Error saying what to use instead), nor a CUDA build without
+  // NCCL.
+  virtual std::unique_ptr<Communicator> create_communicator(const std::vector<int>& ordinals) = 0;
 
   // The devices this backend can see (for CUDA: what cudaGetDeviceCount reports, with the reason
   // when it reports none; never throws).

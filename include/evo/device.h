@@ -21,11 +21,11 @@ struct Device {
   bool is_cpu() const { return kind == DeviceKind::CPU; }
   // CUDA and EMU share one code path (the same kernels, compiled twice).
   bool is_gpu_like() const { return kind != DeviceKind::CPU; }
-  std::string str() const;  // "cpu", "emu", "cuda:3"
+  std::string str() const;  // "cpu", "emu" (emulated device 0), "emu:2", "cuda:3"
   friend bool operator==(const Device&, const Device&) = default;
 };
 
-// Parses "cpu", "emu", "cuda" (= cuda:0) or "cuda:N"; throws evo::Error with the accepted forms.
+// Parses "cpu", "emu" (= emu:0), "emu:N", "cuda" (= cuda:0) or "cuda:N"; throws evo::Error with the accepted forms.
 Device parse_device(const std::string& text);
 
 // What the CUDA runtime reports on this machine. With no GPU or no driver: count 0 and a reason.

@@ -91,8 +91,9 @@ class Model {
   // logits: [n, classes], valid after forward().
   const float* logits() const { return logits_; }
   // Softmax cross-entropy of the last forward pass; writes the device LossResult at loss_result()
-  // and, when `with_gradient`, the gradient of the mean loss for backward().
-  void loss(const int32_t* labels, int n, bool with_gradient);
+  // and, when `with_gradient`, the gradient for backward(): of the mean loss, or of the summed
+  // loss / grad_n when grad_n > 0 (a data-parallel replica: grad_n is the global batch).
+  void loss(const int32_t* labels, int n, bool with_gradient, int grad_n = 0);
   const LossResult* loss_result() const { return loss_result_; }
   // Gradients of every trainable weight from the last loss(.., true).
   void backward(int n);
@@ -101,6 +102,11 @@ class Model {
 
   // The gradient buffer of a trainable weight (for gradient checks).
   float* gradient(const std::string& key);
+  // Every trainable weight's gradient lies in this one buffer (in the plan's parameter order,
+  // each 256-byte aligned, the gaps zero), so that data-parallel training sums all of them with
+  // one all-reduce. Valid after bind().
+  float* gradients() const { return grad_begin_; }
+  int64_t gradient_floats() const { return grad_floats_; }
 
  private:
   struct VertexBuffers {
@@ -136,7 +142,9 @@ class Model {
   const OpTable& ops_;
   std::vector<VertexBuffers> vbuf_;
   Tensor storage_;        // every activation, gradient and scratch buffer: one allocation
-  Tensor param_storage_;  // gradients and momentum of the bound weights
+  Tensor param_storage_;  // gradients (all first, see gradients()), then momentum
+  float* grad_begin_ = nullptr;
+  int64_t grad_floats_ = 0;
   float* input_ = nullptr;
   // Three buffers of the largest activation any edge touches: reshape intermediates, and a
   // second summand for vertices with several in-edges (or sources with several out-edges).

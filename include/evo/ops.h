@@ -114,11 +114,13 @@ struct LossResult {
       const float* dy, float* dx, float* dw, float* db))                                            \
   /* Softmax cross-entropy of logits[N, classes] against int32 labels[N]. Writes *result on         \
     the device (loss summed over the batch, correct count). When dlogits is not null it             \
-    receives the gradient of the MEAN loss: (softmax - onehot) / N. A label outside [0,             \
+    receives the gradient of loss_sum / grad_n: (softmax - onehot) / grad_n. grad_n = n is the      \
+    mean loss; data-parallel training passes the global batch, so that the replicas' gradients      \
+    of their shards sum to the gradient of the global batch's mean. A label outside [0,             \
     classes) throws evo::Error on the CPU; on a GPU (no exceptions) that row's loss and             \
     gradient are NaN. */                                                                            \
   X(softmax_cross_entropy, (Context& ctx, int n, int classes, const float* logits,                  \
-      const int32_t* labels, LossResult* result, float* dlogits))                                   \
+      const int32_t* labels, LossResult* result, float* dlogits, int grad_n))                       \
   /* SGD with momentum and L2 weight decay (PyTorch's form): v = momentum * v + (g +                \
     weight_decay * w); w -= lr * v */                                                               \
   X(sgd_update, (Context& ctx, int64_t n, float lr, float momentum, float weight_decay,             \

@@ -59,6 +59,21 @@ struct ReportOptions {
   // the settings header only.
   int64_t max_params = 0;
   double max_flops = 0;
+  // What `evo retrain` measured (RUN_DIR/final/retrain.json; write_report reads it): one row per
+  // retrained individual, the ensemble's test accuracy and how they were trained. No rows: the
+  // page has no such section.
+  struct Retrained {
+    std::string id;
+    int64_t parameters = 0;
+    double test_before = std::numeric_limits<double>::quiet_NaN();
+    double test_after = std::numeric_limits<double>::quiet_NaN();
+    double val_after = std::numeric_limits<double>::quiet_NaN();
+    int steps = 0;
+    bool failed = false;
+  };
+  std::vector<Retrained> retrained;
+  double retrained_ensemble_test = std::numeric_limits<double>::quiet_NaN();
+  std::string retrained_how;  // "25600 steps of batch 50 from its weights on cuda:0,cuda:1 ..."
   // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
   double generated_at = std::numeric_limits<double>::quiet_NaN();
 };

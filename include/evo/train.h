@@ -60,6 +60,9 @@ struct TrainOptions {
   // Called after each check with (step, the loss of that step's batch, images per second since
   // the previous check).
   std::function<void(int, double, double)> on_progress;
+  // Data-parallel training only, for tests: called in every replica's thread after each step's
+  // SGD update with (rank, step, that replica's weights and context).
+  std::function<void(int, int, const Weights&, Context&)> on_replica_step;
 };
 
 struct TrainResult {
@@ -76,6 +79,24 @@ struct TrainResult {
 // failed = true and the reason; it does not throw.
 TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
                         const TrainOptions& opts, float learning_rate);
+
+// Data-parallel training of one model on several GPUs (or emulated ones: every device in
+// `devices` of one kind, CUDA or EMU, distinct ordinals), one host thread and stream per device.
+// opts.batch is the global batch: replica r takes images [r*B/R, (r+1)*B/R) of every batch that
+// train_model would draw with the same seed (the same epoch permutation and the same augmentation
+// draws), computes the gradient of its shard's summed loss / B, and one all-reduce (sum) of the
+// flat gradient buffer per step makes every replica's gradient that of the global batch's mean
+// loss; every replica then applies the same SGD step, so the weights stay identical. Weights
+// start identical by broadcast from rank 0. Batch norm uses each replica's own batch statistics
+// (as PyTorch's DistributedDataParallel does by default); the running statistics are averaged over
+// the replicas when training ends. On entry `weights` lives on devices[0] (rank 0 trains it in
+// place); on return it holds the trained weights. Without batch norm, this is train_model with
+// batch B up to the order of the floating-point sums (tests/test_train.cpp measures how close).
+// A failure in one replica (an exception, a CUDA error) aborts the others and is rethrown naming
+// the device; a NaN loss ends training with failed = true, as train_model.
+TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const Dataset& data,
+                                const std::vector<Device>& devices, uint64_t seed,
+                                const TrainOptions& opts, float learning_rate);
 
 struct EvalResult {
   int n = 0;

@@ -2,10 +2,15 @@
 // `evo search` and `evo best` both end with. Not a subcommand, and no parsing of its own.
 #include "cli.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+
+#include "cuda/emu/runtime.h"  // set_device_count: `--device emu --gpus 0-3` asks for four
+#include "evo/backend.h"
 
 namespace evo::cli {
 
@@ -24,6 +29,110 @@ CLI::Option* add_seed_option(CLI::App* app, uint64_t& seed, const std::string& h
 
 CLI::Option* add_device_option(CLI::App* app, std::string& device) {
   return app->add_option("--device", device, "cpu, emu or cuda:N")->capture_default_str();
+}
+
+void add_place_options(CLI::App* app, PlaceArgs& a) {
+  add_device_option(app, a.device);
+  app->add_option("--gpus", a.gpus,
+                  "Data-parallel training on these GPUs: 0-7, 0,2,5 or all (with --device emu: "
+                  "emulated GPUs); the global --batch is split over them");
+  app->add_option("--threads", a.threads, "CPU threads of the ops, 1-256 (default: every core)")
+      ->check(CLI::Range(1, 256));
+}
+
+std::string TrainPlace::str() const {
+  if (!data_parallel) return devices.front().str();
+  std::string s;
+  for (const Device& d : devices) s += (s.empty() ? "" : ",") + d.str();
+  return s + " (data-parallel)";
+}
+
+TrainPlace resolve_place(const PlaceArgs& a, const CLI::App& cmd) {
+  if (a.threads > 0) set_cpu_threads(a.threads);
+  TrainPlace place;
+  if (a.gpus.empty() || a.gpus == "none") {
+    place.devices.push_back(parse_device(a.device));
+    return place;
+  }
+  const bool emulated = a.device == "emu";
+  if (cmd.count("--device") && !emulated)
+    throw UsageError("--gpus " + a.gpus + " with --device " + a.device +
+                     ": --gpus picks the GPUs (add --device emu for emulated ones); leave out "
+                     "--device, or --gpus for one device");
+  GpuInventory inv;
+  if (emulated) {
+    // The emulator provides as many devices as asked for; `all` means what it has now.
+    inv = backend_for(DeviceKind::EMU).inventory();
+    if (a.gpus != "all") {
+      inv.count = 64;
+      inv.reason.clear();
+    }
+  } else {
+    inv = discover_gpus();
+  }
+  const std::vector<int> gpus = parse_gpu_list(a.gpus, inv);
+  if (gpus.empty()) {
+    place.devices.push_back(Device::cpu());
+    return place;
+  }
+  if (emulated) {
+    int count = 0;
+    (void)emu::cudaGetDeviceCount(&count);
+    const int needed = *std::max_element(gpus.begin(), gpus.end()) + 1;
+    if (needed > count) emu::set_device_count(needed);
+  }
+  for (int g : gpus) place.devices.push_back(emulated ? Device{DeviceKind::EMU, g} : Device::cuda(g));
+  place.data_parallel = true;
+  return place;
+}
+
+double scaled_learning_rate(double dna_rate, int batch, const std::string& rule) {
+  if (rule == "none") return dna_rate;
+  if (rule != "linear")
+    throw UsageError("--lr-scaling " + rule + ": expected linear (the default) or none");
+  return dna_rate * double(batch) / kPaperBatch;
+}
+
+TrainResult train_at(const TrainPlace& place, const CompiledDna& plan, Weights& weights,
+                     const Dataset& data, const DeviceDataset& dev, Context& ctx, uint64_t seed,
+                     const TrainOptions& opts, float learning_rate) {
+  if (place.data_parallel)
+    return train_data_parallel(plan, weights, data, place.devices, seed, opts, learning_rate);
+  Model model(plan, opts.batch, ctx);
+  model.bind(weights);
+  return train_model(model, dev, ctx, opts, learning_rate);
+}
+
+std::string format_duration(double seconds) {
+  const long s = std::lround(std::max(seconds, 0.0));
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+Progress::Progress(int total, std::string label)
+    : total_(total), label_(label.empty() ? label : label + " "), tty_(::isatty(2)) {}
+
+void Progress::update(int step, double loss, double img_s, int batch) {
+  const double eta = img_s > 0 ? double(total_ - step) * batch / img_s : 0;
+  if (tty_) {
+    const int width = 30, done = int(double(width) * step / total_);
+    std::string bar(std::size_t(done), '=');
+    if (done < width) bar += '>' + std::string(std::size_t(width - done - 1), ' ');
+    std::fprintf(stderr, "\r%s[%s] step %d/%d  loss %.4f  %.0f img/s  ETA %s   ", label_.c_str(),
+                 bar.c_str(), step, total_, loss, img_s, format_duration(eta).c_str());
+    if (step == total_) std::fprintf(stderr, "\n");
+  } else {
+    std::fprintf(stderr, "%sstep %d/%d loss %.4f %.0f img/s ETA %s\n", label_.c_str(), step,
+                 total_, loss, img_s, format_duration(eta).c_str());
+  }
+}
+
+void Progress::finish_line() {
+  if (tty_) std::fprintf(stderr, "\n");
 }
 
 void print_json(const nlohmann::json& j) {

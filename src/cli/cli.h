@@ -27,6 +27,7 @@
 
 #include "evo/data.h"
 #include "evo/search.h"
+#include "evo/train.h"
 
 namespace evo::cli {
 
@@ -47,6 +48,7 @@ struct Command {
 #define EVO_CLI_COMMANDS(X) \
   X(search)                 \
   X(train)                  \
+  X(retrain)                \
   X(eval)                   \
   X(show)                   \
   X(mutate)                 \
@@ -85,6 +87,58 @@ RunData run_data(const std::string& run_dir, const CLI::App& cmd, RunData given)
 // The data set as a command that trains, evaluates or exports one net loads it: the split and
 // the training cap, which also choose the standardisation's mean and std.
 Dataset load_data(const RunData& d);
+
+// ---- training (evo train, evo retrain) ------------------------------------------------------------
+
+// --device, --gpus and --threads of a command that trains.
+struct PlaceArgs {
+  std::string device = "cpu";
+  std::string gpus;  // "": one device (--device); else data-parallel over these GPUs
+  int threads = 0;   // CPU threads of the ops; 0: every core
+};
+void add_place_options(CLI::App* app, PlaceArgs& a);
+
+// Where a command trains: one device (train_model), or several GPUs of one kind, data-parallel
+// (train_data_parallel; `--gpus 0-7` on CUDA, `--device emu --gpus 0-3` on emulated GPUs, which
+// the emulator then provides however many EVO_EMU_DEVICES says).
+struct TrainPlace {
+  std::vector<Device> devices;
+  bool data_parallel = false;
+  Device first() const { return devices.front(); }
+  std::string str() const;  // "cpu", "cuda:3", "cuda:0-7 (data-parallel)", ...
+};
+// Checks the combination (UsageError: --gpus with --device cpu or cuda:N, a GPU that is not
+// there) and sets the CPU threads of this thread.
+TrainPlace resolve_place(const PlaceArgs& a, const CLI::App& cmd);
+
+// The learning rate for a global batch. "linear" (the default): the DNA's rate, which the paper
+// evolved for batch 50, times batch / 50 (the linear scaling rule of Goyal et al. 2017: k times
+// the images per step, k times the step), so `--gpus 0-7 --batch 400` trains as eight GPUs of 50
+// images each; at batch 50 it is the DNA's rate. "none": the DNA's rate at any batch.
+inline constexpr int kPaperBatch = 50;
+double scaled_learning_rate(double dna_rate, int batch, const std::string& rule);
+
+// Trains `weights` (on place.first()) in place: train_model on one device with `ctx` and `dev`
+// (that device's context and data), train_data_parallel (which makes its own) on several.
+TrainResult train_at(const TrainPlace& place, const CompiledDna& plan, Weights& weights,
+                     const Dataset& data, const DeviceDataset& dev, Context& ctx, uint64_t seed,
+                     const TrainOptions& opts, float learning_rate);
+
+// "12m05s", "1h02m".
+std::string format_duration(double seconds);
+
+// Training progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI).
+class Progress {
+ public:
+  Progress(int total, std::string label = "");
+  void update(int step, double loss, double img_s, int batch);
+  void finish_line();
+
+ private:
+  int total_;
+  std::string label_;
+  bool tty_;
+};
 
 // ---- printing ----------------------------------------------------------------------------------
 

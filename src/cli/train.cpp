@@ -1,7 +1,5 @@
 // evo train: trains one DNA on a data set, shows progress, evaluates it on val and test and
 // writes OUT/weights.evow, OUT/metrics.json and OUT/dna.json. Not the training (train.h).
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,7 +18,9 @@ namespace evo::cli {
 namespace {
 
 struct TrainArgs {
-  std::string dna, weights, data = "fashion-mnist", device = "cpu", out;
+  std::string dna, weights, data = "fashion-mnist", out;
+  PlaceArgs place;
+  std::string lr_scaling = "linear";
   int steps = 25600;
   int batch = 50;
   int max_train = 0;  // 0 = the whole training split
@@ -31,46 +31,9 @@ struct TrainArgs {
   bool no_augment = false;
 };
 
-// "12m05s", "1h02m": how long training took or has left.
-std::string format_duration(double seconds) {
-  const long s = std::lround(std::max(seconds, 0.0));
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
-}
-
-// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI).
-class Progress {
- public:
-  explicit Progress(int total) : total_(total), tty_(::isatty(2)) {}
-  void update(int step, double loss, double img_s, int batch) {
-    const double eta = img_s > 0 ? double(total_ - step) * batch / img_s : 0;
-    if (tty_) {
-      const int width = 30, done = int(double(width) * step / total_);
-      std::string bar(std::size_t(done), '=');
-      if (done < width) bar += '>' + std::string(std::size_t(width - done - 1), ' ');
-      std::fprintf(stderr, "\r[%s] step %d/%d  loss %.4f  %.0f img/s  ETA %s   ", bar.c_str(),
-                   step, total_, loss, img_s, format_duration(eta).c_str());
-      if (step == total_) std::fprintf(stderr, "\n");
-    } else {
-      std::fprintf(stderr, "step %d/%d loss %.4f %.0f img/s ETA %s\n", step, total_, loss, img_s,
-                   format_duration(eta).c_str());
-    }
-  }
-  void finish_line() {
-    if (tty_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  int total_;
-  bool tty_;
-};
-
-int run_train(const TrainArgs& cmd, bool json) {
-  const Device device = parse_device(cmd.device);
+int run_train(const TrainArgs& cmd, bool json, const CLI::App& app) {
+  const TrainPlace place = resolve_place(cmd.place, app);
+  const Device device = place.first();
   // The output folder is made (and found usable) before training, not after an hour of it.
   if (!cmd.out.empty()) {
     std::error_code ec;
@@ -86,15 +49,14 @@ int run_train(const TrainArgs& cmd, bool json) {
     std::fprintf(stderr, "evo train: %s on %s (%d train / %d val / %d test images) on %s: %lld "
                  "parameters, %.1f MFLOPs per image\n",
                  cmd.dna.c_str(), data.name.c_str(), data.train.n, data.val.n, data.test.n,
-                 device.str().c_str(), static_cast<long long>(plan.param_count),
+                 place.str().c_str(), static_cast<long long>(plan.param_count),
                  plan.forward_flops / 1e6);
 
   Context ctx(device, cmd.seed);
   const DeviceDataset dev = DeviceDataset::upload(data, device);
   Weights weights = cmd.weights.empty() ? init_weights(plan, ctx)
                                         : load_weights(cmd.weights, plan, device);
-  Model model(plan, cmd.batch, ctx);
-  model.bind(weights);
+  const double learning_rate = scaled_learning_rate(dna.learning_rate, cmd.batch, cmd.lr_scaling);
 
   TrainOptions topts;
   topts.steps = cmd.steps;
@@ -106,7 +68,8 @@ int run_train(const TrainArgs& cmd, bool json) {
     topts.on_progress = [&](int step, double loss, double img_s) {
       progress.update(step, loss, img_s, cmd.batch);
     };
-  const TrainResult tr = train_model(model, dev, ctx, topts, float(dna.learning_rate));
+  const TrainResult tr =
+      train_at(place, plan, weights, data, dev, ctx, cmd.seed, topts, float(learning_rate));
   if (tr.failed) progress.finish_line();
 
   Model eval_model(plan, kEvalBatch, ctx);
@@ -117,10 +80,11 @@ int run_train(const TrainArgs& cmd, bool json) {
   nlohmann::json metrics = {
       {"dna", cmd.dna},
       {"data", data.name},
-      {"device", device.str()},
+      {"device", place.str()},
       {"steps", tr.steps_done},
       {"batch", cmd.batch},
-      {"learning_rate", dna.learning_rate},
+      {"learning_rate", learning_rate},
+      {"dna_learning_rate", dna.learning_rate},
       {"train_loss", tr.final_loss},
       {"failed", tr.failed},
       {"failure", tr.failure},
@@ -171,14 +135,18 @@ Command add_train_command(CLI::App& app, const Globals& globals) {
   train->add_option("--val-fraction", a->val_fraction, "Share of the training files held out, 0-0.9")
       ->check(CLI::Range(0.0, 0.9))
       ->capture_default_str();
-  add_device_option(train, a->device);
+  add_place_options(train, a->place);
+  train->add_option("--lr-scaling", a->lr_scaling,
+                    "linear: the DNA's learning rate times --batch / 50 (the paper evolved it for "
+                    "batch 50); none: the DNA's rate at any batch")
+      ->check(CLI::IsMember({"linear", "none"}))->capture_default_str();
   train->add_option("--out", a->out, "Folder for weights.evow, metrics.json and dna.json");
   train->add_option("--augment", a->augment, "Random pad-4 crops and flips: on (the paper's, "
                                              "default) or off")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   train->add_flag("--no-augment", a->no_augment, "The same as --augment off");
   add_seed_option(train, a->seed, "Random seed (weights, batches, augmentation, split)");
-  return {train, [a, &globals] { return run_train(*a, globals.json); }};
+  return {train, [a, train, &globals] { return run_train(*a, globals.json, *train); }};
 }
 
 }  // namespace evo::cli

@@ -1,4 +1,4 @@
-// CPU softmax cross-entropy against integer labels: summed loss, correct count, mean-loss gradient.
+// CPU softmax cross-entropy against integer labels: summed loss, correct count, gradient.
 // Not a general softmax: rows are the batch, the loss is always reduced over it.
 #include <cmath>
 #include <string>
@@ -8,9 +8,12 @@
 
 namespace evo::cpu {
 
-// logits: [N, classes], labels: [N] -> *result, dlogits: [N, classes] (when not null)
+// logits: [N, classes], labels: [N] -> *result, dlogits: [N, classes] (when not null), the
+// gradient of loss_sum / grad_n
 void softmax_cross_entropy(Context&, int n, int classes, const float* logits, const int32_t* labels,
-                           LossResult* result, float* dlogits) {
+                           LossResult* result, float* dlogits, int grad_n) {
+  if (dlogits && grad_n < 1)
+    throw Error("softmax_cross_entropy: grad_n = " + std::to_string(grad_n) + ", needs >= 1");
   double loss_sum = 0.0;
   int32_t correct = 0;
   for (int r = 0; r < n; ++r) {
@@ -34,7 +37,7 @@ void softmax_cross_entropy(Context&, int n, int classes, const float* logits, co
       float* d = dlogits + int64_t(r) * classes;
       for (int k = 0; k < classes; ++k) {
         const double p = std::exp(double(z[k]) - zmax - log_sum);
-        d[k] = float((p - (k == label ? 1.0 : 0.0)) / n);
+        d[k] = float((p - (k == label ? 1.0 : 0.0)) / grad_n);
       }
     }
   }

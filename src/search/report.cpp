@@ -1102,6 +1102,24 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
     o << "<p class=\"sub\">No individual has a fitness yet.</p>\n";
   }
 
+  if (!opts.retrained.empty()) {
+    o << "<h2>Retrained (evo retrain)</h2>\n<p class=\"sub\">" << esc(opts.retrained_how)
+      << "</p>\n<div class=\"table-wrap\"><table id=\"retrained\">\n<thead><tr><th>#</th>"
+         "<th class=\"l\">id</th><th>params</th><th>steps</th><th title=\"its weights from the "
+         "search\">test before</th><th>test after</th><th>val after</th></tr></thead>\n"
+         "<tbody>\n";
+    int rank = 0;
+    for (const ReportOptions::Retrained& r : opts.retrained)
+      o << "<tr><td>" << ++rank << "</td><td class=\"l mono\">" << esc(r.id) << "</td><td>"
+        << si(double(r.parameters)) << "</td><td>" << r.steps << "</td><td>"
+        << percent(r.test_before) << "</td><td>"
+        << (r.failed ? std::string("<small>failed</small> ") : std::string())
+        << percent(r.test_after) << "</td><td>" << percent(r.val_after) << "</td></tr>\n";
+    o << "<tr class=\"best\"><td></td><td class=\"l\">ensemble (averaged softmax of "
+      << opts.retrained.size() << ")</td><td></td><td></td><td></td><td>"
+      << percent(opts.retrained_ensemble_test) << "</td><td></td></tr>\n</tbody></table></div>\n";
+  }
+
   o << "<h2>Top " << std::min<std::size_t>(std::size_t(std::max(opts.top, 0)), run.all.size())
     << " individuals by validation accuracy</h2>\n"
     << top_table(run, opts.top) << "</main>\n</body>\n</html>\n";
@@ -1224,6 +1242,42 @@ FinalResults read_final(const std::string& run_dir) {
   return f;
 }
 
+// What `evo retrain` left in RUN_DIR/final/retrain.json, when it did (a damaged file is ignored,
+// as final.json is: the page then has no such section).
+void read_retrained(const std::string& run_dir, ReportOptions& opts) {
+  try {
+    const fs::path path = fs::path(run_dir) / "final" / "retrain.json";
+    if (!fs::exists(path)) return;
+    const nlohmann::json j = parse_json_limited(
+        read_file_limited(path.string(), 1 << 20, "retrain summary"), path.string());
+    if (!j.is_object() || !j.contains("individuals") || !j["individuals"].is_array()) return;
+    auto num = [](const nlohmann::json& o, const char* key) {
+      return o.contains(key) && o[key].is_number() ? o[key].get<double>() : kNaN;
+    };
+    for (const nlohmann::json& r : j["individuals"]) {
+      if (!r.is_object()) continue;
+      ReportOptions::Retrained row;
+      if (r.contains("id") && r["id"].is_string()) row.id = r["id"].get<std::string>();
+      row.parameters = int64_t(std::max(0.0, num(r, "parameters")));
+      row.test_before = num(r, "test_before");
+      row.test_after = num(r, "test_after");
+      row.val_after = num(r, "val_after");
+      row.steps = int(std::max(0.0, num(r, "steps")));
+      row.failed = r.contains("failed") && r["failed"].is_boolean() && r["failed"].get<bool>();
+      opts.retrained.push_back(row);
+    }
+    opts.retrained_ensemble_test = num(j, "ensemble_test");
+    auto text = [&](const char* key) {
+      return j.contains(key) ? setting_text(j[key]) : std::string("?");
+    };
+    opts.retrained_how = text("steps") + " steps of batch " + text("batch") + " each, from " +
+                         (text("from") == "scratch" ? "fresh weights" : "the search's weights") +
+                         ", augmentation " + text("augment") + ", on " + text("device") +
+                         " (RUN_DIR/final/)";
+  } catch (const std::exception&) {
+  }
+}
+
 }  // namespace
 
 ReportWritten write_report(const std::string& run_dir, const std::string& out_path) {
@@ -1262,6 +1316,7 @@ ReportWritten write_report(const std::string& run_dir, const std::string& out_pa
   opts.final_best_test = fin.best_test;
   opts.final_ensemble_test = fin.ensemble_test;
   opts.final_ensemble_size = fin.ensemble_size;
+  read_retrained(run_dir, opts);
   if (!missing.empty())
     opts.best_dna_note = opts.best_dna ? "The best DNA could not be read (" + missing +
                                              "); drawn instead: " + opts.best_dna_id + "'s."

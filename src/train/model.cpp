@@ -129,14 +129,18 @@ void Model::bind(Weights& weights) {
     params_.push_back(q);
   }
   param_storage_ = Tensor::zeros({std::max<int64_t>(trainable, 1)}, ctx_.device());
-  float* base = param_storage_.data<float>();
+  // Gradients first, then the momentum buffers in the same order: the gradients are one range.
+  float* grad = param_storage_.data<float>();
+  float* velocity = grad + trainable / 2;
+  grad_begin_ = grad;
+  grad_floats_ = trainable / 2;
   for (Param& q : params_) {
     const ParamInfo* info = plan_.find_param(q.key);
     if (!info->trainable()) continue;
-    q.grad = base;
-    base += aligned_floats(q.elements);
-    q.velocity = base;
-    base += aligned_floats(q.elements);
+    q.grad = grad;
+    q.velocity = velocity;
+    grad += aligned_floats(q.elements);
+    velocity += aligned_floats(q.elements);
   }
 }
 
@@ -237,9 +241,9 @@ void Model::forward(int n, bool train) {
                   param("fc.bias"), logits_);
 }
 
-void Model::loss(const int32_t* labels, int n, bool with_gradient) {
+void Model::loss(const int32_t* labels, int n, bool with_gradient, int grad_n) {
   ops_.softmax_cross_entropy(ctx_, n, plan_.classes, logits_, labels, loss_result_,
-                             with_gradient ? d_logits_ : nullptr);
+                             with_gradient ? d_logits_ : nullptr, grad_n > 0 ? grad_n : n);
 }
 
 void Model::edge_backward(const EdgePlan& e, int n, float* out) {

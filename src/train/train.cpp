@@ -2,6 +2,8 @@
 // Not the search's bookkeeping: no population, no files except what the caller saves.
 #include "evo/train.h"
 
+#include "epoch.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -79,14 +81,7 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
   const auto start = std::chrono::steady_clock::now();
 
   // A fresh permutation of the training set each epoch, on the device; batches are slices of it.
-  const int per_epoch = data.train.n / batch;
-  std::vector<int32_t> perm(std::size_t(data.train.n));
-  std::iota(perm.begin(), perm.end(), 0);
-  const Philox4 seed_bits = ctx.rng().take(1).block(0);
-  std::mt19937_64 shuffler((uint64_t(seed_bits.v[0]) << 32) | seed_bits.v[1]);
-  std::vector<int32_t> perm_labels(perm.size());
-  Tensor perm_dev = Tensor::empty({int64_t(perm.size())}, ctx.device(), DType::I32);
-  Tensor perm_labels_dev = Tensor::empty({int64_t(perm.size())}, ctx.device(), DType::I32);
+  detail::EpochOrder order(data, batch, ctx);
 
   auto last_check = start;
   int last_check_step = 0;
@@ -95,24 +90,14 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
       result.interrupted = true;
       break;
     }
-    const int slot = step % per_epoch;
-    if (slot == 0) {
-      std::shuffle(perm.begin(), perm.end(), shuffler);
-      for (std::size_t i = 0; i < perm.size(); ++i)
-        perm_labels[i] = data.host_train_labels[std::size_t(perm[i])];
-      ctx.synchronize();  // the previous epoch's batches may still read the old permutation
-      ctx.backend().copy(perm_dev.raw(), perm.data(), perm.size() * 4, CopyKind::HostToDevice,
-                         ctx.stream());
-      ctx.backend().copy(perm_labels_dev.raw(), perm_labels.data(), perm.size() * 4,
-                         CopyKind::HostToDevice, ctx.stream());
-    }
-    const int32_t* indices = perm_dev.data<int32_t>() + int64_t(slot) * batch;
+    order.prepare(step, ctx);
     const PhiloxState aug_rng = ctx.rng().take(uint64_t(batch));
-    op.augment_batch(ctx, data.train.images.data<uint8_t>(), indices, batch, data.h, data.w,
+    op.augment_batch(ctx, data.train.images.data<uint8_t>(), order.indices(step), batch, data.h,
+                     data.w,
                      data.c, opts.pad, opts.flip, data.mean.data<float>(),
                      data.inv_std.data<float>(), aug_rng, model.input());
     model.forward(batch, true);
-    model.loss(perm_labels_dev.data<int32_t>() + int64_t(slot) * batch, batch, true);
+    model.loss(order.labels(step), batch, true);
     model.backward(batch);
     model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
     result.steps_done = step + 1;

@@ -1,0 +1,231 @@
+// evo retrain: the last step of a search. Takes a run's top K individuals by validation accuracy,
+// trains each further (from its inherited weights or from scratch) on one device or on several
+// GPUs data-parallel, and saves each as DNA + weights + metrics under RUN_DIR/final/, with their
+// test accuracies before and after and the averaged-softmax ensemble's in
+// RUN_DIR/final/retrain.json (which `evo report` shows). Not the training (train.h) nor the
+// search: the population is only read.
+//
+// The paper (Real et al. 2017, section 5) reports its best model and the ensemble of its top two
+// (94.6% and 95.6% on CIFAR-10): hence K = 2 by default.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "evo/data.h"
+#include "evo/dna.h"
+#include "evo/io.h"
+#include "evo/population.h"
+#include "evo/train.h"
+
+namespace evo::cli {
+
+namespace {
+
+struct RetrainArgs {
+  std::string run_dir, data = "fashion-mnist", from = "weights", augment = "on";
+  std::string lr_scaling = "linear";
+  PlaceArgs place;
+  int top = 2;
+  int steps = 25600;
+  int batch = 50;
+  uint64_t seed = 0;
+};
+
+// One retrained individual, as retrain.json and the summary print it.
+struct Retrained {
+  std::string id, folder;
+  int64_t parameters = 0;
+  double search_val = NAN;                // fitness recorded by the search
+  double val_before = NAN, test_before = NAN;  // its search weights, measured now
+  double val_after = NAN, test_after = NAN;
+  double train_loss = NAN, seconds = 0, flops = 0;
+  int steps = 0;
+  bool failed = false;
+  std::string failure;
+};
+
+nlohmann::json to_json(const Retrained& r) {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  return {{"id", r.id},
+          {"folder", r.folder},
+          {"parameters", r.parameters},
+          {"search_val_accuracy", num(r.search_val)},
+          {"val_before", num(r.val_before)},
+          {"test_before", num(r.test_before)},
+          {"val_after", num(r.val_after)},
+          {"test_after", num(r.test_after)},
+          {"train_loss", num(r.train_loss)},
+          {"steps", r.steps},
+          {"seconds", r.seconds},
+          {"train_flops", r.flops},
+          {"failed", r.failed},
+          {"failure", r.failure}};
+}
+
+int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
+  const TrainPlace place = resolve_place(a.place, cmd);
+  const Device device = place.first();
+  Population pop(a.run_dir);  // throws a UsageError when it is not a run folder
+  const RunData run = run_data(a.run_dir, cmd, {a.data, a.seed, 0.1});
+
+  // The top K as `evo best` ranks them: alive, not failed, by validation accuracy.
+  std::vector<std::string> damaged;
+  std::vector<IndividualRecord> alive;
+  for (IndividualRecord& r : pop.all_individuals(&damaged))
+    if (r.alive() && !r.failed && std::isfinite(r.fitness)) alive.push_back(std::move(r));
+  print_damaged("evo retrain", damaged);
+  std::stable_sort(alive.begin(), alive.end(),
+                   [](const auto& x, const auto& y) { return x.fitness > y.fitness; });
+  if (alive.empty())
+    throw Error("run " + a.run_dir + " has no trained individual to retrain (every alive one "
+                "failed, or the search has not finished a child yet)");
+  const int k = std::min<int>(a.top, int(alive.size()));
+  if (!json && k < a.top)
+    std::fprintf(stderr, "evo retrain: the run has %d trained individuals, fewer than --top %d\n",
+                 k, a.top);
+
+  const Dataset data = load_data(run);
+  Context ctx(device, run.seed);
+  const DeviceDataset dev = DeviceDataset::upload(data, device);
+  const std::string final_dir = (std::filesystem::path(a.run_dir) / "final").string();
+  std::filesystem::create_directories(final_dir);
+
+  TrainOptions topts;
+  topts.steps = a.steps;
+  topts.batch = a.batch;
+  topts.set_augment(a.augment == "on");
+  topts.check_every = std::max(1, std::min(100, a.steps / 20));
+
+  std::vector<Retrained> done;
+  std::vector<double> avg;  // the ensemble's summed test probabilities
+  for (int i = 0; i < k; ++i) {
+    const IndividualRecord& rec = alive[std::size_t(i)];
+    Retrained r;
+    r.id = rec.id;
+    r.search_val = rec.fitness;
+    r.folder = std::to_string(i + 1) + "-" + rec.id;
+    const Dna dna = load_dna(pop.dna_path(rec.id));
+    const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
+    r.parameters = plan.param_count;
+    Model eval_model(plan, kEvalBatch, ctx);
+    // Its search weights, measured now on the same images as after (the "before" column).
+    Weights weights = load_weights(pop.weights_path(rec.id), plan, device);
+    eval_model.bind(weights);
+    r.val_before = evaluate_model(eval_model, dev, "val", ctx).accuracy();
+    r.test_before = evaluate_model(eval_model, dev, "test", ctx).accuracy();
+    if (a.from == "scratch") weights = init_weights(plan, ctx);
+
+    const double lr = scaled_learning_rate(dna.learning_rate, a.batch, a.lr_scaling);
+    if (!json)
+      std::fprintf(stderr, "evo retrain: #%d %s (%lld parameters, validation %.2f%% in the "
+                   "search) from %s, %d steps on %s\n",
+                   i + 1, rec.id.c_str(), static_cast<long long>(plan.param_count),
+                   100 * rec.fitness, a.from == "scratch" ? "scratch" : "its weights", a.steps,
+                   place.str().c_str());
+    Progress progress(a.steps, "#" + std::to_string(i + 1));
+    if (!json)
+      topts.on_progress = [&](int step, double loss, double img_s) {
+        progress.update(step, loss, img_s, a.batch);
+      };
+    const TrainResult tr = train_at(place, plan, weights, data, dev, ctx,
+                                    run.seed + uint64_t(i) + 1, topts, float(lr));
+    if (tr.failed && !json) progress.finish_line();
+    r.steps = tr.steps_done;
+    r.train_loss = tr.final_loss;
+    r.seconds = tr.seconds;
+    r.flops = tr.flops;
+    r.failed = tr.failed;
+    r.failure = tr.failure;
+
+    eval_model.bind(weights);
+    r.val_after = evaluate_model(eval_model, dev, "val", ctx).accuracy();
+    const EvalResult test = evaluate_model(eval_model, dev, "test", ctx, true);
+    r.test_after = test.accuracy();
+    if (avg.empty()) avg.assign(test.probabilities.size(), 0.0);
+    for (std::size_t j = 0; j < avg.size(); ++j) avg[j] += test.probabilities[j];
+
+    const std::string dir = final_dir + "/" + r.folder;
+    std::filesystem::create_directories(dir);
+    save_weights(weights, dir + "/weights.evow");
+    write_file_atomic(dir + "/dna.json", evo::to_json(dna), "DNA file");
+    nlohmann::json metrics = to_json(r);
+    metrics["learning_rate"] = lr;
+    metrics["batch"] = a.batch;
+    metrics["from"] = a.from;
+    metrics["device"] = place.str();
+    write_file_atomic(dir + "/metrics.json", metrics.dump(2) + "\n", "metrics");
+    if (!json)
+      std::printf("#%d %s: test %.2f%% -> %.2f%% (validation %.2f%% -> %.2f%%) in %s%s\n", i + 1,
+                  rec.id.c_str(), 100 * r.test_before, 100 * r.test_after, 100 * r.val_before,
+                  100 * r.val_after, format_duration(r.seconds).c_str(),
+                  r.failed ? (", training stopped: " + r.failure).c_str() : "");
+    done.push_back(std::move(r));
+  }
+
+  int correct = 0;
+  for (int i = 0; i < data.test.n && !avg.empty(); ++i) {
+    const double* p = avg.data() + std::size_t(i) * data.classes;
+    correct += int(std::max_element(p, p + data.classes) - p) == data.test.labels[std::size_t(i)];
+  }
+  const double ensemble = data.test.n && !avg.empty() ? double(correct) / data.test.n : NAN;
+  nlohmann::json summary = {{"run", a.run_dir},
+                            {"data", data.name},
+                            {"top", k},
+                            {"from", a.from},
+                            {"steps", a.steps},
+                            {"batch", a.batch},
+                            {"augment", a.augment},
+                            {"lr_scaling", a.lr_scaling},
+                            {"device", place.str()},
+                            {"ensemble_size", k},
+                            {"ensemble_test", std::isfinite(ensemble) ? nlohmann::json(ensemble)
+                                                                      : nlohmann::json()},
+                            {"individuals", nlohmann::json::array()}};
+  for (const Retrained& r : done) summary["individuals"].push_back(to_json(r));
+  write_file_atomic(final_dir + "/retrain.json", summary.dump(2) + "\n", "retrain summary");
+  if (json) {
+    print_json(summary);
+  } else {
+    std::printf("ensemble of %d (averaged softmax): test %.2f%%\n", k, 100 * ensemble);
+    std::printf("wrote %s/ (retrain.json, one folder per individual); evo report %s shows them\n",
+                final_dir.c_str(), a.run_dir.c_str());
+  }
+  for (const Retrained& r : done)
+    if (r.failed) return 1;
+  return 0;
+}
+
+}  // namespace
+
+Command add_retrain_command(CLI::App& app, const Globals& globals) {
+  const auto a = std::make_shared<RetrainArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "retrain", "Train a run's top K individuals further and ensemble them (RUN_DIR/final/)");
+  cmd->add_option("run_dir", a->run_dir, "Run folder")->required();
+  cmd->add_option("--top", a->top, "How many of the best to retrain, 1-100 (the paper's "
+                                   "ensemble: 2)")
+      ->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_option("--from", a->from, "weights: continue from the weights the search trained; "
+                                     "scratch: fresh weights")
+      ->check(CLI::IsMember({"weights", "scratch"}))->capture_default_str();
+  cmd->add_option("--steps", a->steps, "SGD steps per individual (the paper: 25,600)")
+      ->check(CLI::Range(1, 100000000))->capture_default_str();
+  cmd->add_option("--batch", a->batch, "Images per step (global over --gpus), 1-100,000")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd->add_option("--augment", a->augment, "Random pad-4 crops and flips (the paper's): on or off")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  cmd->add_option("--lr-scaling", a->lr_scaling, "linear (the DNA's rate times --batch / 50) or "
+                                                 "none")
+      ->check(CLI::IsMember({"linear", "none"}))->capture_default_str();
+  cmd->add_option("--data", a->data, "The run's data set (default: the one in run.json)");
+  add_seed_option(cmd, a->seed, "The run's seed (default: the one in run.json)");
+  add_place_options(cmd, a->place);
+  return {cmd, [a, cmd, &globals] { return run_retrain(*a, globals.json, *cmd); }};
+}
+
+}  // namespace evo::cli
