@@ -537,7 +537,7 @@ void bench_augment(benchmark::State& state, int n, int pad, bool flip) {
   timed_loop(state, 5.0 * double(out.n), "GB/s", [&] {
     ops(options().device.kind)
         .augment_batch(ctx, data_d.p, idx.p, n, h, w, c, pad, flip, mean.p, inv_std.p, rng.take(n),
-                       out.p);
+                       nullptr, out.p);
   });
 }
 
@@ -660,7 +660,7 @@ void register_all() {
   for (const ConvShape& s : shapes) {
     std::vector<ConvImpl> impls = {ConvImpl{}};
     if (s.versions)
-      for (int v = 1; v <= kConvVersionCount; ++v) impls.push_back(version_impl(v));
+      for (int v = 1; v <= kConvTensorCoreVersion; ++v) impls.push_back(version_impl(v));
     register_conv(s.g, impls);
   }
   if (on_cpu()) {
@@ -748,7 +748,7 @@ int usage_error(const std::string& message) {
   std::fprintf(stderr,
                "bench_ops: %s\nusage: bench_ops [--device cpu|emu|cuda:N] [--full] "
                "[--conv-version 1..%d] [--benchmark_* flags]\n",
-               message.c_str(), kConvVersionCount);
+               message.c_str(), kConvTensorCoreVersion);
   return 2;
 }
 
@@ -775,9 +775,10 @@ int main(int argc, char** argv) {
         o.device = parse_device(device);
       } else if (const char* version = option_value(argc, argv, i, "--conv-version")) {
         o.conv_version = std::atoi(version);
-        if (o.conv_version < 1 || o.conv_version > kConvVersionCount)
+        if (o.conv_version < 1 || o.conv_version > kConvTensorCoreVersion)
           return usage_error(std::string("--conv-version ") + version + ": the versions are 1.." +
-                             std::to_string(kConvVersionCount) + " (cuda/conv/N_*.cu)");
+                             std::to_string(kConvTensorCoreVersion) + " (cuda/conv/N_*.cu; 4 is "
+                             "TF32)");
       } else if (std::string(argv[i]) == "--full") {
         o.full = true;
       } else {

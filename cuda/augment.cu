@@ -23,9 +23,10 @@ __global__ void augment_kernel(const uint8_t* __restrict__ images,
                                const int32_t* __restrict__ indices, int h, int w, FastDiv c,
                                FastDiv w_div, int pad, bool flip, const float* __restrict__ mean,
                                const float* __restrict__ inv_std, PhiloxState rng,
-                               float* __restrict__ out) {
+                               const uint64_t* __restrict__ rng_offset, float* __restrict__ out) {
   const int image_size = h * w * int(c.d);
   const int i = blockIdx.y;
+  if (rng_offset) rng.offset += *rng_offset;
   const AugmentDraw draw = augment_draw(rng, i, pad, flip);
   const uint8_t* src = images + int64_t(indices[i]) * image_size;
   float* dst = out + int64_t(i) * image_size;
@@ -45,7 +46,7 @@ __global__ void augment_kernel(const uint8_t* __restrict__ images,
 
 void augment_batch(Context& ctx, const uint8_t* images, const int32_t* indices, int n, int h, int w,
                    int c, int pad, bool flip, const float* mean, const float* inv_std,
-                   PhiloxState rng, float* out) {
+                   PhiloxState rng, const uint64_t* rng_offset, float* out) {
   if (pad < 0) throw Error("augment_batch: pad " + std::to_string(pad) + " must be >= 0");
   if (n == 0) return;
   const int64_t image_size = int64_t(h) * w * c;
@@ -55,7 +56,43 @@ void augment_batch(Context& ctx, const uint8_t* images, const int32_t* indices, 
     throw Error("augment_batch: " + std::to_string(n) + " images; at most 65535 per call");
   const dim3 grid(blocks_for(image_size), n);
   EVO_LAUNCH(augment_kernel, grid, kThreads, 0, stream_of(ctx), images, indices, h, w,
-             make_fastdiv(c), make_fastdiv(w), pad, flip, mean, inv_std, rng, out);
+             make_fastdiv(c), make_fastdiv(w), pad, flip, mean, inv_std, rng, rng_offset, out);
+}
+
+namespace {
+
+// One block: every thread reads the step before thread 0 advances it (the barrier between), so
+// the kernel is a pure function of the step it found. Batches are at most a few thousand
+// indices: one block is plenty, and a launch is what this costs anyway.
+__global__ void next_batch_kernel(int64_t* step, int per_epoch, int batch, int first, int n,
+                                  const int32_t* __restrict__ order,
+                                  const int32_t* __restrict__ order_labels,
+                                  int32_t* __restrict__ indices, int32_t* __restrict__ labels,
+                                  uint64_t* rng_offset) {
+  const int64_t s = *step;
+  const int64_t at = (s % per_epoch) * batch + first;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    indices[i] = order[at + i];
+    labels[i] = order_labels[at + i];
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    *rng_offset = uint64_t(s) * uint64_t(batch) + uint64_t(first);
+    *step = s + 1;
+  }
+}
+
+}  // namespace
+
+void next_batch(Context& ctx, int64_t* step, int per_epoch, int batch, int first, int n,
+                const int32_t* order, const int32_t* order_labels, int32_t* indices,
+                int32_t* labels, uint64_t* rng_offset) {
+  if (per_epoch < 1 || batch < 1 || first < 0 || n < 0)
+    throw Error("next_batch: per_epoch " + std::to_string(per_epoch) + ", batch " +
+                std::to_string(batch) + ", first " + std::to_string(first) + ", n " +
+                std::to_string(n) + ": each must be positive (first, n >= 0)");
+  EVO_LAUNCH(next_batch_kernel, 1, 256, 0, stream_of(ctx), step, per_epoch, batch, first, n, order,
+             order_labels, indices, labels, rng_offset);
 }
 
 }  // namespace evo::EVO_GPU_NS

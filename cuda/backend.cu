@@ -83,6 +83,27 @@ class GpuBackend final : public DeviceBackend {
     if (blas) cublasDestroy(static_cast<cublasHandle_t>(blas));
   }
 
+  void begin_capture(void* stream) override {
+    EVO_CUDA_CHECK(cudaStreamBeginCapture(as_stream(stream), cudaStreamCaptureModeThreadLocal));
+  }
+  void* end_capture(void* stream) override {
+    cudaGraph_t graph = nullptr;
+    EVO_CUDA_CHECK(cudaStreamEndCapture(as_stream(stream), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);  // the executable graph keeps what it needs
+    if (err != cudaSuccess)
+      throw CudaError("cudaGraphInstantiate", cudaGetErrorString(err), __FILE__, __LINE__,
+                      static_cast<int>(err));
+    return exec;
+  }
+  void launch_graph(void* graph, void* stream) override {
+    EVO_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), as_stream(stream)));
+  }
+  void destroy_graph(void* graph) noexcept override {
+    if (graph) EVO_CUDA_CHECK_PRINT(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)));
+  }
+
   std::unique_ptr<Communicator> create_communicator(const std::vector<int>& ordinals) override {
     return make_communicator(ordinals);
   }

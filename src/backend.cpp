@@ -40,6 +40,12 @@ class CpuBackend final : public DeviceBackend {
   void destroy_stream(void*) noexcept override {}
   void* create_blas(void*, int) override { return nullptr; }
   void destroy_blas(void*) noexcept override {}
+  void begin_capture(void*) override {
+    throw Error("CUDA graphs are for GPU-like devices; the CPU backend runs ops as they come");
+  }
+  void* end_capture(void*) override { throw Error("end_capture: the CPU backend captures nothing"); }
+  void launch_graph(void*, void*) override { throw Error("launch_graph: the CPU has no graphs"); }
+  void destroy_graph(void*) noexcept override {}
   std::unique_ptr<Communicator> create_communicator(const std::vector<int>&) override {
     // One process's threads already share the CPU's memory and cores: `--threads N` is the CPU's
     // data parallelism (each op splits its batch over the cores), with no gradients to sum.

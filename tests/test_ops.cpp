@@ -645,7 +645,7 @@ std::vector<float> augment_on(Context& ctx, const std::vector<uint8_t>& images,
   Floats out = test::poisoned(ctx, int64_t(n) * h * w * c);
   ops(ctx.device().kind)
       .augment_batch(ctx, imd.get(), ind.get(), n, h, w, c, pad, flip, md.get(), sd.get(), rng,
-                     out.get());
+                     nullptr, out.get());
   return out.download();
 }
 
@@ -670,7 +670,7 @@ void check_augment_against_reference(Context& ctx, int count, int h, int w, int 
     if (!ctx.device().is_gpu_like()) continue;
     std::vector<float> out_cpu(out.size());
     cpu::augment_batch(cpu, images.data(), indices.data(), n, h, w, c, pad, flip, mean.data(),
-                       inv_std.data(), rng, out_cpu.data());
+                       inv_std.data(), rng, nullptr, out_cpu.data());
     CHECK(same_bits(out, out_cpu));
   }
 }
@@ -745,6 +745,66 @@ OP_TEST("augmentation: pad, random crop, random flip, standardisation", "[augmen
   CHECK(offsets.size() == std::size_t((2 * pad + 1) * (2 * pad + 1)));
   CHECK_THROWS_AS(augment_on(ctx, images, {indices[0]}, h, w, c, -1, false, mean, inv_std, rng),
                   Error);
+}
+
+OP_TEST("next_batch: the step's slice of the epoch order, and augment_batch's device offset",
+        "[augment]") {
+  Context ctx(device, 5);
+  const int n_order = 60;
+  std::vector<int32_t> order(n_order), order_labels(n_order);
+  for (int i = 0; i < n_order; ++i) {
+    order[i] = random_int(0, 999);
+    order_labels[i] = random_int(0, 9);
+  }
+  DeviceBuffer<int32_t> od(ctx, order), ld(ctx, order_labels);
+  // (per_epoch, batch, first, n, step): a whole batch, a replica's shard, the last slot of an
+  // epoch and the wrap to the next one.
+  const int cases[][5] = {{6, 10, 0, 10, 0}, {6, 10, 3, 4, 2}, {6, 10, 7, 3, 5}, {6, 10, 0, 10, 6},
+                          {5, 12, 5, 7, 123457}};
+  for (const auto& k : cases) {
+    const int per_epoch = k[0], batch = k[1], first = k[2], n = k[3];
+    const int64_t s = k[4];
+    INFO(device.str() << " per_epoch " << per_epoch << " batch " << batch << " first " << first
+                      << " n " << n << " step " << s);
+    DeviceBuffer<int64_t> step(ctx, std::vector<int64_t>{s});
+    DeviceBuffer<uint64_t> offset(ctx, std::vector<uint64_t>{~uint64_t(0)});
+    DeviceBuffer<int32_t> idx(ctx, std::vector<int32_t>(std::size_t(n), -1)),
+        lab(ctx, std::vector<int32_t>(std::size_t(n), -1));
+    ops(device.kind).next_batch(ctx, step.get(), per_epoch, batch, first, n, od.get(), ld.get(),
+                                idx.get(), lab.get(), offset.get());
+    std::vector<int32_t> want_idx, want_lab;
+    for (int i = 0; i < n; ++i) {
+      want_idx.push_back(order[std::size_t((s % per_epoch) * batch + first + i)]);
+      want_lab.push_back(order_labels[std::size_t((s % per_epoch) * batch + first + i)]);
+    }
+    CHECK(idx.download() == want_idx);
+    CHECK(lab.download() == want_lab);
+    CHECK(offset.download()[0] == uint64_t(s) * batch + first);
+    CHECK(step.download()[0] == s + 1);
+  }
+  // augment_batch with the offset in device memory draws what it draws with rng.offset moved.
+  const int h = 6, w = 5, c = 2, n = 4;
+  std::vector<uint8_t> images(std::size_t(10) * h * w * c);
+  for (uint8_t& p : images) p = uint8_t(random_int(0, 255));
+  DeviceBuffer<uint8_t> imd(ctx, images);
+  DeviceBuffer<int32_t> ind(ctx, std::vector<int32_t>{3, 0, 9, 3});
+  Floats md(ctx, std::vector<float>{0.5f, 0.4f}), sd(ctx, std::vector<float>{3.f, 4.f});
+  const PhiloxState rng{77, 2, 11};
+  const uint64_t moved = 1234567;
+  DeviceBuffer<uint64_t> off(ctx, std::vector<uint64_t>{moved});
+  Floats a = test::poisoned(ctx, int64_t(n) * h * w * c), b = test::poisoned(ctx, int64_t(n) * h * w * c);
+  PhiloxState shifted = rng;
+  shifted.offset += moved;
+  ops(device.kind).augment_batch(ctx, imd.get(), ind.get(), n, h, w, c, 2, true, md.get(), sd.get(),
+                                 rng, off.get(), a.get());
+  ops(device.kind).augment_batch(ctx, imd.get(), ind.get(), n, h, w, c, 2, true, md.get(), sd.get(),
+                                 shifted, nullptr, b.get());
+  CHECK(same_bits(a.download(), b.download()));
+  CHECK(test::all_close(a.download(),
+                        ref::augment_batch(images.data(), std::vector<int32_t>{3, 0, 9, 3}.data(),
+                                           n, h, w, c, 2, true, std::vector<float>{0.5f, 0.4f}.data(),
+                                           std::vector<float>{3.f, 4.f}.data(), shifted),
+                        1e-5, 1e-6));
 }
 
 // ---- the emulator's thread orders ------------------------------------------------------------

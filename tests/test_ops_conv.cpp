@@ -163,6 +163,114 @@ OP_TEST("conv2d forward and both backward passes match double-precision loops", 
   }
 }
 
+// TF32 as a tensor core rounds its inputs (cuda/emu/wmma.h): to nearest, 10-bit mantissa, ties
+// away from zero. Written here from the format's definition, independently of the emulator.
+float round_tf32(float v) {
+  if (!std::isfinite(v) || v == 0) return v;
+  int e = 0;
+  const double m = std::frexp(double(v), &e);       // |m| in [0.5, 1): 11 significant bits
+  const double scaled = std::ldexp(std::fabs(m), 11);  // [1024, 2048)
+  const double r = std::floor(scaled + 0.5);           // ties away from zero
+  return float(std::copysign(std::ldexp(r, e - 11), double(v)));
+}
+
+std::vector<float> rounded_tf32(const std::vector<float>& v) {
+  std::vector<float> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = round_tf32(v[i]);
+  return out;
+}
+
+OP_TEST("conv version 4 (TF32 tensor cores) computes the convolution of TF32-rounded inputs",
+        "[conv][tf32]") {
+  if (!device.is_gpu_like()) return;  // a kernel version: the emulator and GPUs only
+  Context ctx(device, 4);
+  const ConvApi api = conv_api(device);
+  CHECK(std::string(api.name(kConvTensorCoreVersion)) == "tensor_core_tf32");
+  // Evolved-net shapes (few channels, strides 2 and 4, 1x1 maps), a 64-channel 3x3 layer, a
+  // split-K backward filter, odd sizes that leave partial 32 x 32 tiles.
+  const ConvGeometry cases[] = {
+      geometry(3, 28, 28, 1, 7, 3, 3, 1),  geometry(4, 7, 7, 16, 16, 3, 3, 1),
+      geometry(2, 28, 28, 7, 14, 3, 3, 4), geometry(5, 4, 4, 14, 14, 3, 3, 2),
+      geometry(2, 8, 8, 64, 64, 3, 3, 1),  geometry(2, 10, 6, 6, 5, 5, 3, 2),
+      geometry(1, 1, 1, 33, 9, 1, 1, 1),   geometry(8, 16, 16, 16, 16, 3, 3, 1),
+  };
+  for (const ConvGeometry& g : cases) {
+    INFO(device.str() << " " << describe(g));
+    const std::vector<float> x = test::random_vector(int64_t(g.n) * g.h * g.w * g.c_in);
+    const std::vector<float> w = test::random_vector(g.c_out * g.gemm_k());
+    const std::vector<float> dy = test::random_vector(g.gemm_m() * g.c_out);
+    Floats xd(ctx, x), wd(ctx, w), dyd(ctx, dy);
+    Floats y = poisoned(ctx, size_t(g.gemm_m() * g.c_out)),
+           dx = poisoned(ctx, x.size()), dw = poisoned(ctx, w.size());
+    api.forward(kConvTensorCoreVersion, ctx, g, xd.get(), wd.get(), y.get());
+    api.backward_data(kConvTensorCoreVersion, ctx, g, dyd.get(), wd.get(), dx.get());
+    api.backward_filter(kConvTensorCoreVersion, ctx, g, xd.get(), dyd.get(), dw.get());
+    const std::vector<float> xr = rounded_tf32(x), wr = rounded_tf32(w), dyr = rounded_tf32(dy);
+    auto abs_of = [](std::vector<float> v) {
+      for (float& e : v) e = std::fabs(e);
+      return v;
+    };
+    const std::vector<float> xa = abs_of(x), wa = abs_of(w), dya = abs_of(dy);
+    struct Pass {
+      const char* name;
+      std::vector<float> got;
+      std::vector<double> exact, of_rounded, magnitude;  // magnitude: sum of |a||b| per output
+      int64_t terms;
+    };
+    const Pass passes[] = {
+        {"y", y.download(), ref::conv2d_forward(g, x.data(), w.data()),
+         ref::conv2d_forward(g, xr.data(), wr.data()), ref::conv2d_forward(g, xa.data(), wa.data()),
+         g.gemm_k()},
+        {"dx", dx.download(), ref::conv2d_backward_data(g, dy.data(), w.data()),
+         ref::conv2d_backward_data(g, dyr.data(), wr.data()),
+         ref::conv2d_backward_data(g, dya.data(), wa.data()), int64_t(g.kh) * g.kw * g.c_out},
+        {"dw", dw.download(), ref::conv2d_backward_filter(g, x.data(), dy.data()),
+         ref::conv2d_backward_filter(g, xr.data(), dyr.data()),
+         ref::conv2d_backward_filter(g, xa.data(), dya.data()), g.gemm_m()},
+    };
+    int beyond_fp32 = 0;
+    for (const Pass& p : passes) {
+      INFO(p.name);
+      REQUIRE(p.got.size() == p.exact.size());
+      for (std::size_t i = 0; i < p.got.size(); ++i) {
+        // Against the exact convolution: each input's relative rounding error is at most 2^-11,
+        // so each product's at most ~2^-10, hence |error| <= 2^-10 * sum |a||b| (plus the FP32
+        // accumulation's terms * 2^-24 * sum |a||b|, well inside the margin of 1.5).
+        const double bound = 1.5 * std::ldexp(p.magnitude[i], -10) + 1e-30;
+        if (!(std::fabs(p.got[i] - p.exact[i]) <= bound)) {
+          FAIL_CHECK(p.name << "[" << i << "] = " << p.got[i] << ", exact " << p.exact[i]
+                            << ", TF32 bound " << bound);
+          break;
+        }
+        // Against the convolution of the TF32-rounded inputs (products exact in FP32): only the
+        // FP32 sums differ, terms * 2^-24 * sum |a||b| at most.
+        const double fp32 = double(p.terms + 2) * std::ldexp(p.magnitude[i], -24) + 1e-30;
+        if (!(std::fabs(p.got[i] - p.of_rounded[i]) <= fp32)) {
+          FAIL_CHECK(p.name << "[" << i << "] = " << p.got[i] << ", of TF32 inputs "
+                            << p.of_rounded[i] << ", FP32 bound " << fp32);
+          break;
+        }
+        beyond_fp32 += std::fabs(p.got[i] - p.exact[i]) >
+                       double(p.terms + 2) * std::ldexp(p.magnitude[i], -24);
+      }
+    }
+    // The inputs really were rounded: some outputs are off the exact ones by more than FP32
+    // arithmetic could be (an FP32 kernel mislabelled as version 4 fails here).
+    CHECK(beyond_fp32 > 0);
+  }
+  // Through the ops table, as EVO_CONV_VERSION=4 selects it.
+  const ConvGeometry g = geometry(2, 6, 6, 8, 8, 3, 3, 1);
+  const std::vector<float> x = test::random_vector(int64_t(g.n) * g.h * g.w * g.c_in);
+  const std::vector<float> w = test::random_vector(g.c_out * g.gemm_k());
+  Floats xd(ctx, x), wd(ctx, w), y4 = poisoned(ctx, size_t(g.gemm_m() * g.c_out)),
+                                 yt = poisoned(ctx, size_t(g.gemm_m() * g.c_out));
+  api.forward(kConvTensorCoreVersion, ctx, g, xd.get(), wd.get(), y4.get());
+  api.set_forward(kConvTensorCoreVersion);
+  ops(device.kind).conv2d_forward(ctx, g, xd.get(), wd.get(), yt.get());
+  api.set_forward(0);
+  CHECK(y4.download() == yt.download());
+}
+
 OP_TEST("conv2d backward passes match finite differences of the double forward", "[conv]") {
   Context ctx(device, 2);
   const ConvGeometry cases[] = {
@@ -262,7 +370,7 @@ OP_TEST("conv2d: the ops table gives the same bits run after run, with the selec
     api.set_backward_data(0);
     api.set_backward_filter(0);
     CHECK(run_table() == first);
-    CHECK_THROWS_AS(api.set_forward(kConvVersionCount + 1), Error);
+    CHECK_THROWS_AS(api.set_forward(kConvTensorCoreVersion + 1), Error);
     CHECK_THROWS_AS(api.forward(0, ctx, g, xd.get(), wd.get(), y.get()), Error);
   }
 }

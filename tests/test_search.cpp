@@ -338,4 +338,32 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
     for (const std::string& w : in.warnings) CHECK(w.find("stopped") == std::string::npos);
     std::filesystem::remove_all(o.run_dir);
   }
+  SECTION("children that fail in a row make the worker wait, 1 s after the third, then 2 s") {
+    o.run_dir = (std::filesystem::temp_directory_path() /
+                 ("evo_backoff_" + std::to_string(test::rng()()))).string();
+    o.devices = {Device::emu()};
+    o.max_children = 5;
+    // Kernel executions 0-3 after the start fail (out of resources: not sticky), so each of the
+    // first four children fails at its first kernel; the fifth trains.
+    struct Repeated : Injector {
+      using Injector::Injector;
+      void started(const SearchStart&) override {
+        for (int k = 0; k < 4; ++k) emu::inject_error(code, k);
+      }
+    } in(emu::cudaErrorLaunchOutOfResources, 0);
+    const SearchSummary s = run_search(o, stop, &in);
+    REQUIRE(in.children.size() == 5);
+    CHECK(s.failed == 4);
+    for (int i = 0; i < 4; ++i) CHECK(in.children[std::size_t(i)].record.failed);
+    CHECK_FALSE(in.children[4].record.failed);
+    // Waits only after the third failure in a row: 1 s before the fourth child, 2 s before the
+    // fifth (each child itself takes milliseconds on these 4 steps).
+    const double gap3 = in.children[3].elapsed - in.children[2].elapsed;
+    const double gap4 = in.children[4].elapsed - in.children[3].elapsed;
+    INFO("gaps " << gap3 << " s, " << gap4 << " s");
+    CHECK(gap3 >= 0.95);
+    CHECK(gap4 >= 1.95);
+    CHECK(in.children[2].elapsed - in.children[0].elapsed < 0.9);
+    std::filesystem::remove_all(o.run_dir);
+  }
 }

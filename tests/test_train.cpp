@@ -117,6 +117,73 @@ TEST_CASE("cpu and emu give the same loss curve over 20 steps of the skip-connec
                         1e-3, "emu loss curve vs cpu"));
 }
 
+TEST_CASE("A training step captured as a CUDA graph and replayed trains bit for bit as launched "
+          "ops", "[train][emu][graphs]") {
+  // Random images over 12 steps of 10 from 60 training images: two epoch boundaries (the host
+  // uploads a new order between replays), crops and flips (the replayed graph must read each
+  // step's Philox counters from the device, not the captured ones).
+  Dataset data;
+  data.name = "random";
+  data.classes = 10;
+  ImageSet s;
+  s.n = 60;
+  s.h = s.w = 8;
+  s.c = 1;
+  for (int i = 0; i < 60 * 64; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
+  for (int i = 0; i < 60; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
+  data.train = data.val = data.test = s;
+  data.mean = {127.f};
+  data.std = {70.f};
+  const CompiledDna plan = compile(load_dna(source_path("data/dna/skips.json")), 8, 8, 1, 10);
+  const uint64_t seed = test::rng()();
+  INFO("seed " << seed);
+  Context init(Device::cpu(), seed + 1);
+  const Weights start = init_weights(plan, init);
+
+  struct Outcome {
+    std::vector<double> curve;
+    std::vector<std::vector<float>> weights;
+    TrainResult result;
+    PhiloxState rng_after;
+  };
+  auto train = [&](Device device, int graphs) {
+    Outcome o;
+    Context ctx(device, seed);
+    const DeviceDataset dev = DeviceDataset::upload(data, device);
+    Weights w = start.to(device);
+    Model model(plan, 10, ctx);
+    model.bind(w);
+    TrainOptions t;
+    t.steps = 12;
+    t.batch = 10;
+    t.check_every = 1;
+    t.graphs = graphs;
+    t.on_progress = [&](int, double loss, double) { o.curve.push_back(loss); };
+    o.result = train_model(model, dev, ctx, t, 0.05f);
+    for (const auto& [key, tensor] : w.tensors) o.weights.push_back(tensor.to_host());
+    o.rng_after = ctx.rng();
+    return o;
+  };
+  const Outcome launched = train(Device::emu(), 0), replayed = train(Device::emu(), 1);
+  REQUIRE_FALSE(launched.result.failed);
+  REQUIRE_FALSE(replayed.result.failed);
+  CHECK_FALSE(launched.result.graphed);
+  CHECK(replayed.result.graphed);
+  CHECK(replayed.result.graph_failure.empty());
+  CHECK(replayed.curve == launched.curve);
+  CHECK(replayed.weights == launched.weights);
+  CHECK(replayed.rng_after.offset == launched.rng_after.offset);
+  // The batches really change between replays: the losses of consecutive steps differ (a graph
+  // replaying step 1's batch and crops would still train, on one batch).
+  CHECK(replayed.curve[1] != replayed.curve[2]);
+  // And the CPU, which has no graphs, draws the same batches (float rounding apart).
+  const Outcome cpu = train(Device::cpu(), -1);
+  CHECK_FALSE(cpu.result.graphed);
+  CHECK(test::all_close(std::vector<float>(cpu.curve.begin(), cpu.curve.end()), launched.curve,
+                        1e-3, 1e-3, "cpu vs emu"));
+  CHECK(cpu.rng_after.offset == launched.rng_after.offset);
+}
+
 TEST_CASE("A diverging loss ends training with a reason instead of a crash", "[train]") {
   Dataset data;
   data.classes = 10;

@@ -188,26 +188,31 @@ PY
 }
 step search_throughput search_bench
 
-# ---- 5c. data-parallel training through the real NCCL (evo train --gpus all) -------------------
-# With one GPU lent this is the NCCL path with one rank: the calls run on the real library, and
-# the images per second against --device cuda:0 say what one all-reduce per step costs. With
-# several GPUs, the same global batch split over them. Same random CIFAR-format data as 5b.
+# ---- 5c. CUDA graphs, and data-parallel training through the real NCCL ---------------------------
+# evo train on cuda:0 with the training step as one CUDA graph (the default) and as launched ops
+# (EVO_GRAPHS=0): the images per second say what the launches cost. Then --gpus all: with one GPU
+# lent this is the NCCL path with one rank (the calls run on the real library; against cuda:0
+# it says what one all-reduce per step costs); with several, the same global batch split over
+# them. Same random CIFAR-format data as 5b.
 parallel_table="$root/bench/results/gpu-$stamp-$gpu_slug-parallel.md"
 parallel_bench() {
   local data="cifar10:$root/$build/random-cifar10" dna="$root/data/dna/four_conv.json"
   local common=(--dna "$dna" --data "$data" --steps 300 --max-train 5000 --augment on --json)
-  local one all
+  local one ops all
   one=$("$bin/evo" train "${common[@]}" --device cuda:0 --batch 50) || return 1
+  ops=$(EVO_GRAPHS=0 "$bin/evo" train "${common[@]}" --device cuda:0 --batch 50) || return 1
   all=$("$bin/evo" train "${common[@]}" --gpus all --batch 50) || return 1
-  python3 - "$one" "$all" "$gpu_name" "$stamp" <<'PY' | tee "$parallel_table"
+  python3 - "$one" "$ops" "$all" "$gpu_name" "$stamp" <<'PY' | tee "$parallel_table"
 import json, sys
-one, every, gpu, stamp = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
-print(f"# evo train on {gpu} ({stamp}): one device against --gpus all (NCCL)\n")
+runs = [json.loads(a) for a in sys.argv[1:4]]
+gpu, stamp = sys.argv[4], sys.argv[5]
+print(f"# evo train on {gpu} ({stamp}): CUDA graphs on and off, and --gpus all (NCCL)\n")
 print("four_conv.json, 300 steps of global batch 50, random CIFAR-10-format images, crops and flips.\n")
-print("| placement | img/s | train loss | val acc |")
-print("|---|---:|---:|---:|")
-for r in (one, every):
-    print(f"| {r['device']} | {r['images_per_second']:.0f} | {r['train_loss']:.4f} | {r['val_accuracy']:.4f} |")
+print("| placement | graphs | img/s | train loss | val acc |")
+print("|---|---|---:|---:|---:|")
+for r in runs:
+    g = "yes" if r.get("graphs") else ("no" + (f" ({r['graph_failure'][:60]})" if r.get("graph_failure") else ""))
+    print(f"| {r['device']} | {g} | {r['images_per_second']:.0f} | {r['train_loss']:.4f} | {r['val_accuracy']:.4f} |")
 PY
 }
 step data_parallel parallel_bench
@@ -236,7 +241,7 @@ for b in ours.get("benchmarks", []):
         continue
     parts = [p for p in b["name"].split("/") if ":" not in p and p not in ("manual_time", "real_time")]
     # conv_fwd_v2_implicit_gemm/... is compared with cuDNN's conv_fwd/... of the same shape.
-    key = "/".join([re.sub(r"_v[0-9]+_[a-z_]+$", "", parts[0])] + parts[1:])
+    key = "/".join([re.sub(r"_v[0-9]+_[a-z0-9_]+$", "", parts[0])] + parts[1:])
     ms = b["real_time"] * scale[b.get("time_unit", "ns")]
     ref = cudnn.get(key)
     fmt = lambda v, d=1: "" if v is None else f"{v:.{d}f}"

@@ -82,11 +82,26 @@ enum Pass { kForward, kBackwardData, kBackwardFilter };
 std::atomic<int> g_version[3] = {0, 0, 0};  // 0: the default
 
 void check_version(int version, int lo, const char* what) {
-  if (version < lo || version > kConvVersionCount)
+  if (version < lo || version > kConvTensorCoreVersion)
     throw Error(std::string(what) + ": convolution version " + std::to_string(version) +
                 " does not exist; versions are 1 (direct), 2 (implicit_gemm), 3 "
-                "(register_blocked)" +
+                "(register_blocked), 4 (tensor_core_tf32)" +
                 (lo == 0 ? ", or 0 for the default" : ""));
+}
+
+// Version 4 needs TF32 tensor cores (sm_80 and newer); the emulator has them.
+void check_tensor_cores(const char* what) {
+#if !defined(EVO_EMULATE)
+  int device = 0, major = 0;
+  EVO_CUDA_CHECK(cudaGetDevice(&device));
+  EVO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major < 8)
+    throw Error(std::string(what) + ": convolution version 4 needs TF32 tensor cores (sm_80 or "
+                "newer); GPU " + std::to_string(device) + " is sm_" + std::to_string(major) +
+                "x: use versions 1-3");
+#else
+  (void)what;
+#endif
 }
 
 int default_version() {
@@ -95,10 +110,10 @@ int default_version() {
     if (!env || !*env) return kConvDefaultVersion;
     char* end = nullptr;
     const long v = std::strtol(env, &end, 10);
-    if (*end != '\0' || v < 1 || v > kConvVersionCount)
+    if (*end != '\0' || v < 1 || v > kConvTensorCoreVersion)
       throw Error(std::string("EVO_CONV_VERSION=") + env +
-                  " is not a convolution version: use 1 (direct), 2 (implicit_gemm) or 3 "
-                  "(register_blocked), or unset it");
+                  " is not a convolution version: use 1 (direct), 2 (implicit_gemm), 3 "
+                  "(register_blocked) or 4 (tensor_core_tf32, TF32 precision), or unset it");
     return int(v);
   }();
   return version;
@@ -113,7 +128,8 @@ int version_of(Pass pass) {
 
 const char* conv_version_name(int version) {
   check_version(version, 1, "conv_version_name");
-  static const char* const kNames[] = {"direct", "implicit_gemm", "register_blocked"};
+  static const char* const kNames[] = {"direct", "implicit_gemm", "register_blocked",
+                                       "tensor_core_tf32"};
   return kNames[version - 1];
 }
 
@@ -150,6 +166,10 @@ void conv2d_forward_version(int version, Context& ctx, const ConvGeometry& g, co
     case 2:
       conv_detail::forward_tiled(ctx, g, x, w, y);
       break;
+    case 4:
+      check_tensor_cores("conv2d_forward");
+      conv_detail::forward_tensor_core(ctx, g, x, w, y);
+      break;
     default:
       conv_detail::forward_register_blocked(ctx, g, x, w, y);
       break;
@@ -167,6 +187,10 @@ void conv2d_backward_data_version(int version, Context& ctx, const ConvGeometry&
     case 2:
       conv_detail::backward_data_tiled(ctx, g, dy, w, dx);
       break;
+    case 4:
+      check_tensor_cores("conv2d_backward_data");
+      conv_detail::backward_data_tensor_core(ctx, g, dy, w, dx);
+      break;
     default:
       conv_detail::backward_data_register_blocked(ctx, g, dy, w, dx);
       break;
@@ -183,6 +207,10 @@ void conv2d_backward_filter_version(int version, Context& ctx, const ConvGeometr
       break;
     case 2:
       conv_detail::backward_filter_tiled(ctx, g, x, dy, dw);
+      break;
+    case 4:
+      check_tensor_cores("conv2d_backward_filter");
+      conv_detail::backward_filter_tensor_core(ctx, g, x, dy, dw);
       break;
     default:
       conv_detail::backward_filter_register_blocked(ctx, g, x, dy, dw);

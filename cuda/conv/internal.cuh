@@ -400,4 +400,11 @@ void backward_data_register_blocked(Context& ctx, const ConvGeometry& g, const f
 void backward_filter_register_blocked(Context& ctx, const ConvGeometry& g, const float* x,
                                       const float* dy, float* dw);
 
+void forward_tensor_core(Context& ctx, const ConvGeometry& g, const float* x, const float* w,
+                         float* y);
+void backward_data_tensor_core(Context& ctx, const ConvGeometry& g, const float* dy,
+                               const float* w, float* dx);
+void backward_filter_tensor_core(Context& ctx, const ConvGeometry& g, const float* x,
+                                 const float* dy, float* dw);
+
 }  // namespace evo::EVO_GPU_NS::conv_detail

@@ -59,6 +59,17 @@ class DeviceBackend {
   virtual void* create_blas(void* stream, int ordinal) = 0;
   virtual void destroy_blas(void* blas) noexcept = 0;
 
+  // CUDA graphs by stream capture: the work queued on `stream` between begin_capture and
+  // end_capture is recorded, not run (thread-local mode: other workers' threads may allocate
+  // meanwhile); end_capture returns it instantiated (a cudaGraphExec_t), launch_graph replays it
+  // on a stream, destroy_graph frees it. What a capture forbids (a synchronisation, a host read,
+  // an allocation) throws CudaError at end_capture at the latest. The CPU backend has none:
+  // begin_capture throws evo::Error.
+  virtual void begin_capture(void* stream) = 0;
+  virtual void* end_capture(void* stream) = 0;
+  virtual void launch_graph(void* graph, void* stream) = 0;
+  virtual void destroy_graph(void* graph) noexcept = 0;
+
   // One communicator over these device ordinals (distinct), rank r on ordinals[r]. The CPU
   // backend has none (throws evo::Error saying what to use instead), nor a CUDA build without
   // NCCL.

@@ -131,10 +131,21 @@ struct LossResult {
   /* Builds a batch out[N, H, W, C] from a device-resident uint8 data set images[*, H, W, C]:       \
     image indices[i]; zero-pad by `pad` and crop a random HxW window, flip horizontally with        \
     probability 1/2 when `flip`, then standardise per channel: (v/255 - mean[c]) * inv_std[c].      \
-    pad = 0 and flip = false give the plain evaluation batch. Randomness: Philox counter i. */      \
+    pad = 0 and flip = false give the plain evaluation batch. Randomness: Philox counter i of        \
+    `rng`, whose offset is advanced by *rng_offset (a device value) when rng_offset is not null:    \
+    a step captured in a CUDA graph reads its counters from there (next_batch writes them). */      \
   X(augment_batch, (Context& ctx, const uint8_t* images, const int32_t* indices, int n, int h,      \
       int w, int c, int pad, bool flip, const float* mean, const float* inv_std,                    \
-      PhiloxState rng, float* out))
+      PhiloxState rng, const uint64_t* rng_offset, float* out))                                     \
+  /* The batch of the next training step, read from device memory so that a step captured in a     \
+    CUDA graph draws a new batch at every replay (a replay reuses the captured arguments). With     \
+    s = *step and slot = s % per_epoch: indices[i] = order[slot * batch + first + i] and            \
+    labels[i] = order_labels[the same], i < n; *rng_offset = s * batch + first (augment_batch's     \
+    counters: image first + i of the global batch draws counter s * batch + first + i); then        \
+    *step = s + 1. One small kernel on GPUs. */                                                     \
+  X(next_batch, (Context& ctx, int64_t* step, int per_epoch, int batch, int first, int n,           \
+      const int32_t* order, const int32_t* order_labels, int32_t* indices, int32_t* labels,         \
+      uint64_t* rng_offset))
 // clang-format on
 
 #define EVO_OP_DECLARE(name, args) void name args;

@@ -60,6 +60,13 @@ struct TrainOptions {
   // Called after each check with (step, the loss of that step's batch, images per second since
   // the previous check).
   std::function<void(int, double, double)> on_progress;
+  // CUDA graphs on GPU-like devices (CUDA, emu): step 0 runs as launched ops, step 1 is captured
+  // into one graph (next_batch, augmentation, forward, loss, backward, SGD) and replayed for every
+  // later step: one launch per step instead of dozens, with bit-identical results (the batch and
+  // the crops come from a device-side step counter the graph advances itself). -1: on unless the
+  // environment says EVO_GRAPHS=0; 0: off; 1: on. Ignored on the CPU and by data-parallel
+  // training (whose all-reduce the emulator cannot capture).
+  int graphs = -1;
   // Data-parallel training only, for tests: called in every replica's thread after each step's
   // SGD update with (rank, step, that replica's weights and context).
   std::function<void(int, int, const Weights&, Context&)> on_replica_step;
@@ -73,7 +80,12 @@ struct TrainResult {
   bool failed = false;
   std::string failure;    // why training stopped early ("loss is NaN at step 1200", ...)
   bool interrupted = false;  // stopped by TrainOptions::stop
+  bool graphed = false;      // the steps after the first ran as one CUDA graph each
+  std::string graph_failure; // why a capture was refused, when it was (the steps then ran as ops)
 };
+
+// False when the environment says EVO_GRAPHS=0 (TrainOptions::graphs = -1 follows it).
+bool graphs_enabled_by_default();
 
 // Trains `model` (bound to its weights) in place. A NaN or infinite loss ends training with
 // failed = true and the reason; it does not throw.

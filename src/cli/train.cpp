@@ -95,6 +95,8 @@ int run_train(const TrainArgs& cmd, bool json, const CLI::App& app) {
       {"train_flops", tr.flops},
       {"flops", tr.flops + val.flops},  // the paper's count: training plus validation
       {"seconds", tr.seconds},
+      {"graphs", tr.graphed},
+      {"graph_failure", tr.graph_failure},
       {"images_per_second", tr.seconds > 0 ? tr.steps_done * double(cmd.batch) / tr.seconds : 0}};
   if (!cmd.out.empty()) {
     std::filesystem::create_directories(cmd.out);

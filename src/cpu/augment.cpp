@@ -15,8 +15,9 @@ namespace evo::cpu {
 // standardisation, as in He et al.'s pipeline.
 void augment_batch(Context&, const uint8_t* images, const int32_t* indices, int n, int h, int w,
                    int c, int pad, bool flip, const float* mean, const float* inv_std,
-                   PhiloxState rng, float* out) {
+                   PhiloxState rng, const uint64_t* rng_offset, float* out) {
   if (pad < 0) throw Error("augment_batch: pad " + std::to_string(pad) + " must be >= 0");
+  if (rng_offset) rng.offset += *rng_offset;
   const int64_t image_size = int64_t(h) * w * c;
   // Every output value is (v / 255 - mean[ch]) * inv_std[ch], written exactly so (v = 0 in the
   // padding), the formula of every backend. The loops are arranged per row: rows outside the
@@ -61,6 +62,24 @@ void augment_batch(Context&, const uint8_t* images, const int32_t* indices, int 
       padding(x_hi, w);
     }
   }
+}
+
+// The next step's batch from the epoch order (ops.h): here plain host memory.
+void next_batch(Context&, int64_t* step, int per_epoch, int batch, int first, int n,
+                const int32_t* order, const int32_t* order_labels, int32_t* indices,
+                int32_t* labels, uint64_t* rng_offset) {
+  if (per_epoch < 1 || batch < 1 || first < 0 || n < 0)
+    throw Error("next_batch: per_epoch " + std::to_string(per_epoch) + ", batch " +
+                std::to_string(batch) + ", first " + std::to_string(first) + ", n " +
+                std::to_string(n) + ": each must be positive (first, n >= 0)");
+  const int64_t s = *step;
+  const int64_t at = (s % per_epoch) * batch + first;
+  for (int i = 0; i < n; ++i) {
+    indices[i] = order[at + i];
+    labels[i] = order_labels[at + i];
+  }
+  *rng_offset = uint64_t(s) * uint64_t(batch) + uint64_t(first);
+  *step = s + 1;
 }
 
 }  // namespace evo::cpu

@@ -132,20 +132,22 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
     model.bind(w);
     const OpTable& op = ops(ctx.device().kind);
 
-    // train_model's draws exactly: the shuffle seed, then B augmentation counters per step.
-    detail::EpochOrder order(dev, batch, ctx);
+    // train_model's draws exactly: the shuffle seed, then B augmentation counters per step, of
+    // which this replica's images use [first, first + shard) (next_batch adds first).
+    detail::EpochOrder order(dev, batch, first, shard, ctx);
+    const PhiloxState base = ctx.rng();
 
     auto last_check = start;
     int last_check_step = 0;
     for (int step = 0; step < opts.steps; ++step) {
       order.prepare(step, ctx);
-      PhiloxState aug_rng = ctx.rng().take(uint64_t(batch));
-      aug_rng.offset += uint64_t(first);  // image i of the global batch draws counter i
-      op.augment_batch(ctx, dev.train.images.data<uint8_t>(), order.indices(step, first),
-                       shard, dev.h, dev.w, dev.c, opts.pad, opts.flip, dev.mean.data<float>(),
-                       dev.inv_std.data<float>(), aug_rng, model.input());
+      ctx.rng().take(uint64_t(batch));
+      order.queue_next(ctx, op);
+      op.augment_batch(ctx, dev.train.images.data<uint8_t>(), order.indices(), shard, dev.h,
+                       dev.w, dev.c, opts.pad, opts.flip, dev.mean.data<float>(),
+                       dev.inv_std.data<float>(), base, order.rng_offset(), model.input());
       model.forward(shard, true);
-      model.loss(order.labels(step, first), shard, true, batch);
+      model.loss(order.labels(), shard, true, batch);
       model.backward(shard);
       comm->all_reduce(rank, model.gradients(), std::size_t(model.gradient_floats()), false,
                        ctx.stream());

@@ -2,6 +2,9 @@
 // Not the search's bookkeeping: no population, no files except what the caller saves.
 #include "evo/train.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "epoch.h"
 
 #include <algorithm>
@@ -39,6 +42,11 @@ LossResult read_loss(const Model& model, Context& ctx) {
 }
 
 }  // namespace
+
+bool graphs_enabled_by_default() {
+  const char* v = std::getenv("EVO_GRAPHS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
 
 DeviceDataset DeviceDataset::upload(const Dataset& data, Device device) {
   DeviceDataset d;
@@ -81,7 +89,31 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
   const auto start = std::chrono::steady_clock::now();
 
   // A fresh permutation of the training set each epoch, on the device; batches are slices of it.
-  detail::EpochOrder order(data, batch, ctx);
+  detail::EpochOrder order(data, batch, 0, batch, ctx);
+  // Step s's crops and flips draw counters base + s * batch + i (next_batch writes s * batch to
+  // the device), which is what taking `batch` counters of ctx.rng() per step gives: the host
+  // still takes them, so that whoever uses ctx.rng() after training sees the same state.
+  const PhiloxState base = ctx.rng();
+  // One training step, as launched ops or, captured, as one graph.
+  auto step_ops = [&] {
+    order.queue_next(ctx, op);
+    op.augment_batch(ctx, data.train.images.data<uint8_t>(), order.indices(), batch, data.h,
+                     data.w, data.c, opts.pad, opts.flip, data.mean.data<float>(),
+                     data.inv_std.data<float>(), base, order.rng_offset(), model.input());
+    model.forward(batch, true);
+    model.loss(order.labels(), batch, true);
+    model.backward(batch);
+    model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
+  };
+  // Step 0 runs as launched ops (the arena and cuBLAS reach their steady state: nothing may
+  // allocate inside a capture); step 1 is captured, and that graph is replayed from then on.
+  bool graphs = ctx.device().is_gpu_like() &&
+                (opts.graphs >= 0 ? opts.graphs > 0 : graphs_enabled_by_default());
+  struct GraphGuard {
+    DeviceBackend& backend;
+    void* graph = nullptr;
+    ~GraphGuard() { backend.destroy_graph(graph); }
+  } graph{ctx.backend()};
 
   auto last_check = start;
   int last_check_step = 0;
@@ -91,15 +123,39 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
       break;
     }
     order.prepare(step, ctx);
-    const PhiloxState aug_rng = ctx.rng().take(uint64_t(batch));
-    op.augment_batch(ctx, data.train.images.data<uint8_t>(), order.indices(step), batch, data.h,
-                     data.w,
-                     data.c, opts.pad, opts.flip, data.mean.data<float>(),
-                     data.inv_std.data<float>(), aug_rng, model.input());
-    model.forward(batch, true);
-    model.loss(order.labels(step), batch, true);
-    model.backward(batch);
-    model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
+    ctx.rng().take(uint64_t(batch));
+    if (graph.graph) {
+      ctx.backend().launch_graph(graph.graph, ctx.stream());
+    } else if (graphs && step >= 1) {
+      // A capture CUDA refuses (an op that synchronises or allocates: a bug, but one that must
+      // not fail every child of a search) ends it; the training goes on with launched ops, and
+      // the result says why.
+      try {
+        ctx.backend().begin_capture(ctx.stream());
+        try {
+          step_ops();
+        } catch (...) {
+          try {
+            (void)ctx.backend().end_capture(ctx.stream());
+          } catch (...) {
+          }
+          throw;
+        }
+        graph.graph = ctx.backend().end_capture(ctx.stream());
+      } catch (const CudaError& e) {
+        if (is_sticky_cuda_error(e.code())) throw;
+        graphs = false;
+        result.graph_failure = e.what();
+      }
+      if (graph.graph) {
+        ctx.backend().launch_graph(graph.graph, ctx.stream());
+        result.graphed = true;
+      } else {
+        step_ops();
+      }
+    } else {
+      step_ops();
+    }
     result.steps_done = step + 1;
 
     const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
@@ -141,7 +197,7 @@ EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::st
     const int b = std::min(model.max_batch(), split.n - i);
     op.augment_batch(ctx, split.images.data<uint8_t>(), split.order.data<int32_t>() + i, b, data.h,
                      data.w, data.c, 0, false, data.mean.data<float>(), data.inv_std.data<float>(),
-                     PhiloxState{}, model.input());
+                     PhiloxState{}, nullptr, model.input());
     model.forward(b, false);
     model.loss(split.labels.data<int32_t>() + i, b, false);
     const LossResult r = read_loss(model, ctx);
