@@ -87,10 +87,7 @@ __global__ void next_batch_kernel(int64_t* step, int per_epoch, int batch, int f
 void next_batch(Context& ctx, int64_t* step, int per_epoch, int batch, int first, int n,
                 const int32_t* order, const int32_t* order_labels, int32_t* indices,
                 int32_t* labels, uint64_t* rng_offset) {
-  if (per_epoch < 1 || batch < 1 || first < 0 || n < 0)
-    throw Error("next_batch: per_epoch " + std::to_string(per_epoch) + ", batch " +
-                std::to_string(batch) + ", first " + std::to_string(first) + ", n " +
-                std::to_string(n) + ": each must be positive (first, n >= 0)");
+  check_next_batch(per_epoch, batch, first, n);
   EVO_LAUNCH(next_batch_kernel, 1, 256, 0, stream_of(ctx), step, per_epoch, batch, first, n, order,
              order_labels, indices, labels, rng_offset);
 }

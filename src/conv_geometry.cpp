@@ -1,5 +1,6 @@
-// What ops.h promises of a convolution's geometry, checked in one place for every backend (the CPU
-// ops, and the CUDA kernels compiled for a GPU or the emulator). Not the convolutions.
+// What ops.h promises of a convolution's geometry (and of next_batch's sizes), checked in one place
+// for every backend (the CPU ops, and the CUDA kernels compiled for a GPU or the emulator). Not
+// the convolutions.
 #include <string>
 
 #include "evo/error.h"
@@ -20,6 +21,13 @@ void check_conv_geometry(const ConvGeometry& g, const char* op) {
   if (g.kw < 1 || g.kw % 2 == 0) fail("kw=" + std::to_string(g.kw) + " is not odd");
   if (g.stride < 1 || (g.stride & (g.stride - 1)) != 0)
     fail("stride=" + std::to_string(g.stride) + " is not a power of two");
+}
+
+void check_next_batch(int per_epoch, int batch, int first, int n) {
+  if (per_epoch < 1 || batch < 1 || first < 0 || n < 0)
+    throw Error("next_batch: per_epoch " + std::to_string(per_epoch) + ", batch " +
+                std::to_string(batch) + ", first " + std::to_string(first) + ", n " +
+                std::to_string(n) + ": per_epoch and batch must be >= 1, first and n >= 0");
 }
 
 }  // namespace evo

@@ -294,6 +294,17 @@ TEST_CASE("evo retrain trains a run's top individuals further; evo train --gpus 
     INFO(ind.dump());
     CHECK(ind["steps"] == 40);
     CHECK(ind["test_before"].is_number());
+    // Ten validation checks; --keep best keeps the best of them and of the search's weights.
+    REQUIRE(ind["val_curve"].size() == 10);
+    double best = ind["val_before"].get<double>();
+    int best_step = 0;
+    for (const auto& point : ind["val_curve"])
+      if (point[1].get<double>() > best) {
+        best = point[1].get<double>();
+        best_step = point[0].get<int>();
+      }
+    CHECK(ind["val_after"].get<double>() == best);
+    CHECK(ind["kept_step"] == best_step);
     const std::string folder = run + "/final/" + ind["folder"].get<std::string>();
     // The saved weights, evaluated by evo eval on the run's data (its seed and training cap
     // choose the standardisation): the test accuracy retrain reported.

@@ -164,18 +164,26 @@ TEST_CASE("A training step captured as a CUDA graph and replayed trains bit for 
     o.rng_after = ctx.rng();
     return o;
   };
-  const Outcome launched = train(Device::emu(), 0), replayed = train(Device::emu(), 1);
-  REQUIRE_FALSE(launched.result.failed);
-  REQUIRE_FALSE(replayed.result.failed);
-  CHECK_FALSE(launched.result.graphed);
-  CHECK(replayed.result.graphed);
-  CHECK(replayed.result.graph_failure.empty());
-  CHECK(replayed.curve == launched.curve);
-  CHECK(replayed.weights == launched.weights);
-  CHECK(replayed.rng_after.offset == launched.rng_after.offset);
-  // The batches really change between replays: the losses of consecutive steps differ (a graph
-  // replaying step 1's batch and crops would still train, on one batch).
-  CHECK(replayed.curve[1] != replayed.curve[2]);
+  // The emulator always; a real GPU too when there is one (tools/gpu_check.sh runs this under
+  // compute-sanitizer there).
+  std::vector<Device> devices = {Device::emu()};
+  if (discover_gpus().count > 0) devices.push_back(Device::cuda(0));
+  for (const Device& device : devices) {
+    INFO(device.str());
+    const Outcome launched = train(device, 0), replayed = train(device, 1);
+    REQUIRE_FALSE(launched.result.failed);
+    REQUIRE_FALSE(replayed.result.failed);
+    CHECK_FALSE(launched.result.graphed);
+    CHECK(replayed.result.graphed);
+    CHECK(replayed.result.graph_failure.empty());
+    CHECK(replayed.curve == launched.curve);
+    CHECK(replayed.weights == launched.weights);
+    CHECK(replayed.rng_after.offset == launched.rng_after.offset);
+    // The batches really change between replays: the losses of consecutive steps differ (a
+    // graph replaying step 1's batch and crops would still train, on one batch).
+    CHECK(replayed.curve[1] != replayed.curve[2]);
+  }
+  const Outcome launched = train(Device::emu(), 0);
   // And the CPU, which has no graphs, draws the same batches (float rounding apart).
   const Outcome cpu = train(Device::cpu(), -1);
   CHECK_FALSE(cpu.result.graphed);

@@ -136,6 +136,8 @@ bin="$root/$build"
 # ---- 3. tests: every op on every device (cpu, emu, then cuda:0), and the emulator's GPU comparison
 step tests "$bin/tests/test_ops" --durations yes
 step test_emulator "$bin/tests/test_emulator"
+# The training step captured as a CUDA graph and replayed, on emu and cuda:0, against launched ops.
+step graphs "$bin/tests/test_train" "[graphs]"
 
 # ---- 4. compute-sanitizer on the short GPU tests (cuda:0 only) --------------------------------
 if [ -n "$sanitizer" ]; then
@@ -143,6 +145,9 @@ if [ -n "$sanitizer" ]; then
     step "sanitizer_$tool" "$sanitizer" --tool "$tool" \
       --error-exitcode 1 "$bin/tests/test_ops" "[cuda][sanitize]"
   done
+  # A captured graph replayed: its kernels' memory accesses at replay, not only at launch.
+  step sanitizer_graphs "$sanitizer" --tool memcheck --error-exitcode 1 \
+    "$bin/tests/test_train" "[graphs]"
 else
   echo "gpu_check: compute-sanitizer not found next to nvcc; sanitizer steps skipped"
   failed+=("sanitizer_missing")

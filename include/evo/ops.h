@@ -38,6 +38,8 @@ struct ConvGeometry {
 // sizes) and throws evo::Error naming `op` and the offending field otherwise. Every backend's
 // convolutions call it (src/conv_geometry.cpp).
 void check_conv_geometry(const ConvGeometry& g, const char* op);
+// The same for next_batch's sizes (per_epoch, batch >= 1; first, n >= 0), for every backend.
+void check_next_batch(int per_epoch, int batch, int first, int n);
 
 // Batch-norm constants from the paper's setup (TensorFlow's defaults there).
 inline constexpr float kBatchNormMomentum = 0.9f;  // running = 0.9 * running + 0.1 * batch

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <numbers>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,14 +29,23 @@ namespace evo::cli {
 namespace {
 
 struct RetrainArgs {
-  std::string run_dir, data = "fashion-mnist", from = "weights", augment = "on";
-  std::string lr_scaling = "linear";
+  std::string run_dir, data = "fashion-mnist", from = "weights", augment = "run";
+  std::string lr_scaling = "linear", lr_decay = "cosine", keep = "best";
   PlaceArgs place;
   int top = 2;
   int steps = 25600;
   int batch = 50;
+  int periods = 10;  // validation checks (and learning-rate levels) over the steps
   uint64_t seed = 0;
 };
+
+// The learning rate's factor in period p of n: cosine decay (Loshchilov & Hutter 2017) held
+// constant within each period, at the period's midpoint, so that a period runs as one graph:
+// 0.976, 0.905, ..., 0.024 of the DNA's rate for n = 10.
+double decay_factor(const std::string& rule, int p, int n) {
+  if (rule == "none") return 1.0;
+  return 0.5 * (1.0 + std::cos(std::numbers::pi * (p + 0.5) / n));
+}
 
 // One retrained individual, as retrain.json and the summary print it.
 struct Retrained {
@@ -45,6 +56,8 @@ struct Retrained {
   double val_after = NAN, test_after = NAN;
   double train_loss = NAN, seconds = 0, flops = 0;
   int steps = 0;
+  int kept_step = 0;  // the steps trained by the weights kept (--keep best: the best validation)
+  std::vector<std::pair<int, double>> val_curve;  // (steps, validation accuracy) at each check
   bool failed = false;
   std::string failure;
 };
@@ -61,6 +74,8 @@ nlohmann::json to_json(const Retrained& r) {
           {"test_after", num(r.test_after)},
           {"train_loss", num(r.train_loss)},
           {"steps", r.steps},
+          {"kept_step", r.kept_step},
+          {"val_curve", r.val_curve},
           {"seconds", r.seconds},
           {"train_flops", r.flops},
           {"failed", r.failed},
@@ -96,10 +111,16 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
   std::filesystem::create_directories(final_dir);
 
   TrainOptions topts;
-  topts.steps = a.steps;
   topts.batch = a.batch;
-  topts.set_augment(a.augment == "on");
-  topts.check_every = std::max(1, std::min(100, a.steps / 20));
+  // The run's own augmentation by default: the nets were selected for it (run.json's "augment";
+  // the paper's crops and flips for a run that has no such key).
+  bool augment = a.augment == "on";
+  if (a.augment == "run") {
+    const nlohmann::json st = pop.settings();
+    augment = !(st.contains("augment") && st["augment"].is_boolean()) || st["augment"].get<bool>();
+  }
+  topts.set_augment(augment);
+  const int periods = std::min(a.periods, a.steps);
 
   std::vector<Retrained> done;
   std::vector<double> avg;  // the ensemble's summed test probabilities
@@ -123,24 +144,53 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
     const double lr = scaled_learning_rate(dna.learning_rate, a.batch, a.lr_scaling);
     if (!json)
       std::fprintf(stderr, "evo retrain: #%d %s (%lld parameters, validation %.2f%% in the "
-                   "search) from %s, %d steps on %s\n",
+                   "search) from %s, %d steps on %s, validation every %d steps\n",
                    i + 1, rec.id.c_str(), static_cast<long long>(plan.param_count),
                    100 * rec.fitness, a.from == "scratch" ? "scratch" : "its weights", a.steps,
-                   place.str().c_str());
+                   place.str().c_str(), a.steps / periods);
     Progress progress(a.steps, "#" + std::to_string(i + 1));
-    if (!json)
-      topts.on_progress = [&](int step, double loss, double img_s) {
-        progress.update(step, loss, img_s, a.batch);
-      };
-    const TrainResult tr = train_at(place, plan, weights, data, dev, ctx,
-                                    run.seed + uint64_t(i) + 1, topts, float(lr));
-    if (tr.failed && !json) progress.finish_line();
-    r.steps = tr.steps_done;
-    r.train_loss = tr.final_loss;
-    r.seconds = tr.seconds;
-    r.flops = tr.flops;
-    r.failed = tr.failed;
-    r.failure = tr.failure;
+    // The steps in `periods` parts, each at its decayed rate, each followed by a validation
+    // pass; --keep best keeps the weights of the best one (the starting weights count when they
+    // are the search's), on the host between checks.
+    std::optional<Weights> best;
+    double best_val = -1;
+    if (a.from == "weights" && a.keep == "best") {
+      best = weights.to(Device::cpu());
+      best_val = r.val_before;
+    }
+    int done_steps = 0;
+    for (int p = 0; p < periods && !r.failed; ++p) {
+      const int begin = int(int64_t(a.steps) * p / periods);
+      topts.steps = int(int64_t(a.steps) * (p + 1) / periods) - begin;
+      topts.check_every = std::max(1, std::min(100, topts.steps / 4));
+      if (!json)
+        topts.on_progress = [&, begin](int step, double loss, double img_s) {
+          progress.update(begin + step, loss, img_s, a.batch);
+        };
+      const float rate = float(lr * decay_factor(a.lr_decay, p, periods));
+      const TrainResult tr = train_at(place, plan, weights, data, dev, ctx,
+                                      run.seed + uint64_t(i) * 1000003u + uint64_t(p) + 1, topts,
+                                      rate);
+      done_steps += tr.steps_done;
+      r.train_loss = tr.final_loss;
+      r.seconds += tr.seconds;
+      r.flops += tr.flops;
+      r.failed = tr.failed;
+      r.failure = tr.failure;
+      if (tr.failed) break;
+      eval_model.bind(weights);
+      const double val = evaluate_model(eval_model, dev, "val", ctx).accuracy();
+      r.val_curve.emplace_back(done_steps, val);
+      if (a.keep == "best" && val > best_val) {
+        best = weights.to(Device::cpu());
+        best_val = val;
+        r.kept_step = done_steps;
+      }
+    }
+    if (r.failed && !json) progress.finish_line();
+    r.steps = done_steps;
+    if (a.keep == "last" || !best) r.kept_step = done_steps;
+    if (a.keep == "best" && best) weights = best->to(device);
 
     eval_model.bind(weights);
     r.val_after = evaluate_model(eval_model, dev, "val", ctx).accuracy();
@@ -163,7 +213,10 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
       std::printf("#%d %s: test %.2f%% -> %.2f%% (validation %.2f%% -> %.2f%%) in %s%s\n", i + 1,
                   rec.id.c_str(), 100 * r.test_before, 100 * r.test_after, 100 * r.val_before,
                   100 * r.val_after, format_duration(r.seconds).c_str(),
-                  r.failed ? (", training stopped: " + r.failure).c_str() : "");
+                  r.failed ? (", training stopped: " + r.failure).c_str()
+                  : r.kept_step < r.steps
+                      ? (", kept the weights of step " + std::to_string(r.kept_step)).c_str()
+                      : "");
     done.push_back(std::move(r));
   }
 
@@ -179,8 +232,11 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
                             {"from", a.from},
                             {"steps", a.steps},
                             {"batch", a.batch},
-                            {"augment", a.augment},
+                            {"augment", augment ? "on" : "off"},
                             {"lr_scaling", a.lr_scaling},
+                            {"lr_decay", a.lr_decay},
+                            {"validation_checks", periods},
+                            {"keep", a.keep},
                             {"device", place.str()},
                             {"ensemble_size", k},
                             {"ensemble_test", std::isfinite(ensemble) ? nlohmann::json(ensemble)
@@ -217,11 +273,21 @@ Command add_retrain_command(CLI::App& app, const Globals& globals) {
       ->check(CLI::Range(1, 100000000))->capture_default_str();
   cmd->add_option("--batch", a->batch, "Images per step (global over --gpus), 1-100,000")
       ->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--augment", a->augment, "Random pad-4 crops and flips (the paper's): on or off")
-      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  cmd->add_option("--augment", a->augment, "Random pad-4 crops and flips (the paper's): on, off, "
+                                           "or run: as the search trained its children")
+      ->check(CLI::IsMember({"run", "on", "off"}))->capture_default_str();
   cmd->add_option("--lr-scaling", a->lr_scaling, "linear (the DNA's rate times --batch / 50) or "
                                                  "none")
       ->check(CLI::IsMember({"linear", "none"}))->capture_default_str();
+  cmd->add_option("--checks", a->periods, "Validation passes over the steps, 1-1,000 (the "
+                                          "learning rate is held within each)")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--lr-decay", a->lr_decay, "cosine: the rate decays to ~0 over the steps, "
+                                             "constant within each check's period; none")
+      ->check(CLI::IsMember({"cosine", "none"}))->capture_default_str();
+  cmd->add_option("--keep", a->keep, "best: the weights of the best validation check (the "
+                                     "search's own count); last: the final ones")
+      ->check(CLI::IsMember({"best", "last"}))->capture_default_str();
   cmd->add_option("--data", a->data, "The run's data set (default: the one in run.json)");
   add_seed_option(cmd, a->seed, "The run's seed (default: the one in run.json)");
   add_place_options(cmd, a->place);

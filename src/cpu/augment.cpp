@@ -68,10 +68,7 @@ void augment_batch(Context&, const uint8_t* images, const int32_t* indices, int 
 void next_batch(Context&, int64_t* step, int per_epoch, int batch, int first, int n,
                 const int32_t* order, const int32_t* order_labels, int32_t* indices,
                 int32_t* labels, uint64_t* rng_offset) {
-  if (per_epoch < 1 || batch < 1 || first < 0 || n < 0)
-    throw Error("next_batch: per_epoch " + std::to_string(per_epoch) + ", batch " +
-                std::to_string(batch) + ", first " + std::to_string(first) + ", n " +
-                std::to_string(n) + ": each must be positive (first, n >= 0)");
+  check_next_batch(per_epoch, batch, first, n);
   const int64_t s = *step;
   const int64_t at = (s % per_epoch) * batch + first;
   for (int i = 0; i < n; ++i) {

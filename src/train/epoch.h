@@ -8,6 +8,9 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -76,6 +79,39 @@ class EpochOrder {
   std::vector<int32_t> perm_, perm_labels_;
   std::mt19937_64 shuffler_;
   Tensor perm_dev_, perm_labels_dev_, cursor_;
+};
+
+// What both trainers do with the loss of a check: a non-finite one fails the result with the
+// reason; a finite one is the result's final loss and goes to opts.on_progress with the images
+// per second since the previous check.
+class LossChecks {
+ public:
+  LossChecks(int batch, std::chrono::steady_clock::time_point start)
+      : batch_(batch), last_(start) {}
+  // `steps`: the steps done so far. False when training must stop (result.failed is set).
+  bool record(TrainResult& result, const TrainOptions& opts, int steps, double loss,
+              float learning_rate) {
+    if (!std::isfinite(loss)) {
+      result.failed = true;
+      result.failure = "training loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
+                       " at step " + std::to_string(steps) + " (learning rate " +
+                       std::to_string(learning_rate) + ")";
+      return false;
+    }
+    result.final_loss = loss;
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - last_).count();
+    const double img_s = dt > 0 ? double(steps - last_steps_) * batch_ / dt : 0;
+    if (opts.on_progress) opts.on_progress(steps, loss, img_s);
+    last_ = now;
+    last_steps_ = steps;
+    return true;
+  }
+
+ private:
+  int batch_;
+  std::chrono::steady_clock::time_point last_;
+  int last_steps_ = 0;
 };
 
 }  // namespace evo::detail

@@ -137,8 +137,7 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
     detail::EpochOrder order(dev, batch, first, shard, ctx);
     const PhiloxState base = ctx.rng();
 
-    auto last_check = start;
-    int last_check_step = 0;
+    detail::LossChecks checks(batch, start);
     for (int step = 0; step < opts.steps; ++step) {
       order.prepare(step, ctx);
       ctx.rng().take(uint64_t(batch));
@@ -163,25 +162,11 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
       bool stop = rank == 0 && opts.stop && opts.stop->load(std::memory_order_relaxed);
       const double loss = meet.exchange(rank, double(r.loss_sum), &stop) / batch;
       if (rank == 0) result.steps_done = step + 1;
-      if (!std::isfinite(loss)) {
-        if (rank == 0) {
-          result.failed = true;
-          result.failure = "training loss is " +
-                           std::string(std::isnan(loss) ? "NaN" : "infinite") + " at step " +
-                           std::to_string(step + 1) + " (learning rate " +
-                           std::to_string(learning_rate) + ")";
-        }
+      if (!std::isfinite(loss)) {  // every rank sees the same sum: all leave here together
+        if (rank == 0) checks.record(result, opts, step + 1, loss, learning_rate);
         break;
       }
-      if (rank == 0) {
-        result.final_loss = loss;
-        const auto now = std::chrono::steady_clock::now();
-        const double dt = std::chrono::duration<double>(now - last_check).count();
-        const double img_s = dt > 0 ? double(step + 1 - last_check_step) * batch / dt : 0;
-        if (opts.on_progress) opts.on_progress(step + 1, loss, img_s);
-        last_check = now;
-        last_check_step = step + 1;
-      }
+      if (rank == 0) checks.record(result, opts, step + 1, loss, learning_rate);
       if (stop) {
         if (rank == 0) result.interrupted = step + 1 < opts.steps;
         break;

@@ -115,8 +115,7 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
     ~GraphGuard() { backend.destroy_graph(graph); }
   } graph{ctx.backend()};
 
-  auto last_check = start;
-  int last_check_step = 0;
+  detail::LossChecks checks(batch, start);
   for (int step = 0; step < opts.steps; ++step) {
     if (opts.stop && opts.stop->load(std::memory_order_relaxed)) {
       result.interrupted = true;
@@ -161,21 +160,7 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
     const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
     if (check) {
       const LossResult r = read_loss(model, ctx);
-      const double loss = r.loss_sum / batch;
-      if (!std::isfinite(loss)) {
-        result.failed = true;
-        result.failure = "training loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
-                         " at step " + std::to_string(step + 1) + " (learning rate " +
-                         std::to_string(learning_rate) + ")";
-        break;
-      }
-      result.final_loss = loss;
-      const auto now = std::chrono::steady_clock::now();
-      const double dt = std::chrono::duration<double>(now - last_check).count();
-      const double img_s = dt > 0 ? double(step + 1 - last_check_step) * batch / dt : 0;
-      if (opts.on_progress) opts.on_progress(step + 1, loss, img_s);
-      last_check = now;
-      last_check_step = step + 1;
+      if (!checks.record(result, opts, step + 1, double(r.loss_sum) / batch, learning_rate)) break;
     }
   }
   ctx.synchronize();
