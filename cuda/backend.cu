@@ -62,6 +62,15 @@ class GpuBackend final : public DeviceBackend {
     EVO_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));
   }
 
+  void* allocate_pinned(std::size_t bytes) override {
+    void* p = nullptr;
+    EVO_CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 1));
+    return p;
+  }
+  void deallocate_pinned(void* ptr) noexcept override {
+    if (ptr) EVO_CUDA_CHECK_PRINT(cudaFreeHost(ptr));
+  }
+
   void* create_stream(int) override {
     cudaStream_t s = nullptr;
     EVO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));

@@ -36,6 +36,8 @@ class CpuBackend final : public DeviceBackend {
     if (bytes) std::memset(dst, 0, bytes);
   }
   void synchronize(void*) override {}
+  void* allocate_pinned(std::size_t bytes) override { return allocate(bytes, 0); }
+  void deallocate_pinned(void* ptr) noexcept override { std::free(ptr); }
   void* create_stream(int) override { return nullptr; }
   void destroy_stream(void*) noexcept override {}
   void* create_blas(void*, int) override { return nullptr; }

@@ -11,7 +11,9 @@ Context::Context(Device device, uint64_t seed, uint32_t stream_id)
   try {
     blas_ = backend_->create_blas(stream_, device.ordinal);
     arena_ = std::make_unique<Arena>(*backend_, device.ordinal, stream_);
+    host_scratch_ = backend_->allocate_pinned(kHostScratchBytes);
   } catch (...) {
+    arena_.reset();
     if (blas_) backend_->destroy_blas(blas_);
     backend_->destroy_stream(stream_);
     throw;
@@ -22,6 +24,7 @@ Context::Context(Device device, uint64_t seed, uint32_t stream_id)
 
 Context::~Context() {
   arena_.reset();  // synchronises the stream before giving memory back
+  backend_->deallocate_pinned(host_scratch_);
   if (blas_) backend_->destroy_blas(blas_);
   backend_->destroy_stream(stream_);
 }

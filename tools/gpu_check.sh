@@ -15,12 +15,17 @@
 # build-gpu), EVO_CHECK_TARGETS (build only these targets, e.g. "test_ops test_emulator
 # bench_ops"; default everything), EVO_BENCH_FULL=1 (every benchmark shape: much longer),
 # EVO_SEARCH_MINUTES (length of each search-throughput measurement, default 0.25).
+# EVO_CHECK_DRY=1: a rehearsal without a GPU, so that a step is not first run on a lent one: the
+# already-built EVO_CHECK_BUILD (default build) and the emulator stand in for the build and cuda:0,
+# sizes are tiny, the GPU-only steps (compute-sanitizer, the cuDNN baseline, the search against
+# workers per GPU) are left out, and the tables go to $build/dry-results instead of bench/results.
 set -u
 set -o pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
-build="${EVO_CHECK_BUILD:-build-gpu}"
+dry="${EVO_CHECK_DRY:-0}"
+if [ "$dry" = 1 ]; then build="${EVO_CHECK_BUILD:-build}"; else build="${EVO_CHECK_BUILD:-build-gpu}"; fi
 prefix="$root/$build/prefix"
 logs="$root/$build/logs"
 jobs="${JOBS:-$(nproc)}"
@@ -44,19 +49,32 @@ step() {
 }
 
 # ---- 0. is there a GPU at all? -----------------------------------------------------------------
-if ! command -v nvidia-smi >/dev/null 2>&1; then
+results="$root/bench/results"
+dev=cuda:0                # the device of the single-GPU steps
+all_gpus=(--gpus all)     # data-parallel over every GPU
+if [ "$dry" = 1 ]; then
+  results="$root/$build/dry-results"
+  dev=emu
+  all_gpus=(--device emu --gpus 0-1)
+  gpu_name="evo CUDA emulator (dry run)"
+  mkdir -p "$logs" "$results"
+  echo "gpu_check: dry run on the emulator with $root/$build (no GPU, nothing built)"
+elif ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "gpu_check: no GPU: nvidia-smi is not installed; this script needs a machine with an NVIDIA GPU"
   exit 1
 fi
-if ! gpu_list="$(nvidia-smi -L 2>&1)" || ! grep -q '^GPU ' <<<"$gpu_list"; then
-  echo "gpu_check: no GPU: nvidia-smi -L failed or lists none:"
-  printf '  %s\n' "$gpu_list"
-  exit 1
+if [ "$dry" != 1 ]; then
+  if ! gpu_list="$(nvidia-smi -L 2>&1)" || ! grep -q '^GPU ' <<<"$gpu_list"; then
+    echo "gpu_check: no GPU: nvidia-smi -L failed or lists none:"
+    printf '  %s\n' "$gpu_list"
+    exit 1
+  fi
+  mkdir -p "$logs" "$results"
+  gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)"
+  echo "gpu_check: $(grep -c '^GPU ' <<<"$gpu_list") GPU(s); using $gpu_name"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv |
+    tee "$logs/gpu.txt"
 fi
-mkdir -p "$logs" "$root/bench/results"
-gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)"
-echo "gpu_check: $(grep -c '^GPU ' <<<"$gpu_list") GPU(s); using $gpu_name"
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$logs/gpu.txt"
 
 nvcc_bin="$(command -v nvcc || true)"
 [ -z "$nvcc_bin" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_bin=/usr/local/cuda/bin/nvcc
@@ -103,7 +121,7 @@ unpack_debs() {
   fi
   echo "unpacked ${#debs[@]} packages into $prefix"
 }
-step unpack unpack_debs
+[ "$dry" != 1 ] && step unpack unpack_debs
 
 # ---- 2. configure and build for this GPU -------------------------------------------------------
 lib="$prefix/usr/lib/x86_64-linux-gnu"
@@ -126,7 +144,7 @@ build_all() {
     cmake --build "$root/$build" -j "$jobs"
   fi
 }
-if ! step configure configure || ! step build build_all; then
+if [ "$dry" != 1 ] && { ! step configure configure || ! step build build_all; }; then
   echo "gpu_check: the build failed; nothing else can run."
   echo "gpu_check: FAILED steps: ${failed[*]}"
   exit 1
@@ -134,13 +152,17 @@ fi
 bin="$root/$build"
 
 # ---- 3. tests: every op on every device (cpu, emu, then cuda:0), and the emulator's GPU comparison
-step tests "$bin/tests/test_ops" --durations yes
-step test_emulator "$bin/tests/test_emulator"
+if [ "$dry" != 1 ]; then  # CI runs these on the emulator already
+  step tests "$bin/tests/test_ops" --durations yes
+  step test_emulator "$bin/tests/test_emulator"
+fi
 # The training step captured as a CUDA graph and replayed, on emu and cuda:0, against launched ops.
 step graphs "$bin/tests/test_train" "[graphs]"
 
 # ---- 4. compute-sanitizer on the short GPU tests (cuda:0 only) --------------------------------
-if [ -n "$sanitizer" ]; then
+if [ "$dry" = 1 ]; then
+  echo "gpu_check: dry run: no compute-sanitizer steps"
+elif [ -n "$sanitizer" ]; then
   for tool in memcheck racecheck synccheck; do
     step "sanitizer_$tool" "$sanitizer" --tool "$tool" \
       --error-exitcode 1 "$bin/tests/test_ops" "[cuda][sanitize]"
@@ -156,14 +178,20 @@ fi
 # ---- 5. benchmarks: ours, and PyTorch/cuDNN on the same convolutions --------------------------
 stamp="$(date +%Y-%m-%d)"
 gpu_slug="$(tr -c 'A-Za-z0-9\n' '-' <<<"$gpu_name" | tr -s '-' | sed 's/-$//')"
-ours_json="$root/bench/results/gpu-$stamp-$gpu_slug-ours.json"
-torch_json="$root/bench/results/gpu-$stamp-$gpu_slug-cudnn.json"
-table="$root/bench/results/gpu-$stamp-$gpu_slug.md"
+ours_json="$results/gpu-$stamp-$gpu_slug-ours.json"
+torch_json="$results/gpu-$stamp-$gpu_slug-cudnn.json"
+table="$results/gpu-$stamp-$gpu_slug.md"
 full_flag=()
 [ "${EVO_BENCH_FULL:-0}" = "1" ] && full_flag=(--full)
-step bench "$bin/bench/bench_ops" --device cuda:0 "${full_flag[@]}" --benchmark_out="$ours_json" \
+bench_args=(--device "$dev" "${full_flag[@]}")
+# A dry run times version 4 on one small shape: the emulator takes seconds per kernel.
+[ "$dry" = 1 ] && bench_args=(--device emu --conv-version 4 --benchmark_filter='conv_fwd.*16-16/s1'
+  --benchmark_min_time=0.01)
+step bench "$bin/bench/bench_ops" "${bench_args[@]}" --benchmark_out="$ours_json" \
   --benchmark_out_format=json
-if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+if [ "$dry" = 1 ]; then
+  echo "gpu_check: dry run: no cuDNN baseline"
+elif python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
   step torch_baseline python3 "$root/bench/torch_conv_baseline.py" "${full_flag[@]}" \
     --out "$torch_json"
 else
@@ -174,9 +202,10 @@ fi
 # ---- 5b. search throughput against workers per GPU (1, 2, 4) ---------------------------------
 # On a random data set in CIFAR-10's binary format (the paper's 32x32x3 shapes; the GPU machine
 # has no data sets): the accuracies mean nothing, the children per hour and FLOP/s do.
-search_table="$root/bench/results/gpu-$stamp-$gpu_slug-search.md"
-search_bench() {
+search_table="$results/gpu-$stamp-$gpu_slug-search.md"
+random_cifar() {
   local data_dir="$root/$build/random-cifar10"
+  [ -f "$data_dir/test_batch.bin" ] && return 0
   python3 - "$data_dir" <<'PY' || return 1
 import os, random, sys
 out = sys.argv[1]
@@ -187,11 +216,21 @@ for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
         for _ in range(10000):
             f.write(bytes([rng.randrange(10)]) + os.urandom(3072))
 PY
-  DATA="cifar10:$data_dir" DEVICE_ARGS="--gpus 0" WORKER_OPTION=--workers-per-gpu \
-    MINUTES="${EVO_SEARCH_MINUTES:-0.25}" SEED_MINUTES="${EVO_SEARCH_MINUTES:-0.25}" REPS=1 \
-    STEPS=400 "$root/bench/search_throughput.sh" "$bin" | tee "$search_table"
 }
-step search_throughput search_bench
+step random_data random_cifar
+search_bench() {
+  DATA="cifar10:$root/$build/random-cifar10" DEVICE_ARGS="--gpus 0" \
+    WORKER_OPTION=--workers-per-gpu MINUTES="${EVO_SEARCH_MINUTES:-0.25}" \
+    SEED_MINUTES="${EVO_SEARCH_MINUTES:-0.25}" REPS=1 STEPS=400 \
+    "$root/bench/search_throughput.sh" "$bin" | tee "$1"
+}
+if [ "$dry" = 1 ]; then
+  echo "gpu_check: dry run: no search throughput (evo search runs on CUDA GPUs or the CPU)"
+else
+  step search_throughput search_bench "$search_table"
+  # The same with every child's steps launched op by op: what the graphs buy per child.
+  EVO_GRAPHS=0 step search_throughput_no_graphs search_bench "${search_table%.md}-no-graphs.md"
+fi
 
 # ---- 5c. CUDA graphs, and data-parallel training through the real NCCL ---------------------------
 # evo train on cuda:0 with the training step as one CUDA graph (the default) and as launched ops
@@ -199,20 +238,24 @@ step search_throughput search_bench
 # lent this is the NCCL path with one rank (the calls run on the real library; against cuda:0
 # it says what one all-reduce per step costs); with several, the same global batch split over
 # them. Same random CIFAR-format data as 5b.
-parallel_table="$root/bench/results/gpu-$stamp-$gpu_slug-parallel.md"
+parallel_table="$results/gpu-$stamp-$gpu_slug-parallel.md"
 parallel_bench() {
-  local data="cifar10:$root/$build/random-cifar10" dna="$root/data/dna/four_conv.json"
-  local common=(--dna "$dna" --data "$data" --steps 300 --max-train 5000 --augment on --json)
+  local data="cifar10:$root/$build/random-cifar10" dna=four_conv steps=300
+  # The emulator evaluates 15,000 images of four_conv in minutes: the dry run trains the initial
+  # DNA (no convolution) for a few steps; it checks the commands, not the speed.
+  [ "$dry" = 1 ] && dna=initial && steps=4
+  local common=(--dna "$root/data/dna/$dna.json" --data "$data" --steps "$steps" --max-train 5000
+    --augment on --json)
   local one ops all
-  one=$("$bin/evo" train "${common[@]}" --device cuda:0 --batch 50) || return 1
-  ops=$(EVO_GRAPHS=0 "$bin/evo" train "${common[@]}" --device cuda:0 --batch 50) || return 1
-  all=$("$bin/evo" train "${common[@]}" --gpus all --batch 50) || return 1
-  python3 - "$one" "$ops" "$all" "$gpu_name" "$stamp" <<'PY' | tee "$parallel_table"
+  one=$("$bin/evo" train "${common[@]}" --device "$dev" --batch 50) || return 1
+  ops=$(EVO_GRAPHS=0 "$bin/evo" train "${common[@]}" --device "$dev" --batch 50) || return 1
+  all=$("$bin/evo" train "${common[@]}" "${all_gpus[@]}" --batch 50) || return 1
+  python3 - "$one" "$ops" "$all" "$gpu_name" "$stamp" "$dna" "$steps" <<'PY' | tee "$parallel_table"
 import json, sys
 runs = [json.loads(a) for a in sys.argv[1:4]]
-gpu, stamp = sys.argv[4], sys.argv[5]
-print(f"# evo train on {gpu} ({stamp}): CUDA graphs on and off, and --gpus all (NCCL)\n")
-print("four_conv.json, 300 steps of global batch 50, random CIFAR-10-format images, crops and flips.\n")
+gpu, stamp, dna, steps = sys.argv[4:8]
+print(f"# evo train on {gpu} ({stamp}): CUDA graphs on and off, and data-parallel (NCCL)\n")
+print(f"{dna}.json, {steps} steps of global batch 50, random CIFAR-10-format images, crops and flips.\n")
 print("| placement | graphs | img/s | train loss | val acc |")
 print("|---|---|---:|---:|---:|")
 for r in runs:

@@ -54,6 +54,12 @@ class DeviceBackend {
   virtual void fill_zero(void* dst, std::size_t bytes, void* stream) = 0;
   virtual void synchronize(void* stream) = 0;
 
+  // Page-locked host memory (cudaMallocHost), for the few device-to-host reads of a step: a copy
+  // into pageable memory is staged by the driver through its own pinned buffer, behind a lock
+  // that many workers on one GPU would share. Plain memory on the CPU.
+  virtual void* allocate_pinned(std::size_t bytes) = 0;
+  virtual void deallocate_pinned(void* ptr) noexcept = 0;
+
   virtual void* create_stream(int ordinal) = 0;
   virtual void destroy_stream(void* stream) noexcept = 0;
   virtual void* create_blas(void* stream, int ordinal) = 0;

@@ -2,6 +2,7 @@
 // Not shared between threads: each worker (one per GPU stream) owns exactly one, RAII.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -26,6 +27,10 @@ class Context {
   void* stream() const { return stream_; }
   void* blas() const { return blas_; }
   Arena& arena() { return *arena_; }
+  // kHostScratchBytes of page-locked host memory for this worker's device-to-host reads (the
+  // loss and accuracy of a check): no staging copy, no driver lock shared with other workers.
+  static constexpr std::size_t kHostScratchBytes = 256;
+  void* host_scratch() const { return host_scratch_; }
   PhiloxState& rng() { return rng_; }
 
   // Makes this context's device current on the calling thread (workers call it once).
@@ -39,6 +44,7 @@ class Context {
   void* stream_ = nullptr;
   void* blas_ = nullptr;
   std::unique_ptr<Arena> arena_;
+  void* host_scratch_ = nullptr;
   PhiloxState rng_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -85,6 +86,10 @@ struct Shared {
   Dataset data;
   std::map<std::string, std::unique_ptr<DeviceDataset>> device_data;  // by device name
   int children = 0, failed = 0, reserved = 0;
+  // Reservations that ended for good (published, or could not be published); reserved - finished
+  // are in flight, and may yet come back (unreserve) when their worker stops on a broken GPU.
+  int finished = 0;
+  std::condition_variable budget_changed;
   std::set<std::string> broken_devices;  // whose worker stopped on a sticky error (under mutex)
   std::atomic<int64_t> redrawn{0};  // mutations drawn again for the size limits
   double best_val = 0;
@@ -114,16 +119,33 @@ struct Shared {
     observer.warning(line);
   }
 
-  // Reserves one child of the --max-children budget; false when it is spent.
+  // Reserves one child of the --max-children budget; false when it is spent. While the budget is
+  // all reserved but some children are still in flight, waits: a worker that stops on a broken
+  // GPU gives its child back (unreserve), and another worker must be there to train it, or the
+  // run would end one child short with a slot of the population empty.
   bool reserve_child() {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (opts.max_children > 0 && reserved >= opts.max_children) return false;
+    std::unique_lock<std::mutex> lock(mutex);
+    while (opts.max_children > 0 && reserved >= opts.max_children) {
+      if (finished >= reserved || stopping()) return false;
+      budget_changed.wait_for(lock, std::chrono::milliseconds(200));
+    }
     ++reserved;
     return true;
   }
   void unreserve() {
-    std::lock_guard<std::mutex> lock(mutex);
-    --reserved;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      --reserved;
+    }
+    budget_changed.notify_all();
+  }
+  // A reserved child ended for good (published, or lost).
+  void finish_child() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++finished;
+    }
+    budget_changed.notify_all();
   }
 };
 
@@ -290,6 +312,28 @@ void log_child(Shared& sh, const std::string& worker, const IndividualRecord& r)
   }
 }
 
+// One child's share of the --max-children budget, held by its worker from reserve_child() until
+// the child is published (finish) or not (give_back, also on the way out of an exception).
+class Reservation {
+ public:
+  explicit Reservation(Shared& sh) : sh_(sh) {}
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() { give_back(); }
+  void give_back() {
+    if (open_) sh_.unreserve();
+    open_ = false;
+  }
+  void finish() {
+    if (open_) sh_.finish_child();
+    open_ = false;
+  }
+
+ private:
+  Shared& sh_;
+  bool open_ = true;
+};
+
 // Failures in a row after which a worker waits before its next child (doubling from 1 s).
 constexpr int kFailuresBeforeBackoff = 3;
 
@@ -327,6 +371,9 @@ void worker_main(Shared& sh, int index, Device device) {
       if (sh.stopping()) break;
     }
     if (!sh.reserve_child()) break;
+    // Whatever way this iteration ends, the reservation ends with it: finished when the child is
+    // published (or lost), given back otherwise, an unexpected exception included.
+    Reservation held(sh);
     IndividualRecord rec;
     Dna dna;
     std::optional<CompiledDna> limited_plan;  // compiled already by the size limits' check
@@ -344,7 +391,7 @@ void worker_main(Shared& sh, int index, Device device) {
         parent = select_parent(sh, rng, staging, true);
         if (!parent) {  // no population to select from yet, or stopping
           sh.population.abandon(std::move(staging));
-          sh.unreserve();
+          held.give_back();
           std::this_thread::sleep_for(std::chrono::milliseconds(500));
           continue;
         }
@@ -363,7 +410,7 @@ void worker_main(Shared& sh, int index, Device device) {
       }
     } catch (const std::exception& e) {
       sh.population.abandon(std::move(staging));
-      sh.unreserve();
+      held.give_back();
       sh.warn(worker + ": selection failed: " + e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       continue;
@@ -392,7 +439,7 @@ void worker_main(Shared& sh, int index, Device device) {
       const TrainResult tr = train_model(model, data, ctx, topts, float(dna.learning_rate));
       if (tr.interrupted) {
         sh.population.abandon(std::move(staging));
-        sh.unreserve();
+        held.give_back();
         break;
       }
       rec.steps = tr.steps_done;
@@ -416,7 +463,7 @@ void worker_main(Shared& sh, int index, Device device) {
         // abandoned, not published as failed: its slot goes back to the population, to be
         // refilled by selection (docs/population.md), and this worker stops; the others go on.
         sh.population.abandon(std::move(staging));
-        sh.unreserve();
+        held.give_back();
         throw WorkerStopped(worker + " stopped: its GPU failed for good (" + e.what() +
                             "); the other workers go on. Restart evo to use " + device.str() +
                             " again");
@@ -435,9 +482,11 @@ void worker_main(Shared& sh, int index, Device device) {
       save_dna(dna, staging.dna_path());
       sh.population.publish(std::move(staging), rec);
     } catch (const std::exception& e) {
+      held.finish();
       sh.warn(worker + ": could not publish " + rec.id + ": " + e.what());
       continue;
     }
+    held.finish();
     log_child(sh, worker, rec);
   }
 }

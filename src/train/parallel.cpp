@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <numeric>
@@ -156,8 +157,10 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
       const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
       if (!check) continue;
       LossResult r{};
-      ctx.backend().copy(&r, model.loss_result(), sizeof r, CopyKind::DeviceToHost, ctx.stream());
+      ctx.backend().copy(ctx.host_scratch(), model.loss_result(), sizeof r,
+                         CopyKind::DeviceToHost, ctx.stream());
       ctx.synchronize();
+      std::memcpy(&r, ctx.host_scratch(), sizeof r);
       // Every replica leaves at the same step: on rank 0's stop decision or a non-finite loss.
       bool stop = rank == 0 && opts.stop && opts.stop->load(std::memory_order_relaxed);
       const double loss = meet.exchange(rank, double(r.loss_sum), &stop) / batch;
