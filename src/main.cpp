@@ -37,6 +37,15 @@ int main(int argc, char** argv) {
     const evo::cli::Command* chosen = nullptr;
     for (const evo::cli::Command& c : commands)
       if (c.app->parsed()) chosen = &c;
+    // The search's options also live on the top level (`evo --gpus 0-7`), and fallthrough hands
+    // a subcommand's unknown options up there: without this check `evo train --population 5`
+    // would be accepted and ignored.
+    if (chosen && chosen->app->get_name() != "search")
+      for (const CLI::Option* opt : app.get_options())
+        if (opt->count() > 0 && opt->get_name() != "--json")
+          throw evo::UsageError(opt->get_name() + " is not an option of evo " +
+                                chosen->app->get_name() + " (it belongs to evo search); evo " +
+                                chosen->app->get_name() + " --help lists its options");
     for (const evo::cli::Command& c : commands)
       if (!chosen && c.app->get_name() == "search") chosen = &c;
     return chosen->run();

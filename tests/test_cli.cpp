@@ -54,6 +54,13 @@ TEST_CASE("Unknown options and bad values are usage errors with exit code 2", "[
   r = run_evo("--gpus 0-x");
   CHECK(r.code == 2);
   CHECK(r.output.find("not a GPU index or range") != std::string::npos);
+  // A search option given to another subcommand is an error, not silently ignored.
+  r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --population 5 --steps 1");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--population is not an option of evo train") != std::string::npos);
+  r = run_evo("show " EVO_SOURCE_DIR "/data/dna/initial.json --time-limit 5m");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--time-limit is not an option of evo show") != std::string::npos);
 }
 
 TEST_CASE("Asking for a GPU that is not there is a clear error with exit code 2", "[cli]") {

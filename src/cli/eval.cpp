@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli.h"
+#include "evo/backend.h"
 #include "evo/data.h"
 #include "evo/dna.h"
 #include "evo/train.h"
@@ -17,11 +18,13 @@ struct EvalArgs {
   std::string dna, weights, data = "fashion-mnist", split = "val", device = "cpu";
   double val_fraction = 0.1;
   int max_train = 0;
+  int threads = 0;  // CPU threads of the ops; 0: every core
   uint64_t seed = 0;
 };
 
 int run_eval(const EvalArgs& cmd, bool json) {
   const Device device = parse_device(cmd.device);
+  if (cmd.threads > 0) set_cpu_threads(cmd.threads);
   const Dataset data = load_data({cmd.data, cmd.seed, cmd.val_fraction, cmd.max_train});
   const CompiledDna plan =
       compile(load_dna(cmd.dna), data.train.h, data.train.w, data.train.c, data.classes);
@@ -55,6 +58,8 @@ Command add_eval_command(CLI::App& app, const Globals& globals) {
   eval->add_option("--split", a->split, "val or test")->check(CLI::IsMember({"val", "test"}))
       ->capture_default_str();
   add_device_option(eval, a->device);
+  eval->add_option("--threads", a->threads, "CPU threads of the ops, 1-256 (default: every core)")
+      ->check(CLI::Range(1, 256));
   add_seed_option(eval, a->seed, "The seed used in training (it chose the val split)");
   eval->add_option("--val-fraction", a->val_fraction, "As in training")
       ->check(CLI::Range(0.0, 0.9))->capture_default_str();
