@@ -17,6 +17,31 @@ namespace {
 
 std::string source_path(const std::string& rel) { return std::string(EVO_SOURCE_DIR) + "/" + rel; }
 
+// Synthetic images (the data loader is tested elsewhere): n random side x side x 1 images with
+// random labels of 10 classes.
+ImageSet random_images(int n, int side) {
+  ImageSet s;
+  s.n = n;
+  s.h = s.w = side;
+  s.c = 1;
+  for (int i = 0; i < n * side * side; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
+  for (int i = 0; i < n; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
+  return s;
+}
+
+// A data set of 10 classes with these splits, standardised as pixels of mean 127 and std 70.
+Dataset random_dataset(ImageSet train, ImageSet val, ImageSet test) {
+  Dataset data;
+  data.name = "random";
+  data.classes = 10;
+  data.train = std::move(train);
+  data.val = std::move(val);
+  data.test = std::move(test);
+  data.mean = {127.f};
+  data.std = {70.f};
+  return data;
+}
+
 // Trains `dna` on a Fashion-MNIST subset and returns the validation accuracy.
 double train_and_validate(Dna dna, int steps, int max_train, bool augment, uint64_t seed) {
   DataOptions d;
@@ -71,25 +96,8 @@ TEST_CASE("The four-conv reference DNA learns Fashion-MNIST; the initial individ
 
 TEST_CASE("cpu and emu give the same loss curve over 20 steps of the skip-connection DNA",
           "[train][emu]") {
-  // Synthetic images (the data loader is tested elsewhere): random pixels, random labels.
-  Dataset data;
-  data.name = "random";
-  data.classes = 10;
-  auto make = [](int n) {
-    ImageSet s;
-    s.n = n;
-    s.h = 12;
-    s.w = 12;
-    s.c = 1;
-    for (int i = 0; i < n * 144; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
-    for (int i = 0; i < n; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
-    return s;
-  };
-  data.train = make(200);
-  data.val = make(20);
-  data.test = make(20);
-  data.mean = {127.f};
-  data.std = {70.f};
+  const Dataset data =
+      random_dataset(random_images(200, 12), random_images(20, 12), random_images(20, 12));
   Dna dna = load_dna(source_path("data/dna/skips.json"));
   const CompiledDna plan = compile(dna, 12, 12, 1, 10);
   const uint64_t seed = test::rng()();
@@ -122,18 +130,8 @@ TEST_CASE("A training step captured as a CUDA graph and replayed trains bit for 
   // Random images over 12 steps of 10 from 60 training images: two epoch boundaries (the host
   // uploads a new order between replays), crops and flips (the replayed graph must read each
   // step's Philox counters from the device, not the captured ones).
-  Dataset data;
-  data.name = "random";
-  data.classes = 10;
-  ImageSet s;
-  s.n = 60;
-  s.h = s.w = 8;
-  s.c = 1;
-  for (int i = 0; i < 60 * 64; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
-  for (int i = 0; i < 60; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
-  data.train = data.val = data.test = s;
-  data.mean = {127.f};
-  data.std = {70.f};
+  const ImageSet s = random_images(60, 8);
+  const Dataset data = random_dataset(s, s, s);
   const CompiledDna plan = compile(load_dna(source_path("data/dna/skips.json")), 8, 8, 1, 10);
   const uint64_t seed = test::rng()();
   INFO("seed " << seed);
@@ -193,17 +191,8 @@ TEST_CASE("A training step captured as a CUDA graph and replayed trains bit for 
 }
 
 TEST_CASE("A diverging loss ends training with a reason instead of a crash", "[train]") {
-  Dataset data;
-  data.classes = 10;
-  ImageSet s;
-  s.n = 100;
-  s.h = s.w = 8;
-  s.c = 1;
-  for (int i = 0; i < 100 * 64; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
-  for (int i = 0; i < 100; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
-  data.train = data.val = data.test = s;
-  data.mean = {127.f};
-  data.std = {70.f};
+  const ImageSet s = random_images(100, 8);
+  const Dataset data = random_dataset(s, s, s);
   Dna dna = load_dna(source_path("data/dna/four_conv.json"));
   const CompiledDna plan = compile(dna, 8, 8, 1, 10);
   Context ctx(Device::cpu(), 3);

@@ -120,6 +120,12 @@ struct EvalResult {
   std::vector<float> probabilities;
 };
 
+// The accuracy of an ensemble whose members' softmax probabilities (EvalResult::probabilities on
+// one split) were summed into `summed` [n, classes]: per image the argmax (the first of tied
+// maxima) against `labels` [n]. NaN when there are no images or no members (`summed` empty).
+double ensemble_accuracy(const std::vector<double>& summed, const std::vector<int32_t>& labels,
+                         int classes);
+
 // Evaluates in inference mode (running batch-norm statistics) on a split, in batches of the
 // model's capacity.
 EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::string& split,

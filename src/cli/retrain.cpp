@@ -220,12 +220,7 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
     done.push_back(std::move(r));
   }
 
-  int correct = 0;
-  for (int i = 0; i < data.test.n && !avg.empty(); ++i) {
-    const double* p = avg.data() + std::size_t(i) * data.classes;
-    correct += int(std::max_element(p, p + data.classes) - p) == data.test.labels[std::size_t(i)];
-  }
-  const double ensemble = data.test.n && !avg.empty() ? double(correct) / data.test.n : NAN;
+  const double ensemble = ensemble_accuracy(avg, data.test.labels, data.classes);
   nlohmann::json summary = {{"run", a.run_dir},
                             {"data", data.name},
                             {"top", k},

@@ -557,12 +557,7 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
       if (i == 0) s.best_error = e.what();
     }
   }
-  int correct = 0;
-  for (int i = 0; i < data.test.n && !avg.empty(); ++i) {
-    const double* p = avg.data() + std::size_t(i) * data.classes;
-    correct += int(std::max_element(p, p + data.classes) - p) == data.test.labels[std::size_t(i)];
-  }
-  s.ensemble_test = data.test.n && !avg.empty() ? double(correct) / data.test.n : NAN;
+  s.ensemble_test = ensemble_accuracy(avg, data.test.labels, data.classes);
   return s;
 }
 

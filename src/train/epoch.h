@@ -4,16 +4,18 @@
 // stream and uploaded with the labels in that order; a batch is a slice of it, which the
 // next_batch op copies, from a step counter in device memory, into fixed buffers that the
 // augmentation and the loss read (so a training step captured in a CUDA graph draws a new batch
-// at every replay). Not the augmentation itself and not a data loader.
+// at every replay); and the loss check both loops do. Not the augmentation itself and not a data
+// loader.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <string>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "evo/ops.h"
@@ -80,6 +82,18 @@ class EpochOrder {
   std::mt19937_64 shuffler_;
   Tensor perm_dev_, perm_labels_dev_, cursor_;
 };
+
+// The device's LossResult of the model's last loss(), read through the context's pinned scratch
+// (context.h says why); waits for the stream.
+inline LossResult read_loss(const Model& model, Context& ctx) {
+  static_assert(sizeof(LossResult) <= Context::kHostScratchBytes);
+  ctx.backend().copy(ctx.host_scratch(), model.loss_result(), sizeof(LossResult),
+                     CopyKind::DeviceToHost, ctx.stream());
+  ctx.synchronize();
+  LossResult r;
+  std::memcpy(&r, ctx.host_scratch(), sizeof r);
+  return r;
+}
 
 // What both trainers do with the loss of a check: a non-finite one fails the result with the
 // reason; a finite one is the result's final loss and goes to opts.on_progress with the images

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstring>
 #include <exception>
 #include <mutex>
 #include <numeric>
@@ -156,20 +155,15 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
 
       const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
       if (!check) continue;
-      LossResult r{};
-      ctx.backend().copy(ctx.host_scratch(), model.loss_result(), sizeof r,
-                         CopyKind::DeviceToHost, ctx.stream());
-      ctx.synchronize();
-      std::memcpy(&r, ctx.host_scratch(), sizeof r);
+      const LossResult r = detail::read_loss(model, ctx);
       // Every replica leaves at the same step: on rank 0's stop decision or a non-finite loss.
       bool stop = rank == 0 && opts.stop && opts.stop->load(std::memory_order_relaxed);
       const double loss = meet.exchange(rank, double(r.loss_sum), &stop) / batch;
-      if (rank == 0) result.steps_done = step + 1;
-      if (!std::isfinite(loss)) {  // every rank sees the same sum: all leave here together
-        if (rank == 0) checks.record(result, opts, step + 1, loss, learning_rate);
-        break;
+      if (rank == 0) {
+        result.steps_done = step + 1;
+        checks.record(result, opts, step + 1, loss, learning_rate);
       }
-      if (rank == 0) checks.record(result, opts, step + 1, loss, learning_rate);
+      if (!std::isfinite(loss)) break;  // every rank sees the same sum: all leave here together
       if (stop) {
         if (rank == 0) result.interrupted = step + 1 < opts.steps;
         break;

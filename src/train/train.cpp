@@ -2,16 +2,15 @@
 // Not the search's bookkeeping: no population, no files except what the caller saves.
 #include "evo/train.h"
 
-#include <cstdlib>
-#include <cstring>
-
-#include "epoch.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
+
+#include "epoch.h"
 
 namespace evo {
 
@@ -32,17 +31,6 @@ DeviceSplit upload_split(const ImageSet& set, Device device) {
   std::iota(order.begin(), order.end(), 0);
   s.order = Tensor::from_host_bytes(order.data(), {n}, device, DType::I32);
   return s;
-}
-
-// Through the context's pinned scratch (context.h says why).
-LossResult read_loss(const Model& model, Context& ctx) {
-  static_assert(sizeof(LossResult) <= Context::kHostScratchBytes);
-  ctx.backend().copy(ctx.host_scratch(), model.loss_result(), sizeof(LossResult),
-                     CopyKind::DeviceToHost, ctx.stream());
-  ctx.synchronize();
-  LossResult r;
-  std::memcpy(&r, ctx.host_scratch(), sizeof r);
-  return r;
 }
 
 }  // namespace
@@ -163,7 +151,7 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
 
     const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
     if (check) {
-      const LossResult r = read_loss(model, ctx);
+      const LossResult r = detail::read_loss(model, ctx);
       if (!checks.record(result, opts, step + 1, double(r.loss_sum) / batch, learning_rate)) break;
     }
   }
@@ -189,7 +177,7 @@ EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::st
                      PhiloxState{}, nullptr, model.input());
     model.forward(b, false);
     model.loss(split.labels.data<int32_t>() + i, b, false);
-    const LossResult r = read_loss(model, ctx);
+    const LossResult r = detail::read_loss(model, ctx);
     loss_sum += r.loss_sum;
     result.correct += r.correct;
     result.n += b;
@@ -211,6 +199,17 @@ EvalResult evaluate_model(Model& model, const DeviceDataset& data, const std::st
   result.loss = result.n ? loss_sum / result.n : 0;
   result.flops = model.plan().forward_flops * double(result.n);
   return result;
+}
+
+double ensemble_accuracy(const std::vector<double>& summed, const std::vector<int32_t>& labels,
+                         int classes) {
+  if (labels.empty() || summed.empty()) return NAN;
+  int correct = 0;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const double* p = summed.data() + i * std::size_t(classes);
+    correct += int(std::max_element(p, p + classes) - p) == labels[i];
+  }
+  return double(correct) / double(labels.size());
 }
 
 }  // namespace evo
