@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cmath>
@@ -81,6 +82,24 @@ inline std::string temp_dir(const std::string& tag) {
   std::filesystem::create_directories(p);
   return p.string();
 }
+
+// A path for a run folder under the system's temp folder, unique per process (the pid: two test
+// programs given the same --rng-seed draw the same numbers), removed when the test leaves its
+// scope, passed or failed: a folder a failed run left behind would be resumed by the next run.
+// Not created here (a test may check that evo does not create it).
+struct TempPath {
+  std::string path;
+  explicit TempPath(const std::string& tag)
+      : path((std::filesystem::temp_directory_path() /
+              ("evo_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(rng()())))
+                 .string()) {}
+  ~TempPath() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+};
 
 // The devices this machine can test on: cpu and emu always, cuda:0 when a GPU is visible.
 std::vector<Device> test_devices();

@@ -25,16 +25,24 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("evo_search_" + std::to_string(test::rng()()));
+  const test::TempPath dir("search");
   SearchOptions o;
-  o.run_dir = dir.string();
+  o.run_dir = dir.path;
   o.devices = {Device::cpu(), Device::cpu()};
+  // Sized so that "evolution beats the start" fails by chance rarely, not 1 run in 20 as it did
+  // with 60 children, the paper's inheritance and 1,000 validation images (3 of 60 seeds had no
+  // child beat the luckiest initial net; one CI run failed that way). The initial net (global
+  // pooling, then a linear layer) sees only the image's mean brightness and stops near 22%; the
+  // best of six such nets is a lucky draw that a child must beat. With the CPU default (children
+  // keep their parent's weights and train on), 150 children and the whole validation split (6,000
+  // images: sd 0.55 points instead of 1.3), 60 seeds passed, the smallest margin 1.0 point (most
+  // runs end at 24-60%). About 5 s on 2 cores.
   o.population = 6;
   o.steps = 100;
-  o.max_children = 60;
+  o.max_children = 150;
   o.max_train = 4000;
-  o.max_val = 1000;
+  o.max_val = 10000;
+  o.inheritance = Inheritance::Keep;
   o.seed = test::rng()() % 1000;
   o.ensemble = 3;
   std::atomic<bool> stop{false};
@@ -50,17 +58,17 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
     void child_done(const ChildDone& c) override { children.push_back(c); }
   } heard;
   const SearchSummary s = run_search(o, stop, &heard);
-  CHECK(s.children + s.failed == 60);
+  CHECK(s.children + s.failed == 150);
   CHECK(heard.starts == 1);
   CHECK(heard.resumed == 0);
-  REQUIRE(heard.children.size() == 60);
+  REQUIRE(heard.children.size() == 150);
   for (std::size_t i = 1; i < heard.children.size(); ++i)  // one call at a time, in order
     CHECK(heard.children[i].best_val >= heard.children[i - 1].best_val);
   CHECK(heard.children.back().best_val == Approx(s.best_val));
 
   Population pop(o.run_dir);
   const std::vector<IndividualRecord> all = pop.all_individuals();
-  CHECK(all.size() == 60);
+  CHECK(all.size() == 150);
   for (const ChildDone& c : heard.children) {
     const std::optional<IndividualRecord> r = pop.read(c.record.id);
     REQUIRE(r);
@@ -88,11 +96,10 @@ TEST_CASE("A tiny search on the CPU beats its initial individuals and resumes", 
   const SearchSummary again = run_search(o, stop);
   CHECK(again.children + again.failed == 4);
   const std::vector<IndividualRecord> after = Population(o.run_dir).all_individuals();
-  CHECK(after.size() == 64);
+  CHECK(after.size() == 154);
   int initial = 0;
   for (const IndividualRecord& r : after) initial += r.mutation == "initial";
   CHECK(initial == 6);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("Aging selection removes the oldest individual other than the parent", "[search]") {
@@ -100,10 +107,9 @@ TEST_CASE("Aging selection removes the oldest individual other than the parent",
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("evo_aging_" + std::to_string(test::rng()()));
+  const test::TempPath dir("aging");
   SearchOptions o;
-  o.run_dir = dir.string();
+  o.run_dir = dir.path;
   o.devices = {Device::cpu()};  // one worker: each kill sees a settled population
   o.population = 5;
   o.steps = 10;
@@ -139,7 +145,6 @@ TEST_CASE("Aging selection removes the oldest individual other than the parent",
   }
   CHECK(kills == 30 - 5);  // every child after the initial five replaced one individual
   CHECK(Population(o.run_dir).alive_ids().size() == 5);
-  std::filesystem::remove_all(dir);
 }
 
 // A worker of another process dies holding a slot (its staging child killed an individual): a
@@ -149,10 +154,9 @@ TEST_CASE("A running search reclaims the slot of a worker that died", "[search]"
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("evo_reclaim_" + std::to_string(test::rng()()));
+  const test::TempPath dir("reclaim");
   SearchOptions o;
-  o.run_dir = dir.string();
+  o.run_dir = dir.path;
   o.devices = {Device::cpu()};
   o.population = 4;
   o.steps = 5;
@@ -168,7 +172,7 @@ TEST_CASE("A running search reclaims the slot of a worker that died", "[search]"
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      if (!std::filesystem::exists(dir / "run.json")) continue;
+      if (!std::filesystem::exists(dir.path + "/run.json")) continue;
       Population pop(o.run_dir);
       const std::vector<std::string> alive = pop.alive_ids();
       if (alive.size() < 4) continue;
@@ -199,7 +203,6 @@ TEST_CASE("A running search reclaims the slot of a worker that died", "[search]"
   INFO("planted child " << planted);
   CHECK(!planted.empty());
   CHECK(reclaimed);  // gone while the search was still running
-  std::filesystem::remove_all(dir);
 }
 
 // --max-params / --max-flops: no individual of the run is over a limit (mutations over them are
@@ -210,10 +213,9 @@ TEST_CASE("Size limits: no individual over --max-params or --max-flops", "[searc
     return;
   }
   for (const bool by_flops : {false, true}) {
-    const auto dir =
-        std::filesystem::temp_directory_path() / ("evo_limits_" + std::to_string(test::rng()()));
+    const test::TempPath dir("limits");
     SearchOptions o;
-    o.run_dir = dir.string();
+    o.run_dir = dir.path;
     o.devices = {Device::cpu()};
     o.population = 4;
     o.steps = 5;
@@ -248,10 +250,10 @@ TEST_CASE("Size limits: no individual over --max-params or --max-flops", "[searc
       CHECK(plan.param_count == r.params);
     }
     CHECK(redrawn > 0);  // the limit was met, not just never reached
-    std::filesystem::remove_all(dir);
   }
   SearchOptions o;
-  o.run_dir = (std::filesystem::temp_directory_path() / ("evo_limits_" + std::to_string(test::rng()()))).string();
+  const test::TempPath dir("limits");
+  o.run_dir = dir.path;
   o.devices = {Device::cpu()};
   o.population = 2;
   o.max_train = 1000;
@@ -297,8 +299,8 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
   } reset;
 
   SECTION("an illegal address stops the GPU's worker, the CPU's goes on") {
-    o.run_dir = (std::filesystem::temp_directory_path() /
-                 ("evo_sticky_" + std::to_string(test::rng()()))).string();
+    const test::TempPath dir("sticky");
+    o.run_dir = dir.path;
     o.devices = {Device::emu(), Device::cpu()};
     Injector in(emu::cudaErrorIllegalAddress, 30);  // inside the emu worker's first child
     const SearchSummary s = run_search(o, stop, &in);
@@ -318,11 +320,10 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
       CHECK_FALSE(r.failed);  // the broken GPU's child was abandoned, not published as failed
     }
     CHECK(Population(o.run_dir).alive_ids().size() == 3);
-    std::filesystem::remove_all(o.run_dir);
   }
   SECTION("out of memory fails one child and the worker goes on") {
-    o.run_dir = (std::filesystem::temp_directory_path() /
-                 ("evo_oom_" + std::to_string(test::rng()()))).string();
+    const test::TempPath dir("oom");
+    o.run_dir = dir.path;
     o.devices = {Device::emu()};
     o.max_children = 5;
     Injector in(emu::cudaErrorMemoryAllocation, 3);  // a buffer of the first child's model
@@ -336,11 +337,10 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
     }
     CHECK(oom == 1);
     for (const std::string& w : in.warnings) CHECK(w.find("stopped") == std::string::npos);
-    std::filesystem::remove_all(o.run_dir);
   }
   SECTION("children that fail in a row make the worker wait, 1 s after the third, then 2 s") {
-    o.run_dir = (std::filesystem::temp_directory_path() /
-                 ("evo_backoff_" + std::to_string(test::rng()()))).string();
+    const test::TempPath dir("backoff");
+    o.run_dir = dir.path;
     o.devices = {Device::emu()};
     o.max_children = 5;
     // Kernel executions 0-3 after the start fail (out of resources: not sticky), so each of the
@@ -364,6 +364,5 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
     CHECK(gap3 >= 0.95);
     CHECK(gap4 >= 1.95);
     CHECK(in.children[2].elapsed - in.children[0].elapsed < 0.9);
-    std::filesystem::remove_all(o.run_dir);
   }
 }
