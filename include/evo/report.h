@@ -108,9 +108,11 @@ ReportWritten write_report(const std::string& run_dir, const std::string& out_pa
 
 // What the end of a search measured on the test set, kept in RUN_DIR/final.json (written
 // atomically) so that the report shows it: the best individual's test accuracy and the top-k
-// ensemble's. write_report reads it back; a later search overwrites it.
+// ensemble's, and `extra`'s keys (the final phase's: final_test_accuracy, ...). write_report reads
+// it back; a later search overwrites it.
 void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
-                        double ensemble_test, int ensemble_size);
+                        double ensemble_test, int ensemble_size,
+                        const nlohmann::json& extra = nlohmann::json::object());
 
 // The default output path of write_report: RUN_DIR/report.html.
 std::string default_report_path(const std::string& run_dir);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -13,6 +14,7 @@
 #include "evo/device.h"
 #include "evo/model.h"
 #include "evo/population.h"
+#include "evo/train.h"
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +38,23 @@ struct SearchOptions {
   // joins the population (search.cpp, "size limits").
   int64_t max_params = 0;
   double max_flops = 0;
+  // ---- beyond the paper (each off by default here; src/cli/search.cpp picks the CPU defaults,
+  // bench/results/cpu_search.md measures them) ----
+  // Each child's learning rate over its steps (train.h): the paper's constant, or cosine.
+  LrSchedule lr_schedule = LrSchedule::Constant;
+  // Mutations whose child has more convolutions that misfit their input (misfit_convs) than its
+  // parent are drawn again, as over a size limit: such taps read padding or do nothing.
+  bool fit_filters = false;
+  // Tournament: when the two sampled individuals' validation accuracies differ by at most this
+  // (a fraction, 0.002 = 0.2 points), the one with fewer training FLOPs per step wins. 0: the
+  // paper's rule (the higher accuracy wins, ties at random).
+  double cost_tie = 0;
+  // The final phase: this share of time_limit (0-0.9; needs a time limit) is kept for the end,
+  // when the top `final_top` distinct architectures (0: one per worker) train on from their
+  // weights, in parallel, with a cosine rate over the time left; the one with the best validation
+  // accuracy then is the run's final model (RUN_DIR/final/, final.json).
+  double final_share = 0;
+  int final_top = 0;
   double time_limit = 0;     // seconds; 0 = none
   int max_children = 0;      // children trained by this process; 0 = none
   uint64_t seed = 0;
@@ -71,6 +90,11 @@ struct SearchSummary {
   double ensemble_test = 0;  // test accuracy of the averaged softmax of the top `ensemble`
   int ensemble_size = 0;
   double children_per_hour = 0;
+  // The final phase's result (SearchOptions::final_share); final_test is NaN when there was none.
+  std::string final_id;
+  double final_val = NAN, final_test = NAN, final_ensemble_test = NAN;
+  int final_models = 0;
+  double final_seconds = 0;
   std::string report_path;
   // Records the report at the end of run_search left out, "<path>: <reason>" (the report reads the
   // run again, so these may differ from `damaged`). Empty for best_of_run, which writes no report.
@@ -108,6 +132,18 @@ struct SearchProgress {
   double since_best = 0;       // seconds since best_val last rose: a stuck search shows it here
 };
 
+// One model of the final phase, trained and measured.
+struct FinalModel {
+  std::string id, folder;  // folder: under RUN_DIR/final/
+  int64_t params = 0;
+  double search_val = NAN;       // its fitness in the search
+  double val = NAN, test = NAN;  // after the final phase
+  int steps = 0;
+  double seconds = 0;
+  bool failed = false;
+  std::string failure;
+};
+
 // The search calls these from its threads, one call at a time (never two at once) and in the
 // order things happened; a worker waits while its call runs, so they should be quick. Every
 // method does nothing by default: tests pass no observer at all.
@@ -119,6 +155,9 @@ class SearchObserver {
   virtual void progress(const SearchProgress&) {}
   // A recovery while the search ran reclaimed the slots of `children` (> 0) of dead workers.
   virtual void reclaimed(std::size_t /*children*/) {}
+  // The final phase begins: `models` architectures, `seconds` of training each.
+  virtual void final_started(int /*models*/, double /*seconds*/) {}
+  virtual void final_done(const FinalModel&) {}
   // A problem the search survived (a worker's selection or publication failed, a worker stopped,
   // a recovery failed, a child's folder could not be abandoned): one line for people, no newline.
   virtual void warning(const std::string& /*line*/) {}
@@ -129,6 +168,11 @@ class SearchObserver {
 // `observer` (may be null) hears what happens while it runs; the result is the summary.
 SearchSummary run_search(const SearchOptions& opts, const std::atomic<bool>& stop,
                          SearchObserver* observer = nullptr);
+
+// Convolutions of a compiled DNA that misfit their input map: a filter taller or wider than the
+// map it reads ('same' padding: most taps of a 7x7 on 4x4 read zeros), or a stride above 1 on a
+// 1x1 map (it changes nothing). SearchOptions::fit_filters counts these.
+int misfit_convs(const CompiledDna& plan);
 
 // The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
 // accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour. `data`,

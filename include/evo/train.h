@@ -40,6 +40,15 @@ struct DeviceDataset {
 // 28x28x16 net are ~50 MB, and a big reference net on 32x32x3 stays under ~1 GB.
 inline constexpr int kEvalBatch = 250;
 
+// How the learning rate moves within one training. Constant: the DNA's rate at every step (the
+// paper). Cosine: the rate times 0.5 * (1 + cos(pi * t)), t the share of the training done (of
+// the steps, or of TrainOptions::time_budget when one is set), so it falls from the DNA's rate to
+// ~0 at the end (Loshchilov & Hutter 2017). Annealed weights are what the validation pass then
+// measures: a short training ends in a minimum instead of bouncing around one at full rate.
+enum class LrSchedule { Constant, Cosine };
+const char* to_string(LrSchedule s);  // "constant", "cosine"
+LrSchedule parse_lr_schedule(const std::string& name);  // UsageError naming both spellings
+
 // The paper's recipe (Real et al. 2017, section 4): SGD with momentum 0.9, batch 50, weight decay
 // 1e-4, 25,600 steps, the learning rate from the DNA; augmentation as in He et al. 2016.
 struct TrainOptions {
@@ -54,6 +63,13 @@ struct TrainOptions {
     pad = on ? 4 : 0;
     flip = on;
   }
+  LrSchedule schedule = LrSchedule::Constant;
+  // Seconds of training (0: none). When set, training ends at the first step that starts after
+  // this long (`steps` is then a maximum) and a cosine schedule follows the clock, so it reaches
+  // ~0 when the time is up whatever the net's speed: what a phase with a deadline needs. The
+  // result says how many steps that was. Not for data-parallel training (its replicas must agree
+  // on every step's rate, and their clocks do not).
+  double time_budget = 0;
   int check_every = 100;  // read the loss back (and check it is finite) every this many steps
   // When set and true, training stops at the next step (the result says interrupted).
   const std::atomic<bool>* stop = nullptr;
@@ -65,7 +81,8 @@ struct TrainOptions {
   // later step: one launch per step instead of dozens, with bit-identical results (the batch and
   // the crops come from a device-side step counter the graph advances itself). -1: on unless the
   // environment says EVO_GRAPHS=0; 0: off; 1: on. Ignored on the CPU and by data-parallel
-  // training (whose all-reduce the emulator cannot capture).
+  // training (whose all-reduce the emulator cannot capture), and off under a schedule other than
+  // constant (a graph replays the rate it captured).
   int graphs = -1;
   // Data-parallel training only, for tests: called in every replica's thread after each step's
   // SGD update with (rank, step, that replica's weights and context).
@@ -83,6 +100,10 @@ struct TrainResult {
   bool graphed = false;      // the steps after the first ran as one CUDA graph each
   std::string graph_failure; // why a capture was refused, when it was (the steps then ran as ops)
 };
+
+// The rate of a step under opts.schedule: `progress` is the share of the training done before the
+// step (step / steps, or elapsed / time_budget), clamped to [0, 1].
+float scheduled_rate(const TrainOptions& opts, float learning_rate, double progress);
 
 // False when the environment says EVO_GRAPHS=0 (TrainOptions::graphs = -1 follows it).
 bool graphs_enabled_by_default();

@@ -103,6 +103,49 @@ TrainResult train_at(const TrainPlace& place, const CompiledDna& plan, Weights& 
   return train_model(model, dev, ctx, opts, learning_rate);
 }
 
+// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (no limit). Plain decimal
+// numbers only: no sign, exponent, hex, NaN or infinity, and at most a year.
+double parse_duration(const std::string& text, const std::string& what) {
+  const auto bad = [&] {
+    return UsageError(what + " '" + text.substr(0, 40) +
+                      "': expected a duration like 30m, 2h, 1h30m, 90s or none");
+  };
+  if (text == "none" || text == "0") return 0;
+  double total = 0;
+  std::size_t i = 0;
+  if (text.empty()) throw bad();
+  while (i < text.size()) {
+    const std::size_t start = i;
+    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+      ++i;
+    const std::string number = text.substr(start, i - start);
+    if (number.empty() || number.find('.') != number.rfind('.') || number == ".") throw bad();
+    double unit = 1;
+    if (i < text.size()) {
+      const char u = text[i++];
+      if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
+      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
+    }
+    total += std::stod(number) * unit;
+  }
+  if (!(total > 0) || total > 366 * 86400.0)
+    throw UsageError(what + " '" + text.substr(0, 40) +
+                     "': must be more than 0 and at most a year (or none)");
+  return total;
+}
+
+// For CLI11: the option's value must parse (its message is the one parse_duration throws).
+const CLI::Validator kDuration(
+    [](std::string& s) {
+      try {
+        parse_duration(s, "duration");
+        return std::string();
+      } catch (const UsageError& e) {
+        return std::string(e.what());
+      }
+    },
+    "DURATION");
+
 std::string format_duration(double seconds) {
   const long s = std::lround(std::max(seconds, 0.0));
   char buf[32];
@@ -116,7 +159,27 @@ std::string format_duration(double seconds) {
 Progress::Progress(int total, std::string label)
     : total_(total), label_(label.empty() ? label : label + " "), tty_(::isatty(2)) {}
 
+void Progress::set_time_budget(double seconds) {
+  budget_ = seconds;
+  start_ = std::chrono::steady_clock::now();
+}
+
 void Progress::update(int step, double loss, double img_s, int batch) {
+  if (budget_ > 0) {
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double left = std::max(0.0, budget_ - t);
+    if (tty_) {
+      const int width = 30, done = std::min(width, int(width * t / budget_));
+      std::string bar(std::size_t(done), '=');
+      if (done < width) bar += '>' + std::string(std::size_t(width - done - 1), ' ');
+      std::fprintf(stderr, "\r%s[%s] step %d  loss %.4f  %.0f img/s  left %s   ", label_.c_str(),
+                   bar.c_str(), step, loss, img_s, format_duration(left).c_str());
+    } else {
+      std::fprintf(stderr, "%sstep %d loss %.4f %.0f img/s left %s\n", label_.c_str(), step, loss,
+                   img_s, format_duration(left).c_str());
+    }
+    return;
+  }
   const double eta = img_s > 0 ? double(total_ - step) * batch / img_s : 0;
   if (tty_) {
     const int width = 30, done = int(double(width) * step / total_);
@@ -193,6 +256,12 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
           {"ensemble_size", s.ensemble_size},
           {"ensemble_test_accuracy", number_or_null(s.ensemble_test)},
           {"children_per_hour", s.children_per_hour},
+          {"final_id", s.final_id},
+          {"final_val_accuracy", number_or_null(s.final_val)},
+          {"final_test_accuracy", number_or_null(s.final_test)},
+          {"final_ensemble_test_accuracy", number_or_null(s.final_ensemble_test)},
+          {"final_models", s.final_models},
+          {"final_seconds", s.final_seconds},
           {"damaged_records", s.damaged},
           {"report", s.report_path}};
 }
@@ -223,6 +292,15 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
                 100 * s.ensemble_test);
   else
     std::printf("ensemble          not measured: no individual could be evaluated\n");
+  if (std::isfinite(s.final_test)) {
+    std::printf("final model       %s: validation accuracy %.2f%%, test accuracy %.2f%% (the "
+                "final phase: %d model%s trained on for %s)\n",
+                s.final_id.c_str(), 100 * s.final_val, 100 * s.final_test, s.final_models,
+                s.final_models == 1 ? "" : "s", format_duration(s.final_seconds).c_str());
+    if (s.final_models > 1 && std::isfinite(s.final_ensemble_test))
+      std::printf("final ensemble    of %d: test accuracy %.2f%%\n", s.final_models,
+                  100 * s.final_ensemble_test);
+  }
   std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
               s.children_per_hour);
   if (!s.report_path.empty()) std::printf("report            %s\n", s.report_path.c_str());

@@ -18,6 +18,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -127,15 +128,24 @@ TrainResult train_at(const TrainPlace& place, const CompiledDna& plan, Weights& 
 // "12m05s", "1h02m".
 std::string format_duration(double seconds);
 
+// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (0: no limit); `what` names
+// the option in the error ("--time-limit"). kDuration: the CLI11 check of such an option.
+double parse_duration(const std::string& text, const std::string& what);
+extern const CLI::Validator kDuration;
+
 // Training progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI).
 class Progress {
  public:
   Progress(int total, std::string label = "");
+  // A training that ends on the clock: the bar follows the time, the ETA is the time left.
+  void set_time_budget(double seconds);
   void update(int step, double loss, double img_s, int batch);
   void finish_line();
 
  private:
   int total_;
+  double budget_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::string label_;
   bool tty_;
 };

@@ -28,49 +28,8 @@ namespace {
 constexpr int kCpuSteps = 1000;
 // Inheritance of the CPU default search (GPUs: the paper's). Measured in bench/results/cpu_search.md.
 constexpr Inheritance kCpuInheritance = Inheritance::Keep;
-
-// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (no limit). Plain decimal
-// numbers only: no sign, exponent, hex, NaN or infinity, and at most a year.
-double parse_duration(const std::string& text) {
-  const auto bad = [&] {
-    return UsageError("--time-limit '" + text.substr(0, 40) +
-                      "': expected a duration like 30m, 2h, 1h30m, 90s or none");
-  };
-  if (text == "none" || text == "0") return 0;
-  double total = 0;
-  std::size_t i = 0;
-  if (text.empty()) throw bad();
-  while (i < text.size()) {
-    const std::size_t start = i;
-    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
-      ++i;
-    const std::string number = text.substr(start, i - start);
-    if (number.empty() || number.find('.') != number.rfind('.') || number == ".") throw bad();
-    double unit = 1;
-    if (i < text.size()) {
-      const char u = text[i++];
-      if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
-      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
-    }
-    total += std::stod(number) * unit;
-  }
-  if (!(total > 0) || total > 366 * 86400.0)
-    throw UsageError("--time-limit '" + text.substr(0, 40) +
-                     "': must be more than 0 and at most a year (or none)");
-  return total;
-}
-
-// For CLI11: the option's value must parse (its message is the one parse_duration throws).
-const CLI::Validator kDuration(
-    [](std::string& s) {
-      try {
-        parse_duration(s);
-        return std::string();
-      } catch (const UsageError& e) {
-        return std::string(e.what());
-      }
-    },
-    "DURATION");
+// Share of the CPU default's time limit kept for the final phase (bench/results/cpu_search.md).
+constexpr double kCpuFinalShare = 0.3;
 
 std::atomic<bool> g_stop{false};
 
@@ -83,7 +42,10 @@ extern "C" void on_interrupt(int) {
 
 struct SearchArgs {
   std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit,
-              selection = "tournament", augment, inheritance, stale_after;
+              selection = "tournament", augment, inheritance, stale_after, lr_schedule,
+              fit_filters;
+  double cost_tie = -1, final_share = -1;  // -1: the default (of the device kind, or the run's)
+  int final_top = 0;
   int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
   int max_train = 0, max_val = 0, threads = 0;
   int64_t max_params = 0;
@@ -133,6 +95,27 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
                 "of resized tensors, inserted convolutions start as the identity; beyond the "
                 "paper, the default on the CPU)")
       ->check(CLI::IsMember({"paper", "keep"}));
+  a->add_option("--lr-schedule", o.lr_schedule,
+                "Each child's learning rate over its steps: constant (the paper's, default on "
+                "GPUs) or cosine (from the DNA's rate to ~0; default on the CPU)")
+      ->check(CLI::IsMember({"constant", "cosine"}));
+  a->add_option("--fit-filters", o.fit_filters,
+                "on: a mutation that makes a filter larger than the map it reads, or strides a "
+                "1x1 map, is drawn again (default on the CPU); off: the paper's (default on GPUs)")
+      ->check(CLI::IsMember({"on", "off"}));
+  a->add_option("--cost-tie", o.cost_tie,
+                "Tournament: two individuals within this many points of validation accuracy are "
+                "a tie, won by the one cheaper to train per step, 0-100 (default 0: the paper's)")
+      ->check(CLI::Range(0.0, 100.0));
+  a->add_option("--final-share", o.final_share,
+                "Share of --time-limit kept for the final phase, 0-0.9: the best distinct "
+                "architectures (one per worker) train on with a cosine rate and the best by "
+                "validation is the final model, RUN_DIR/final/ (default 0.3 on the CPU, 0 on GPUs)")
+      ->check(CLI::Range(0.0, 0.9));
+  a->add_option("--final-top", o.final_top,
+                "Architectures in the final phase, at most one per worker (default: one per "
+                "worker)")
+      ->check(CLI::Range(1, 100000));
   a->add_option("--max-params", o.max_params,
                 "Size limit: no individual with more trainable parameters (mutations over it are "
                 "drawn again; default none)")
@@ -183,6 +166,31 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.max_flops = st["max_flops"];
   if (!given("--max-train") && has("max_train", &nlohmann::json::is_number_integer))
     a.max_train = st["max_train"];
+  // Runs from before these options (no key) resume with the paper's rules they were made by.
+  const bool old_run = st.is_object() && !st.empty();
+  if (!given("--lr-schedule") && old_run)
+    a.lr_schedule = has("lr_schedule", &nlohmann::json::is_string)
+                        ? st["lr_schedule"].get<std::string>()
+                        : std::string("constant");
+  if (!given("--fit-filters") && old_run)
+    a.fit_filters = has("fit_filters", &nlohmann::json::is_boolean) && st["fit_filters"].get<bool>()
+                        ? "on"
+                        : "off";
+  if (!given("--cost-tie") && old_run)
+    a.cost_tie = has("cost_tie_points", &nlohmann::json::is_number)
+                     ? st["cost_tie_points"].get<double>()
+                     : 0.0;
+  if (!given("--final-share") && old_run)
+    a.final_share = has("final_share", &nlohmann::json::is_number) ? st["final_share"].get<double>()
+                                                                   : 0.0;
+  if (!given("--final-top") && has("final_top", &nlohmann::json::is_number_integer))
+    a.final_top = st["final_top"];
+}
+
+std::string fmt_points(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 std::string clock_text(double elapsed) {
@@ -211,6 +219,18 @@ class ConsoleObserver : public SearchObserver {
                 o.devices.size() == 1 ? "" : "s",
                 o.selection == Selection::Tournament ? "tournament" : "aging",
                 to_string(o.inheritance), o.run_dir.c_str());
+    std::printf("learning rate %s over each child, filters %s, cost ties %s, final phase %s\n",
+                to_string(o.lr_schedule),
+                o.fit_filters ? "fit to their maps" : "of any size",
+                o.cost_tie > 0 ? ("within " + fmt_points(100 * o.cost_tie) + " points").c_str()
+                               : "none",
+                o.final_share > 0 && o.time_limit > 0
+                    ? (fmt_points(100 * o.final_share) + "% of the time limit (" +
+                       std::to_string(int(std::lround(o.final_share * o.time_limit / 60))) +
+                       " min), " +
+                       (o.final_top > 0 ? std::to_string(o.final_top) : std::string("one per worker")) +
+                       " architecture(s)").c_str()
+                    : "none");
     if (o.max_params > 0 || o.max_flops > 0)
       std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
                   o.max_params > 0 ? ("at most " + std::to_string(o.max_params) +
@@ -253,6 +273,26 @@ class ConsoleObserver : public SearchObserver {
     std::fflush(stdout);
   }
 
+  void final_started(int models, double seconds) override {
+    if (quiet_) return;
+    std::printf("-- final phase: the best %d distinct architecture%s train on from their "
+                "weights for %s each, cosine rate, in parallel\n",
+                models, models == 1 ? "" : "s", clock_text(seconds).c_str());
+    std::fflush(stdout);
+  }
+
+  void final_done(const FinalModel& m) override {
+    if (quiet_) return;
+    if (m.failed)
+      std::printf("-- final %s: FAILED: %s\n", m.id.c_str(), m.failure.c_str());
+    else
+      std::printf("-- final %s (%lld params): validation %.2f%% -> %.2f%%, test %.2f%% after "
+                  "%d more steps\n",
+                  m.id.c_str(), static_cast<long long>(m.params), 100 * m.search_val,
+                  100 * m.val, 100 * m.test, m.steps);
+    std::fflush(stdout);
+  }
+
   void warning(const std::string& line) override {
     std::fprintf(stderr, "%s\n", line.c_str());
   }
@@ -291,7 +331,8 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
   // (they are for 25,600 steps), so the CPU default trains without them.
   o.population = a.population > 0 ? a.population : on_gpu ? 1000 : 16;
   o.steps = a.steps > 0 ? a.steps : on_gpu ? 25600 : kCpuSteps;
-  o.time_limit = parse_duration(a.time_limit.empty() ? (on_gpu ? "none" : "30m") : a.time_limit);
+  o.time_limit = parse_duration(a.time_limit.empty() ? (on_gpu ? "none" : "30m") : a.time_limit,
+                                "--time-limit");
   o.max_children = a.max_children;
   o.selection = a.selection == "aging" ? Selection::Aging : Selection::Tournament;
   o.sample_size = a.sample > 0 ? a.sample : o.selection == Selection::Aging ? 5 : 2;
@@ -300,7 +341,25 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
                   : on_gpu               ? Inheritance::Paper
                                          : kCpuInheritance;
   if (!a.stale_after.empty() && a.stale_after != "none" && a.stale_after != "0")
-    o.stale_seconds = parse_duration(a.stale_after);
+    o.stale_seconds = parse_duration(a.stale_after, "--stale-after");
+  // Beyond the paper, on the CPU by default (bench/results/cpu_search.md measures each): a cosine
+  // rate within each child (its 1,000 steps end annealed, so validation measures a minimum, not
+  // a point bouncing around one), no filter larger than its map (taps that read only padding),
+  // and the last 30% of the time limit spent training the best architectures on: the search's
+  // 1,000-step children judge architectures, the final phase turns the best into a model.
+  o.lr_schedule = parse_lr_schedule(!a.lr_schedule.empty() ? a.lr_schedule
+                                    : on_gpu               ? "constant"
+                                                           : "cosine");
+  o.fit_filters = !a.fit_filters.empty() ? a.fit_filters == "on" : !on_gpu;
+  o.cost_tie = a.cost_tie >= 0 ? a.cost_tie / 100 : 0;
+  o.final_share = a.final_share >= 0 ? a.final_share : on_gpu ? 0 : kCpuFinalShare;
+  o.final_top = a.final_top;
+  if (o.final_share > 0 && o.time_limit <= 0) {
+    if (a.final_share > 0)
+      throw UsageError("--final-share " + fmt_points(a.final_share) +
+                       " needs a --time-limit to take its share of: give one, or --final-share 0");
+    o.final_share = 0;  // the CPU default without a time limit: no final phase
+  }
   o.max_params = a.max_params;
   o.max_flops = a.max_flops;
   o.max_train = a.max_train;

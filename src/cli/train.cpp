@@ -20,7 +20,7 @@ namespace {
 struct TrainArgs {
   std::string dna, weights, data = "fashion-mnist", out;
   PlaceArgs place;
-  std::string lr_scaling = "linear";
+  std::string lr_scaling = "linear", lr_schedule = "constant", time_budget;
   int steps = 25600;
   int batch = 50;
   int max_train = 0;  // 0 = the whole training split
@@ -62,15 +62,19 @@ int run_train(const TrainArgs& cmd, bool json, const CLI::App& app) {
   topts.steps = cmd.steps;
   topts.batch = cmd.batch;
   topts.set_augment(cmd.augment == "on" && !cmd.no_augment);
+  topts.schedule = parse_lr_schedule(cmd.lr_schedule);
+  topts.time_budget = cmd.time_budget.empty() ? 0 : parse_duration(cmd.time_budget, "--time-budget");
   topts.check_every = std::max(1, std::min(100, cmd.steps / 20));
-  Progress progress(cmd.steps);
+  if (topts.time_budget > 0 && app.count("--steps") == 0) topts.steps = 100000000;
+  Progress progress(topts.steps);
+  if (topts.time_budget > 0) progress.set_time_budget(topts.time_budget);
   if (!json)
     topts.on_progress = [&](int step, double loss, double img_s) {
       progress.update(step, loss, img_s, cmd.batch);
     };
   const TrainResult tr =
       train_at(place, plan, weights, data, dev, ctx, cmd.seed, topts, float(learning_rate));
-  if (tr.failed) progress.finish_line();
+  if (tr.failed || topts.time_budget > 0) progress.finish_line();
 
   Model eval_model(plan, kEvalBatch, ctx);
   eval_model.bind(weights);
@@ -84,6 +88,8 @@ int run_train(const TrainArgs& cmd, bool json, const CLI::App& app) {
       {"steps", tr.steps_done},
       {"batch", cmd.batch},
       {"learning_rate", learning_rate},
+      {"lr_schedule", cmd.lr_schedule},
+      {"time_budget_seconds", topts.time_budget},
       {"dna_learning_rate", dna.learning_rate},
       {"train_loss", tr.final_loss},
       {"failed", tr.failed},
@@ -142,6 +148,14 @@ Command add_train_command(CLI::App& app, const Globals& globals) {
                     "linear: the DNA's learning rate times --batch / 50 (the paper evolved it for "
                     "batch 50); none: the DNA's rate at any batch")
       ->check(CLI::IsMember({"linear", "none"}))->capture_default_str();
+  train->add_option("--lr-schedule", a->lr_schedule,
+                    "constant: the DNA's rate at every step (the paper); cosine: decays from it "
+                    "to ~0 over the steps (or the --time-budget)")
+      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+  train->add_option("--time-budget", a->time_budget,
+                    "Train for this long (30s, 10m, 1h; --steps is then a maximum, by default "
+                    "none); a cosine schedule then follows the clock")
+      ->check(kDuration);
   train->add_option("--out", a->out, "Folder for weights.evow, metrics.json and dna.json");
   train->add_option("--augment", a->augment, "Random pad-4 crops and flips: on (the paper's, "
                                              "default) or off")

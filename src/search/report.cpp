@@ -1326,8 +1326,8 @@ ReportWritten write_report(const std::string& run_dir, const std::string& out_pa
 }
 
 void save_final_results(const std::string& run_dir, const std::string& best_id, double best_test,
-                        double ensemble_test, int ensemble_size) {
-  nlohmann::json j;
+                        double ensemble_test, int ensemble_size, const nlohmann::json& extra) {
+  nlohmann::json j = extra.is_object() ? extra : nlohmann::json::object();
   j["format"] = "evo-final/1";
   j["best_id"] = best_id;
   j["best_test"] = std::isfinite(best_test) ? nlohmann::json(best_test) : nlohmann::json();

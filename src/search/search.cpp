@@ -30,6 +30,7 @@
 #include "evo/population.h"
 #include "evo/report.h"
 #include "evo/train.h"
+#include "final.h"
 
 namespace evo {
 
@@ -63,7 +64,12 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"sample_size", o.sample_size},
                 {"inheritance", to_string(o.inheritance)},
                 {"val_fraction", o.val_fraction},
-                {"seed", o.seed}};
+                {"seed", o.seed},
+                {"lr_schedule", to_string(o.lr_schedule)},
+                {"fit_filters", o.fit_filters},
+                {"cost_tie_points", 100 * o.cost_tie},
+                {"final_share", o.final_share},
+                {"final_top", o.final_top}};
   // Only when set: runs made before the limits existed (no key) resume as they were.
   if (o.max_params > 0) p.settings["max_params"] = o.max_params;
   // A capped training set also chooses the standardisation's mean and std (load_dataset computes
@@ -221,6 +227,21 @@ std::optional<Parent> select_parent(Shared& sh, std::mt19937_64& rng,
     // Ties are broken at random (by the shuffle), which the paper's "lower fitness" leaves open.
     std::stable_sort(sample.begin(), sample.end(),
                      [](const auto& a, const auto& b) { return a.fitness > b.fitness; });
+    // --cost-tie: of those within the margin of the best, the cheapest to train per step moves to
+    // the front and is the parent; the others keep their order, so a two-way tournament's loser
+    // is then the costlier of the two.
+    if (o.cost_tie > 0) {
+      const auto per_step = [](const IndividualRecord& r) {
+        return r.steps > 0 && std::isfinite(r.flops) ? r.flops / r.steps : INFINITY;
+      };
+      std::size_t cheapest = 0;
+      for (std::size_t i = 1; i < sample.size(); ++i)
+        if (sample[0].fitness - sample[i].fitness <= o.cost_tie &&
+            per_step(sample[i]) < per_step(sample[cheapest]))
+          cheapest = i;
+      std::rotate(sample.begin(), sample.begin() + std::ptrdiff_t(cheapest),
+                  sample.begin() + std::ptrdiff_t(cheapest) + 1);
+    }
     std::string victim = sample.back().id;
     if (o.selection == Selection::Aging) {
       double oldest = INFINITY;
@@ -256,12 +277,15 @@ struct LimitedChild {
 // Why `dna` is over a limit ("" when it is within them, or when it does not compile at all:
 // training reports that as a failure, as without limits). `plan` gets the compiled DNA when it
 // compiles.
-std::string over_limits(const Shared& sh, const Dna& dna, std::optional<CompiledDna>& plan) {
+std::string over_limits(const Shared& sh, const Dna& dna, std::optional<CompiledDna>& plan,
+                        int parent_misfits) {
   const SearchOptions& o = sh.opts;
   plan.reset();
-  if (o.max_params <= 0 && o.max_flops <= 0) return "";
+  if (o.max_params <= 0 && o.max_flops <= 0 && !o.fit_filters) return "";
   try {
     plan = compile(dna, sh.data.train.h, sh.data.train.w, sh.data.train.c, sh.data.classes);
+    if (o.fit_filters && misfit_convs(*plan) > parent_misfits)
+      return "a convolution misfits its map (--fit-filters)";
     if (o.max_params > 0 && plan->param_count > o.max_params)
       return std::to_string(plan->param_count) + " parameters > --max-params " +
              std::to_string(o.max_params);
@@ -275,9 +299,19 @@ std::string over_limits(const Shared& sh, const Dna& dna, std::optional<Compiled
 
 LimitedChild mutate_within_limits(Shared& sh, const Dna& parent, std::mt19937_64& rng) {
   LimitedChild c;
+  // A parent that misfits already (a run resumed from before --fit-filters) may keep its misfits,
+  // not add to them.
+  int parent_misfits = 0;
+  if (sh.opts.fit_filters) {
+    try {
+      parent_misfits = misfit_convs(
+          compile(parent, sh.data.train.h, sh.data.train.w, sh.data.train.c, sh.data.classes));
+    } catch (const Error&) {
+    }
+  }
   for (int draw = 0; draw < kLimitRedraws; ++draw) {
     c.mutation = mutate(parent, rng);
-    if (over_limits(sh, c.mutation.child, c.plan).empty()) {
+    if (over_limits(sh, c.mutation.child, c.plan, parent_misfits).empty()) {
       if (draw > 0)
         c.mutation.detail += " (" + std::to_string(draw) + " mutation" + (draw == 1 ? "" : "s") +
                              " over the size limits drawn again)";
@@ -356,6 +390,7 @@ void worker_main(Shared& sh, int index, Device device) {
   topts.steps = o.steps;
   topts.batch = o.batch;
   topts.set_augment(o.augment);
+  topts.schedule = o.lr_schedule;
   topts.stop = &sh.stop;
   topts.check_every = std::min(100, std::max(1, o.steps / 4));
   int failures_in_a_row = 0;
@@ -492,6 +527,15 @@ void worker_main(Shared& sh, int index, Device device) {
 }
 
 }  // namespace
+
+int misfit_convs(const CompiledDna& plan) {
+  int n = 0;
+  for (const EdgePlan& e : plan.edges)
+    if (e.type == EdgeType::Conv &&
+        (e.kh > e.in.h || e.kw > e.in.w || (e.stride > 1 && e.in.h == 1 && e.in.w == 1)))
+      ++n;
+  return n;
+}
 
 RunSettings read_run_settings(const std::string& run_dir) {
   RunSettings r;
@@ -634,8 +678,15 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
   // Workers stop by themselves at --max-children or Ctrl-C (finishing or abandoning their child);
   // the time limit ends the run on time: in-flight children are abandoned cleanly.
   double last_recover = now_seconds();
+  // With a final phase the search's own part ends early: the rest of the limit is the phase's.
+  const bool final_phase = opts.final_share > 0 && opts.time_limit > 0;
+  const double search_limit = opts.time_limit * (final_phase ? 1 - opts.final_share : 1.0);
+  bool timed_out = false;
   while (running.load() > 0) {
-    if (opts.time_limit > 0 && now_seconds() - sh.start >= opts.time_limit) sh.stop = true;
+    if (opts.time_limit > 0 && now_seconds() - sh.start >= search_limit) {
+      sh.stop = true;
+      timed_out = true;
+    }
     // Checking more often than half the staleness would only read the same folders again.
     const double every = std::min(opts.recover_every, opts.stale_seconds / 2);
     if (opts.recover_every > 0 && now_seconds() - last_recover >= every) {
@@ -661,13 +712,65 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
       final_device = d;
       break;
     }
+
+  // The final phase, when the time limit (not Ctrl-C, not --max-children) ended the search. The
+  // margin left at its end is for what follows: the top-k test pass, final.json, the report
+  // (~5-20 s for a 30-minute CPU run, more for a large population on a shared folder).
+  detail::FinalPhase fin;
+  bool ran_final = false;
+  if (final_phase && timed_out && !user_stop.load()) {
+    const double margin = std::clamp(0.03 * opts.time_limit, 15.0, 120.0);
+    const double seconds = sh.start + opts.time_limit - margin - now_seconds();
+    std::vector<Device> sound;
+    for (const Device& d : opts.devices)
+      if (!sh.broken_devices.count(d.str())) sound.push_back(d);
+    const int top = std::min<int>(opts.final_top > 0 ? opts.final_top : int(sound.size()),
+                                  int(sound.size()));
+    if (seconds < 5 || top < 1) {
+      sh.warn("evo search: no final phase: " +
+              (top < 1 ? std::string("no worker's device is left")
+                       : "only " + std::to_string(std::max(0, int(seconds))) +
+                             " s of the time limit are left"));
+    } else {
+      const std::vector<std::string> ids = detail::distinct_best(sh.population, top);
+      if (!ids.empty()) {
+        heard.final_started(int(ids.size()), seconds);
+        fin = detail::run_final_phase(sh.population, ids, sound, sh.device_data, sh.data, opts,
+                                      seconds, user_stop, [&](const FinalModel& m) {
+                                        std::lock_guard<std::mutex> lock(sh.mutex);
+                                        heard.final_done(m);
+                                      });
+        ran_final = true;
+      }
+    }
+  }
   SearchSummary s = best_of_run(opts.run_dir, opts.data, opts.ensemble, final_device, opts.seed,
                                 opts.val_fraction, opts.max_train);
   s.children = sh.children;
   s.failed = sh.failed;
+  nlohmann::json final_extra = nlohmann::json::object();
+  if (ran_final) {
+    s.final_models = int(fin.models.size());
+    s.final_seconds = fin.seconds;
+    s.final_ensemble_test = fin.ensemble_test;
+    if (fin.chosen >= 0) {
+      const FinalModel& m = fin.models[std::size_t(fin.chosen)];
+      s.final_id = m.id;
+      s.final_val = m.val;
+      s.final_test = m.test;
+      final_extra = {{"final_id", m.id},
+                     {"final_folder", "final/" + m.folder},
+                     {"final_val_accuracy", m.val},
+                     {"final_test_accuracy", m.test},
+                     {"final_models", s.final_models},
+                     {"final_seconds", fin.seconds}};
+      if (std::isfinite(fin.ensemble_test)) final_extra["final_ensemble_test"] = fin.ensemble_test;
+    }
+  }
   s.seconds = now_seconds() - sh.start;
   if (!s.best_id.empty() && std::isfinite(s.best_test))
-    save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size);
+    save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size,
+                       final_extra);
   ReportWritten report = write_report(opts.run_dir, opts.report);
   s.report_path = std::move(report.path);
   s.report_damaged = std::move(report.damaged);

@@ -86,6 +86,9 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
                                 const TrainOptions& opts, float learning_rate) {
   const int ranks = int(devices.size());
   if (ranks < 1) throw UsageError("data-parallel training needs at least one device");
+  if (opts.time_budget > 0)
+    throw UsageError("data-parallel training takes a number of steps, not a time budget (its "
+                     "replicas must agree on every step's learning rate): give --steps");
   std::vector<int> ordinals;
   for (const Device& d : devices) {
     if (!d.is_gpu_like() || d.kind != devices[0].kind)
@@ -150,7 +153,9 @@ TrainResult train_data_parallel(const CompiledDna& plan, Weights& weights, const
       model.backward(shard);
       comm->all_reduce(rank, model.gradients(), std::size_t(model.gradient_floats()), false,
                        ctx.stream());
-      model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
+      // Every replica computes the same rate from the step alone: the weights stay identical.
+      model.sgd_step(scheduled_rate(opts, learning_rate, double(step) / opts.steps),
+                     opts.momentum, opts.weight_decay);
       if (opts.on_replica_step) opts.on_replica_step(rank, step + 1, w, ctx);
 
       const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;

@@ -35,6 +35,21 @@ DeviceSplit upload_split(const ImageSet& set, Device device) {
 
 }  // namespace
 
+const char* to_string(LrSchedule s) { return s == LrSchedule::Cosine ? "cosine" : "constant"; }
+
+LrSchedule parse_lr_schedule(const std::string& name) {
+  if (name == "constant") return LrSchedule::Constant;
+  if (name == "cosine") return LrSchedule::Cosine;
+  throw UsageError("unknown learning-rate schedule '" + name.substr(0, 40) +
+                   "': expected constant or cosine");
+}
+
+float scheduled_rate(const TrainOptions& opts, float learning_rate, double progress) {
+  if (opts.schedule == LrSchedule::Constant) return learning_rate;
+  const double t = std::clamp(progress, 0.0, 1.0);
+  return float(double(learning_rate) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t)));
+}
+
 bool graphs_enabled_by_default() {
   const char* v = std::getenv("EVO_GRAPHS");
   return !(v && std::strcmp(v, "0") == 0);
@@ -86,6 +101,8 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
   // the device), which is what taking `batch` counters of ctx.rng() per step gives: the host
   // still takes them, so that whoever uses ctx.rng() after training sees the same state.
   const PhiloxState base = ctx.rng();
+  // The rate of the step about to run (step_ops reads it: a scheduled rate turns graphs off).
+  float rate = learning_rate;
   // One training step, as launched ops or, captured, as one graph.
   auto step_ops = [&] {
     order.queue_next(ctx, op);
@@ -95,11 +112,11 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
     model.forward(batch, true);
     model.loss(order.labels(), batch, true);
     model.backward(batch);
-    model.sgd_step(learning_rate, opts.momentum, opts.weight_decay);
+    model.sgd_step(rate, opts.momentum, opts.weight_decay);
   };
   // Step 0 runs as launched ops (the arena and cuBLAS reach their steady state: nothing may
   // allocate inside a capture); step 1 is captured, and that graph is replayed from then on.
-  bool graphs = ctx.device().is_gpu_like() &&
+  bool graphs = ctx.device().is_gpu_like() && opts.schedule == LrSchedule::Constant &&
                 (opts.graphs >= 0 ? opts.graphs > 0 : graphs_enabled_by_default());
   struct GraphGuard {
     DeviceBackend& backend;
@@ -113,6 +130,15 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
       result.interrupted = true;
       break;
     }
+    // One clock read per step (~25 ns) against steps of 0.1-100 ms.
+    const double elapsed =
+        opts.time_budget > 0
+            ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            : 0;
+    if (opts.time_budget > 0 && elapsed >= opts.time_budget) break;
+    rate = scheduled_rate(opts, learning_rate,
+                          opts.time_budget > 0 ? elapsed / opts.time_budget
+                                               : double(step) / opts.steps);
     order.prepare(step, ctx);
     ctx.rng().take(uint64_t(batch));
     if (graph.graph) {
@@ -152,8 +178,15 @@ TrainResult train_model(Model& model, const DeviceDataset& data, Context& ctx,
     const bool check = (step + 1) % opts.check_every == 0 || step + 1 == opts.steps;
     if (check) {
       const LossResult r = detail::read_loss(model, ctx);
-      if (!checks.record(result, opts, step + 1, double(r.loss_sum) / batch, learning_rate)) break;
+      if (!checks.record(result, opts, step + 1, double(r.loss_sum) / batch, rate)) break;
     }
+  }
+  // A time budget that ended between checks: the last step's loss is still read, so final_loss
+  // and the NaN check cover the whole training.
+  if (opts.time_budget > 0 && result.steps_done > 0 && result.steps_done % opts.check_every != 0 &&
+      result.steps_done != opts.steps && !result.failed && !result.interrupted) {
+    const LossResult r = detail::read_loss(model, ctx);
+    checks.record(result, opts, result.steps_done, double(r.loss_sum) / batch, rate);
   }
   ctx.synchronize();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -1,0 +1,168 @@
+// The search's final phase: the few best distinct architectures train on, in parallel, for the
+// time the search kept for its end (final.h). Why it pays, in napkin math: a CPU child trains
+// 1,000 steps of 50 images (~1 epoch of Fashion-MNIST) before it is judged, so the population's
+// best has seen a handful of epochs along its lineage; the same net trained on for ~9 minutes
+// sees ~10-40 more at 1-5k images/s per core, and with the rate annealed to ~0 at the end it
+// gains 1-3 points of test accuracy that no amount of further search at 1,000 steps can give
+// (bench/results/cpu_search.md measures it). Not the search loop (search.cpp).
+#include "final.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "evo/backend.h"
+#include "evo/dna.h"
+#include "evo/io.h"
+#include "evo/population.h"
+
+namespace evo::detail {
+
+std::vector<std::string> distinct_best(const Population& pop, int top) {
+  std::vector<IndividualRecord> alive;
+  for (IndividualRecord& r : pop.all_individuals())
+    if (r.alive() && !r.failed && std::isfinite(r.fitness)) alive.push_back(std::move(r));
+  // By fitness, the earlier birth first among equals (a clone is born after its original).
+  std::stable_sort(alive.begin(), alive.end(), [](const auto& a, const auto& b) {
+    return a.fitness != b.fitness ? a.fitness > b.fitness : a.birth_time < b.birth_time;
+  });
+  std::vector<std::string> ids;
+  std::set<std::string> seen;
+  for (const IndividualRecord& r : alive) {
+    if (int(ids.size()) >= top) break;
+    try {
+      Dna dna = load_dna(pop.dna_path(r.id));
+      dna.learning_rate = 0;  // the architecture alone
+      if (seen.insert(to_json(dna)).second) ids.push_back(r.id);
+    } catch (const Error&) {
+      // Killed by another process since the listing, or damaged: the next one stands in.
+    }
+  }
+  return ids;
+}
+
+namespace {
+
+nlohmann::json to_json(const FinalModel& m) {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  // The keys `evo retrain` writes, so that `evo report` shows either.
+  return {{"id", m.id},           {"folder", m.folder},        {"parameters", m.params},
+          {"search_val_accuracy", num(m.search_val)},           {"val_after", num(m.val)},
+          {"test_after", num(m.test)},                          {"steps", m.steps},
+          {"seconds", m.seconds}, {"failed", m.failed},        {"failure", m.failure}};
+}
+
+}  // namespace
+
+FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>& ids,
+                           const std::vector<Device>& devices,
+                           const std::map<std::string, std::unique_ptr<DeviceDataset>>& data,
+                           const Dataset& host_data, const SearchOptions& opts, double seconds,
+                           const std::atomic<bool>& stop,
+                           const std::function<void(const FinalModel&)>& done) {
+  FinalPhase phase;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::size_t n = std::min(ids.size(), devices.size());
+  phase.models.resize(n);
+  std::vector<std::vector<float>> probabilities(n);
+  const std::string final_dir = (std::filesystem::path(pop.dir()) / "final").string();
+  std::filesystem::create_directories(final_dir);
+  std::mutex mutex;  // done() one call at a time
+
+  auto train_one = [&](std::size_t i) {
+    FinalModel& m = phase.models[i];
+    m.id = ids[i];
+    m.folder = std::to_string(i + 1) + "-" + ids[i];
+    const Device device = devices[i];
+    try {
+      if (device.is_cpu()) set_cpu_threads(opts.threads_per_worker);
+      const DeviceDataset& dev = *data.at(device.str());
+      Context ctx(device, opts.seed * 1000003u + i + 1, uint32_t(i));
+      if (const auto rec = pop.read(m.id)) m.search_val = rec->fitness;
+      const Dna dna = load_dna(pop.dna_path(m.id));
+      const CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
+      m.params = plan.param_count;
+      Weights weights = load_weights(pop.weights_path(m.id), plan, device);
+      TrainOptions topts;
+      topts.steps = 100000000;  // the clock ends it
+      topts.time_budget = seconds;
+      topts.schedule = LrSchedule::Cosine;
+      topts.batch = opts.batch;
+      topts.set_augment(opts.augment);
+      topts.stop = &stop;
+      {
+        Model model(plan, opts.batch, ctx);
+        model.bind(weights);
+        const TrainResult tr = train_model(model, dev, ctx, topts, float(dna.learning_rate));
+        m.steps = tr.steps_done;
+        m.seconds = tr.seconds;
+        m.failed = tr.failed;
+        m.failure = tr.failure;
+      }
+      if (!m.failed) {
+        Model eval_model(plan, kEvalBatch, ctx);
+        eval_model.bind(weights);
+        m.val = evaluate_model(eval_model, dev, "val", ctx).accuracy();
+        EvalResult test = evaluate_model(eval_model, dev, "test", ctx, true);
+        m.test = test.accuracy();
+        probabilities[i] = std::move(test.probabilities);
+        const std::string dir = final_dir + "/" + m.folder;
+        std::filesystem::create_directories(dir);
+        save_weights(weights, dir + "/weights.evow");
+        write_file_atomic(dir + "/dna.json", evo::to_json(dna), "DNA file");
+        nlohmann::json metrics = to_json(m);
+        metrics["learning_rate"] = dna.learning_rate;
+        metrics["lr_schedule"] = "cosine";
+        metrics["device"] = device.str();
+        write_file_atomic(dir + "/metrics.json", metrics.dump(2) + "\n", "metrics");
+      }
+    } catch (const std::exception& e) {
+      // Killed by another process meanwhile, out of memory, a file fault: this model fails, the
+      // others go on.
+      m.failed = true;
+      m.failure = e.what();
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    if (done) done(m);
+  };
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < n; ++i) threads.emplace_back(train_one, i);
+  for (std::thread& t : threads) t.join();
+
+  std::vector<double> summed;
+  for (std::size_t i = 0; i < n; ++i) {
+    const FinalModel& m = phase.models[i];
+    if (m.failed || probabilities[i].empty()) continue;
+    if (phase.chosen < 0 || m.val > phase.models[std::size_t(phase.chosen)].val)
+      phase.chosen = int(i);
+    if (summed.empty()) summed.assign(probabilities[i].size(), 0.0);
+    for (std::size_t j = 0; j < summed.size(); ++j) summed[j] += probabilities[i][j];
+  }
+  phase.ensemble_test = ensemble_accuracy(summed, host_data.test.labels, host_data.classes);
+  phase.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  nlohmann::json summary = {{"run", pop.dir()},
+                            {"phase", "search"},  // written by the search's final phase
+                            {"top", n},
+                            {"from", "weights"},
+                            {"seconds_each", seconds},
+                            {"steps", n ? phase.models[0].steps : 0},
+                            {"batch", opts.batch},
+                            {"augment", opts.augment ? "on" : "off"},
+                            {"lr_decay", "cosine over the time"},
+                            {"device", devices.empty() ? "" : devices[0].str()},
+                            {"chosen", phase.chosen >= 0 ? nlohmann::json(phase.models[std::size_t(phase.chosen)].id) : nlohmann::json()},
+                            {"ensemble_size", int(summed.empty() ? 0 : n)},
+                            {"ensemble_test", num(phase.ensemble_test)},
+                            {"individuals", nlohmann::json::array()}};
+  for (const FinalModel& m : phase.models) summary["individuals"].push_back(to_json(m));
+  write_file_atomic(final_dir + "/retrain.json", summary.dump(2) + "\n", "final-phase summary");
+  return phase;
+}
+
+}  // namespace evo::detail

@@ -1,0 +1,44 @@
+// The search's final phase (SearchOptions::final_share): the best few distinct architectures of
+// the population train on from their search weights for the time kept at the end, and the best of
+// them by validation accuracy is the run's final model. Private to src/search/: search.cpp calls
+// it once the workers have stopped. Not `evo retrain` (src/cli/retrain.cpp), which trains a
+// finished run's top K for a number of steps the user chooses, one after another.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "evo/search.h"
+#include "evo/train.h"
+
+namespace evo::detail {
+
+struct FinalPhase {
+  std::vector<FinalModel> models;
+  int chosen = -1;  // index into models: the best validation accuracy (-1: none trained)
+  double ensemble_test = NAN;  // averaged softmax of every model that trained
+  double seconds = 0;
+};
+
+// The alive individuals' ids, best first, one per architecture: two DNAs that differ only in
+// their learning rate are one architecture (the first, fitter, stands for both). At most `top`.
+std::vector<std::string> distinct_best(const Population& pop, int top);
+
+// Trains `ids` (at most one per entry of `devices`, at once, each in its own thread with its own
+// context) for `seconds` each, from their search weights, with a cosine rate over that time and
+// the search's batch and augmentation; measures validation and test accuracy and writes
+// RUN_DIR/final/<rank>-<id>/ (dna.json, weights.evow, metrics.json) and RUN_DIR/final/retrain.json
+// (what `evo report` shows). `stop` ends the training early (the models are still measured and
+// saved). `done` hears each model as it finishes (from the model's thread, one call at a time).
+FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>& ids,
+                           const std::vector<Device>& devices,
+                           const std::map<std::string, std::unique_ptr<DeviceDataset>>& data,
+                           const Dataset& host_data, const SearchOptions& opts, double seconds,
+                           const std::atomic<bool>& stop,
+                           const std::function<void(const FinalModel&)>& done);
+
+}  // namespace evo::detail
