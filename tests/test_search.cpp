@@ -366,3 +366,195 @@ TEST_CASE("A worker whose GPU fails for good stops; out of memory fails one chil
     CHECK(in.children[2].elapsed - in.children[0].elapsed < 0.9);
   }
 }
+
+// ---- beyond the paper: fitted filters, cost ties, the final phase --------------------------------
+
+namespace {
+
+// A chain of convolutions from the input, one per entry: {filter size, stride scale}.
+Dna conv_chain(const std::vector<std::pair<int, int>>& convs) {
+  nlohmann::json j = {{"format", "evo-dna/1"}, {"learning_rate", 0.1}, {"input", "v0"},
+                      {"output", "v" + std::to_string(convs.size())},
+                      {"next_id", 100}, {"vertices", nlohmann::json::array()},
+                      {"edges", nlohmann::json::array()}};
+  j["vertices"].push_back({{"id", "v0"}, {"activation", "linear"}});
+  for (std::size_t i = 0; i < convs.size(); ++i) {
+    j["vertices"].push_back({{"id", "v" + std::to_string(i + 1)}, {"activation", "bn_relu"}});
+    j["edges"].push_back({{"id", "e" + std::to_string(50 + i)}, {"from", "v" + std::to_string(i)},
+                          {"to", "v" + std::to_string(i + 1)}, {"type", "conv"}, {"skip", false},
+                          {"depth_factor", 1.0}, {"filter", {convs[i].first, convs[i].first}},
+                          {"stride_scale", convs[i].second}});
+  }
+  return dna_from_json(j);
+}
+
+}  // namespace
+
+TEST_CASE("misfit_convs counts filters larger than their map and strides on 1x1 maps",
+          "[search]") {
+  // An 8x8 input; stride scale s is stride 2^s ('same' padding: the map becomes ceil(8 / 2^s)).
+  CHECK(misfit_convs(compile(conv_chain({{3, 0}, {5, 0}}), 8, 8, 1, 10)) == 0);
+  CHECK(misfit_convs(compile(conv_chain({{9, 0}}), 8, 8, 1, 10)) == 1);          // 9x9 on 8x8
+  CHECK(misfit_convs(compile(conv_chain({{3, 2}, {3, 0}}), 8, 8, 1, 10)) == 1);  // 3x3 on 2x2
+  CHECK(misfit_convs(compile(conv_chain({{3, 2}, {1, 0}}), 8, 8, 1, 10)) == 0);  // 1x1 on 2x2
+  CHECK(misfit_convs(compile(conv_chain({{1, 3}, {3, 0}}), 8, 8, 1, 10)) == 1);  // 3x3 on 1x1
+  CHECK(misfit_convs(compile(conv_chain({{1, 3}, {1, 1}}), 8, 8, 1, 10)) == 1);  // stride 2 on 1x1
+  CHECK(misfit_convs(compile(conv_chain({{1, 3}, {1, 0}}), 8, 8, 1, 10)) == 0);
+  CHECK(misfit_convs(compile(conv_chain({{9, 0}, {3, 2}, {3, 0}}), 8, 8, 1, 10)) == 2);
+}
+
+TEST_CASE("--fit-filters: no child adds a convolution that misfits its map", "[search]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  const test::TempPath dir("fit");
+  SearchOptions o;
+  o.run_dir = dir.path;
+  o.devices = {Device::cpu()};
+  o.population = 3;
+  o.steps = 2;
+  o.max_children = 200;
+  o.max_train = 500;
+  o.max_val = 100;
+  o.fit_filters = true;
+  o.seed = test::rng()() % 1000;
+  INFO("seed " << o.seed);
+  std::atomic<bool> stop{false};
+  run_search(o, stop);
+  Population pop(o.run_dir);
+  const std::vector<IndividualRecord> all = pop.all_individuals();
+  REQUIRE(all.size() == 200);
+  int convs = 0;
+  for (const IndividualRecord& r : all) {
+    const CompiledDna plan = compile(load_dna(pop.dna_path(r.id)), 28, 28, 1, 10);
+    INFO(r.id << " " << r.mutation << " " << r.detail);
+    CHECK(misfit_convs(plan) == 0);
+    for (const EdgePlan& e : plan.edges) convs += e.type == EdgeType::Conv;
+  }
+  CHECK(convs > 0);
+}
+
+TEST_CASE("--cost-tie: a tournament's parent is the cheaper of two within the margin",
+          "[search]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  for (const double tie : {0.0, 1.0}) {  // none, and every pair a tie (100 points)
+    INFO("cost tie " << tie);
+    const test::TempPath dir("tie");
+    SearchOptions o;
+    o.run_dir = dir.path;
+    o.devices = {Device::cpu()};
+    o.population = 4;
+    o.steps = 3;
+    o.max_children = 80;
+    o.max_train = 500;
+    o.max_val = 200;
+    o.cost_tie = tie;
+    o.seed = test::rng()() % 1000;
+    INFO("seed " << o.seed);
+    std::atomic<bool> stop{false};
+    run_search(o, stop);
+    std::map<std::string, IndividualRecord> by_id;
+    for (IndividualRecord& r : Population(o.run_dir).all_individuals()) by_id[r.id] = r;
+    const auto per_step = [](const IndividualRecord& r) { return r.flops / double(r.steps); };
+    int tournaments = 0, cheaper_won = 0;
+    for (const auto& [id, dead] : by_id) {
+      if (dead.alive() || dead.killed_by.empty()) continue;
+      // The victim and its killer's parent were the two sampled; the parent won.
+      const IndividualRecord& child = by_id.at(dead.killed_by);
+      REQUIRE(by_id.count(child.parent));
+      const IndividualRecord& winner = by_id.at(child.parent);
+      ++tournaments;
+      INFO("winner " << winner.id << " " << winner.fitness << " " << per_step(winner)
+                     << ", loser " << dead.id << " " << dead.fitness << " " << per_step(dead));
+      if (tie > 0)
+        CHECK(per_step(winner) <= per_step(dead));
+      else
+        CHECK(winner.fitness >= dead.fitness);
+      cheaper_won += per_step(winner) < per_step(dead);
+    }
+    CHECK(tournaments > 50);
+    if (tie > 0) CHECK(cheaper_won > 0);  // the costs did differ, and the rule chose by them
+  }
+}
+
+TEST_CASE("The final phase trains the best distinct architectures and keeps the best in final/",
+          "[search]") {
+  if (!test::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
+    return;
+  }
+  const test::TempPath dir("final");
+  SearchOptions o;
+  o.run_dir = dir.path;
+  o.devices = {Device::cpu(), Device::cpu()};
+  o.threads_per_worker = 1;
+  o.population = 6;
+  o.steps = 50;
+  o.max_train = 2000;
+  o.max_val = 1000;
+  o.ensemble = 2;
+  // 30 s: 15 s of search (dozens of children), then the final phase: 30 - 15 - the margin of
+  // min(15, 0.25 * 30) = 7.5 s for the end's evaluation and report, so 7.5 s of training each.
+  o.time_limit = 30;
+  o.final_share = 0.5;
+  o.seed = test::rng()() % 1000;
+  INFO("seed " << o.seed);
+  std::atomic<bool> stop{false};
+  struct Recorder : SearchObserver {
+    int started = 0;
+    std::vector<FinalModel> done;
+    void final_started(int, double) override { ++started; }
+    void final_done(const FinalModel& m) override { done.push_back(m); }
+  } heard;
+  const SearchSummary s = run_search(o, stop, &heard);
+  CHECK(heard.started == 1);
+  REQUIRE(s.final_models == 2);
+  REQUIRE(heard.done.size() == 2);
+  REQUIRE(std::isfinite(s.final_test));
+  // Two architectures, not two clones (the learning rate aside).
+  Dna a = load_dna(dir.path + "/final/1-" + heard.done[0].id + "/dna.json");
+  Dna b = load_dna(dir.path + "/final/2-" + heard.done[1].id + "/dna.json");
+  if (heard.done[0].folder[0] == '2') std::swap(a, b);
+  a.learning_rate = b.learning_rate = 0;
+  CHECK(to_json(a) != to_json(b));
+  // The final model is the one with the best validation accuracy, and its test accuracy is what
+  // its saved weights measure on the same test images, evaluated here afresh.
+  const FinalModel& best = heard.done[0].val >= heard.done[1].val ? heard.done[0] : heard.done[1];
+  CHECK(s.final_id == best.id);
+  CHECK(s.final_val == best.val);
+  for (const FinalModel& m : heard.done) {
+    CHECK_FALSE(m.failed);
+    CHECK(m.steps > 0);
+  }
+  DataOptions dopts;
+  dopts.val_fraction = o.val_fraction;
+  dopts.seed = o.seed;
+  dopts.max_train = o.max_train;
+  const Dataset data = load_dataset(o.data, dopts);
+  const DeviceDataset dev = DeviceDataset::upload(data, Device::cpu());
+  Context ctx(Device::cpu(), 1);
+  const std::string folder = dir.path + "/final/" + best.folder;
+  const CompiledDna plan = compile(load_dna(folder + "/dna.json"), 28, 28, 1, 10);
+  Weights w = load_weights(folder + "/weights.evow", plan, Device::cpu());
+  Model model(plan, kEvalBatch, ctx);
+  model.bind(w);
+  CHECK(evaluate_model(model, dev, "test", ctx).accuracy() == s.final_test);
+  // final.json and the retrain summary (what the report reads) say the same.
+  std::ifstream f(dir.path + "/final.json");
+  const nlohmann::json j = nlohmann::json::parse(f);
+  CHECK(j.at("final_id") == s.final_id);
+  CHECK(j.at("final_test_accuracy").get<double>() == s.final_test);
+  std::ifstream g(dir.path + "/final/retrain.json");
+  const nlohmann::json r = nlohmann::json::parse(g);
+  CHECK(r.at("individuals").size() == 2);
+  CHECK(r.at("chosen") == s.final_id);
+  // The run.json records the rules the run was made by.
+  std::ifstream h(dir.path + "/run.json");
+  const nlohmann::json run = nlohmann::json::parse(h);
+  CHECK(run.at("settings").at("final_share") == 0.5);
+  CHECK(run.at("settings").at("lr_schedule") == "constant");
+}

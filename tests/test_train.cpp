@@ -3,6 +3,7 @@
 // data-parallel training on emulated GPUs follows one device.
 // Not op-level checks (test_ops_*) nor gradient checks (test_model).
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -209,6 +210,72 @@ TEST_CASE("A diverging loss ends training with a reason instead of a crash", "[t
   CHECK(r.steps_done < 200);
 }
 
+// ---- learning-rate schedules and time budgets ------------------------------------------------
+
+TEST_CASE("The cosine schedule's rate is the closed form; constant is the DNA's rate", "[train]") {
+  TrainOptions t;
+  for (double p : {0.0, 0.1, 0.25, 0.5, 0.75, 0.999, 1.0})
+    CHECK(scheduled_rate(t, 0.05f, p) == 0.05f);
+  t.schedule = LrSchedule::Cosine;
+  const double pi = std::acos(-1.0);
+  for (int i = 0; i <= 1000; ++i) {
+    const double p = i / 1000.0;
+    INFO("progress " << p);
+    CHECK(scheduled_rate(t, 0.05f, p) ==
+          Approx(0.05 * 0.5 * (1 + std::cos(pi * p))).margin(1e-9));
+  }
+  CHECK(scheduled_rate(t, 0.05f, -1) == 0.05f);  // clamped to the training's ends
+  CHECK(scheduled_rate(t, 0.05f, 2) == Approx(0).margin(1e-12));
+  CHECK(parse_lr_schedule("cosine") == LrSchedule::Cosine);
+  CHECK_THROWS_AS(parse_lr_schedule("linear"), UsageError);
+}
+
+TEST_CASE("A time budget ends training on the clock, with its last loss checked", "[train]") {
+  const uint64_t seed = test::rng()();
+  INFO("seed " << seed);
+  Dataset data;
+  data.name = "noise";
+  data.classes = 3;
+  auto make = [&](int n) {
+    ImageSet s;
+    s.n = n;
+    s.h = s.w = 6;
+    s.c = 1;
+    for (int i = 0; i < n * 36; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
+    for (int i = 0; i < n; ++i) s.labels.push_back(int(test::rng()() % 3));
+    return s;
+  };
+  data.train = make(200);
+  data.val = make(20);
+  data.test = make(20);
+  data.mean = {128.f};
+  data.std = {70.f};
+  const CompiledDna plan = compile(initial_dna(), 6, 6, 1, 3);
+  Context ctx(Device::cpu(), seed);
+  const DeviceDataset dev = DeviceDataset::upload(data, Device::cpu());
+  Weights w = init_weights(plan, ctx);
+  Model model(plan, 10, ctx);
+  model.bind(w);
+  TrainOptions t;
+  t.steps = 100000000;
+  t.batch = 10;
+  t.check_every = 1000000;  // no regular check before the budget ends: the final read is its own
+  t.time_budget = 0.3;
+  t.schedule = LrSchedule::Cosine;
+  int checks = 0;
+  t.on_progress = [&](int, double, double) { ++checks; };
+  const TrainResult r = train_model(model, dev, ctx, t, 0.01f);
+  INFO(r.failure);
+  CHECK_FALSE(r.failed);
+  CHECK_FALSE(r.interrupted);
+  CHECK(r.steps_done > 0);
+  CHECK(r.steps_done < t.steps);
+  CHECK(r.seconds >= t.time_budget);
+  CHECK(checks == 1);
+  CHECK(std::isfinite(r.final_loss));
+  CHECK(r.final_loss > 0);
+}
+
 // ---- data-parallel training (train_data_parallel) on emulated GPUs ------------------------------
 
 namespace {
@@ -264,6 +331,10 @@ TEST_CASE("Data-parallel training on 2 and 3 emulated GPUs follows one device's 
           "and the replicas stay identical", "[train][parallel][emu]") {
   const uint64_t seed = test::rng()();
   INFO("seed " << seed);
+  // Both schedules: a replica that applied another step's rate than one device would leave the
+  // curve at the first step at 1e-2 or more.
+  const LrSchedule schedule = GENERATE(LrSchedule::Constant, LrSchedule::Cosine);
+  INFO("schedule " << to_string(schedule));
   const Dataset data = quadrant_data(120, 20, 8);
   // The skip DNA without batch norm: every replica then computes exactly its shard's share of the
   // global batch's gradient (batch norm's statistics would be per replica).
@@ -283,6 +354,7 @@ TEST_CASE("Data-parallel training on 2 and 3 emulated GPUs follows one device's 
   t.batch = batch;
   t.check_every = 1;
   t.set_augment(true);  // the crops and flips must be drawn per image as on one device
+  t.schedule = schedule;
 
   // One device, batch 10.
   std::vector<double> single;

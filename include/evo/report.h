@@ -74,6 +74,7 @@ struct ReportOptions {
   std::vector<Retrained> retrained;
   double retrained_ensemble_test = std::numeric_limits<double>::quiet_NaN();
   std::string retrained_how;  // "25600 steps of batch 50 from its weights on cuda:0,cuda:1 ..."
+  bool retrained_by_search = false;  // final/ is the search's final phase, not evo retrain's
   // Unix seconds shown as the generation time; NaN: now. Fixed in tests for reproducible output.
   double generated_at = std::numeric_limits<double>::quiet_NaN();
 };

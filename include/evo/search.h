@@ -55,6 +55,11 @@ struct SearchOptions {
   // accuracy then is the run's final model (RUN_DIR/final/, final.json).
   double final_share = 0;
   int final_top = 0;
+  // The final phase's width multiplier: 1 trains the architectures on from their search weights;
+  // K > 1 multiplies the depth factor of every convolution that reads the input image, which
+  // widens every layer after it about K times (the others' factors are ratios), and trains the
+  // widened net from fresh weights (nothing to inherit at the new width).
+  double final_width = 1;
   double time_limit = 0;     // seconds; 0 = none
   int max_children = 0;      // children trained by this process; 0 = none
   uint64_t seed = 0;

@@ -22,6 +22,13 @@
 
 namespace evo::detail {
 
+Dna widen(const Dna& dna, double k) {
+  Dna wide = dna;
+  for (Edge& e : wide.edges)
+    if (e.type == EdgeType::Conv && e.from == wide.input) e.depth_factor *= k;
+  return wide;
+}
+
 std::vector<std::string> distinct_best(const Population& pop, int top) {
   std::vector<IndividualRecord> alive;
   for (IndividualRecord& r : pop.all_individuals())
@@ -83,10 +90,13 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
       const DeviceDataset& dev = *data.at(device.str());
       Context ctx(device, opts.seed * 1000003u + i + 1, uint32_t(i));
       if (const auto rec = pop.read(m.id)) m.search_val = rec->fitness;
-      const Dna dna = load_dna(pop.dna_path(m.id));
+      const bool widened = opts.final_width != 1;
+      const Dna dna = widened ? widen(load_dna(pop.dna_path(m.id)), opts.final_width)
+                              : load_dna(pop.dna_path(m.id));
       const CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
       m.params = plan.param_count;
-      Weights weights = load_weights(pop.weights_path(m.id), plan, device);
+      Weights weights = widened ? init_weights(plan, ctx)
+                                : load_weights(pop.weights_path(m.id), plan, device);
       TrainOptions topts;
       topts.steps = 100000000;  // the clock ends it
       topts.time_budget = seconds;
@@ -117,6 +127,8 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         nlohmann::json metrics = to_json(m);
         metrics["learning_rate"] = dna.learning_rate;
         metrics["lr_schedule"] = "cosine";
+        metrics["width"] = opts.final_width;
+        metrics["from"] = widened ? "scratch" : "weights";
         metrics["device"] = device.str();
         write_file_atomic(dir + "/metrics.json", metrics.dump(2) + "\n", "metrics");
       }
@@ -149,7 +161,8 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   nlohmann::json summary = {{"run", pop.dir()},
                             {"phase", "search"},  // written by the search's final phase
                             {"top", n},
-                            {"from", "weights"},
+                            {"from", opts.final_width != 1 ? "scratch" : "weights"},
+                            {"width", opts.final_width},
                             {"seconds_each", seconds},
                             {"steps", n ? phase.models[0].steps : 0},
                             {"batch", opts.batch},

@@ -24,12 +24,16 @@ struct FinalPhase {
   double seconds = 0;
 };
 
+// `dna` with every convolution that reads the input image `k` times deeper (SearchOptions::
+// final_width): every later layer's width follows, as depth factors are ratios.
+Dna widen(const Dna& dna, double k);
+
 // The alive individuals' ids, best first, one per architecture: two DNAs that differ only in
 // their learning rate are one architecture (the first, fitter, stands for both). At most `top`.
 std::vector<std::string> distinct_best(const Population& pop, int top);
 
 // Trains `ids` (at most one per entry of `devices`, at once, each in its own thread with its own
-// context) for `seconds` each, from their search weights, with a cosine rate over that time and
+// context) for `seconds` each, from their search weights (or widened, from fresh ones), with a cosine rate over that time and
 // the search's batch and augmentation; measures validation and test accuracy and writes
 // RUN_DIR/final/<rank>-<id>/ (dna.json, weights.evow, metrics.json) and RUN_DIR/final/retrain.json
 // (what `evo report` shows). `stop` ends the training early (the models are still measured and

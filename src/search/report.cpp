@@ -1103,7 +1103,9 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
   }
 
   if (!opts.retrained.empty()) {
-    o << "<h2>Retrained (evo retrain)</h2>\n<p class=\"sub\">" << esc(opts.retrained_how)
+    o << (opts.retrained_by_search ? "<h2>Final phase (the search's last minutes)</h2>\n"
+                                   : "<h2>Retrained (evo retrain)</h2>\n")
+      << "<p class=\"sub\">" << esc(opts.retrained_how)
       << "</p>\n<div class=\"table-wrap\"><table id=\"retrained\">\n<thead><tr><th>#</th>"
          "<th class=\"l\">id</th><th>params</th><th>steps</th><th title=\"its weights from the "
          "search\">test before</th><th>test after</th><th>val after</th></tr></thead>\n"
@@ -1270,6 +1272,15 @@ void read_retrained(const std::string& run_dir, ReportOptions& opts) {
     auto text = [&](const char* key) {
       return j.contains(key) ? setting_text(j[key]) : std::string("?");
     };
+    if (j.contains("phase") && j["phase"] == "search") {
+      // The search's own final phase (final.cpp): a time budget, not a step count.
+      opts.retrained_by_search = true;
+      opts.retrained_how = "the search's final phase: " + text("seconds_each") +
+                           " s each from the search's weights, a cosine rate over that time, "
+                           "batch " + text("batch") + ", augmentation " + text("augment") +
+                           ", on " + text("device") + " (RUN_DIR/final/)";
+      return;
+    }
     opts.retrained_how = text("steps") + " steps of batch " + text("batch") + " each, from " +
                          (text("from") == "scratch" ? "fresh weights" : "the search's weights") +
                          ", augmentation " + text("augment") + ", on " + text("device") +

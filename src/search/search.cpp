@@ -69,7 +69,8 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"fit_filters", o.fit_filters},
                 {"cost_tie_points", 100 * o.cost_tie},
                 {"final_share", o.final_share},
-                {"final_top", o.final_top}};
+                {"final_top", o.final_top},
+                {"final_width", o.final_width}};
   // Only when set: runs made before the limits existed (no key) resume as they were.
   if (o.max_params > 0) p.settings["max_params"] = o.max_params;
   // A capped training set also chooses the standardisation's mean and std (load_dataset computes
@@ -715,11 +716,13 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
 
   // The final phase, when the time limit (not Ctrl-C, not --max-children) ended the search. The
   // margin left at its end is for what follows: the top-k test pass, final.json, the report
-  // (~5-20 s for a 30-minute CPU run, more for a large population on a shared folder).
+  // (~5-20 s for a 30-minute CPU run, more for a large population on a shared folder): 3% of
+  // the limit, at least 15 s and at most 2 minutes, but never more than a quarter of it.
   detail::FinalPhase fin;
   bool ran_final = false;
   if (final_phase && timed_out && !user_stop.load()) {
-    const double margin = std::clamp(0.03 * opts.time_limit, 15.0, 120.0);
+    const double margin =
+        std::min(std::clamp(0.03 * opts.time_limit, 15.0, 120.0), 0.25 * opts.time_limit);
     const double seconds = sh.start + opts.time_limit - margin - now_seconds();
     std::vector<Device> sound;
     for (const Device& d : opts.devices)
