@@ -487,6 +487,9 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
+  // Width 1: the architectures train on from their weights; 2: widened, from fresh weights.
+  const double width = GENERATE(1.0, 2.0);
+  INFO("final width " << width);
   const test::TempPath dir("final");
   SearchOptions o;
   o.run_dir = dir.path;
@@ -497,10 +500,11 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   o.max_train = 2000;
   o.max_val = 1000;
   o.ensemble = 2;
-  // 30 s: 15 s of search (dozens of children), then the final phase: 30 - 15 - the margin of
-  // min(15, 0.25 * 30) = 7.5 s for the end's evaluation and report, so 7.5 s of training each.
-  o.time_limit = 30;
+  // 20 s: 10 s of search (dozens of children), then the final phase: 20 - 10 - the margin of
+  // min(15, 0.25 * 20) = 5 s for the end's evaluation and report, so ~5 s of training each.
+  o.time_limit = 20;
   o.final_share = 0.5;
+  o.final_width = width;
   o.seed = test::rng()() % 1000;
   INFO("seed " << o.seed);
   std::atomic<bool> stop{false};
@@ -519,6 +523,19 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   Dna a = load_dna(dir.path + "/final/1-" + heard.done[0].id + "/dna.json");
   Dna b = load_dna(dir.path + "/final/2-" + heard.done[1].id + "/dna.json");
   if (heard.done[0].folder[0] == '2') std::swap(a, b);
+  // Each is its individual's DNA, the convolutions that read the image `width` times deeper.
+  for (const FinalModel& m : heard.done) {
+    const Dna mine = load_dna(dir.path + "/final/" + m.folder + "/dna.json");
+    const Dna source = load_dna(Population(o.run_dir).dna_path(m.id));
+    REQUIRE(mine.edges.size() == source.edges.size());
+    for (std::size_t i = 0; i < mine.edges.size(); ++i) {
+      const bool reads_image = source.edges[i].type == EdgeType::Conv &&
+                               source.edges[i].from == source.input;
+      CHECK(mine.edges[i].depth_factor ==
+            (reads_image ? width : 1.0) * source.edges[i].depth_factor);
+    }
+    CHECK(m.params == compile(mine, 28, 28, 1, 10).param_count);
+  }
   a.learning_rate = b.learning_rate = 0;
   CHECK(to_json(a) != to_json(b));
   // The final model is the one with the best validation accuracy, and its test accuracy is what
@@ -556,5 +573,6 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   std::ifstream h(dir.path + "/run.json");
   const nlohmann::json run = nlohmann::json::parse(h);
   CHECK(run.at("settings").at("final_share") == 0.5);
+  CHECK(run.at("settings").at("final_width") == width);
   CHECK(run.at("settings").at("lr_schedule") == "constant");
 }

@@ -45,7 +45,7 @@ extern "C" void on_interrupt(int) {
 struct SearchArgs {
   std::string data = "fashion-mnist", gpus, run_dir = "runs/latest", time_limit,
               selection = "tournament", augment, inheritance, stale_after, lr_schedule,
-              fit_filters;
+              fit_filters, final_augment;
   double cost_tie = -1, final_share = -1, final_width = -1;  // -1: the default (of the device kind, or the run's)
   int final_top = 0;
   int workers_per_gpu = 1, workers = 0, population = 0, steps = 0, max_children = 0, sample = 0;
@@ -123,6 +123,10 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
                 "every layer about K times (the depth factor of the convolutions that read the "
                 "image) and trains from fresh weights, 1-16 (default 2 on the CPU, 1 on GPUs)")
       ->check(CLI::Range(1.0, 16.0));
+  a->add_option("--final-augment", o.final_augment,
+                "Final phase: the paper's random crops and flips while it trains, on or off "
+                "(default on on the CPU, where its nets see tens of epochs; on GPUs as --augment)")
+      ->check(CLI::IsMember({"on", "off"}));
   a->add_option("--max-params", o.max_params,
                 "Size limit: no individual with more trainable parameters (mutations over it are "
                 "drawn again; default none)")
@@ -193,6 +197,10 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
   if (!given("--final-width") && old_run)
     a.final_width = has("final_width", &nlohmann::json::is_number) ? st["final_width"].get<double>()
                                                                    : 1.0;
+  if (!given("--final-augment") && old_run)
+    a.final_augment =
+        has("final_augment", &nlohmann::json::is_boolean) && st["final_augment"].get<bool>() ? "on"
+                                                                                             : "off";
   if (!given("--final-top") && has("final_top", &nlohmann::json::is_number_integer))
     a.final_top = st["final_top"];
 }
@@ -241,7 +249,8 @@ class ConsoleObserver : public SearchObserver {
                                         : std::string("architecture per worker")) +
                        (o.final_width != 1 ? ", " + fmt_points(o.final_width) +
                                                  "x wider, from scratch"
-                                           : std::string(", from their weights"))).c_str()
+                                           : std::string(", from their weights")) +
+                       (o.final_augment ? ", crops and flips" : "")).c_str()
                     : "none");
     if (o.max_params > 0 || o.max_flops > 0)
       std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
@@ -371,6 +380,7 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
   o.final_share = a.final_share >= 0 ? a.final_share : on_gpu ? 0 : kCpuFinalShare;
   o.final_top = a.final_top;
   o.final_width = a.final_width >= 1 ? a.final_width : on_gpu ? 1 : kCpuFinalWidth;
+  o.final_augment = !a.final_augment.empty() ? a.final_augment == "on" : on_gpu ? o.augment : true;
   if (o.final_share > 0 && o.time_limit <= 0) {
     if (a.final_share > 0)
       throw UsageError("--final-share " + fmt_points(a.final_share) +

@@ -70,7 +70,8 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"cost_tie_points", 100 * o.cost_tie},
                 {"final_share", o.final_share},
                 {"final_top", o.final_top},
-                {"final_width", o.final_width}};
+                {"final_width", o.final_width},
+                {"final_augment", o.final_augment}};
   // Only when set: runs made before the limits existed (no key) resume as they were.
   if (o.max_params > 0) p.settings["max_params"] = o.max_params;
   // A capped training set also chooses the standardisation's mean and std (load_dataset computes
