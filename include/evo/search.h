@@ -60,9 +60,10 @@ struct SearchOptions {
   // widens every layer after it about K times (the others' factors are ratios), and trains the
   // widened net from fresh weights (nothing to inherit at the new width).
   double final_width = 1;
-  // The paper's crops and flips while the final phase trains (its nets see tens of epochs there,
-  // where the search's children see one).
-  bool final_augment = false;
+  // Augmentation while the final phase trains (its nets see tens of epochs there, where the
+  // search's children see one): 0 none, 1 random horizontal flips, 2 flips and the paper's pad-4
+  // random crops.
+  int final_augment = 0;
   double time_limit = 0;     // seconds; 0 = none
   int max_children = 0;      // children trained by this process; 0 = none
   uint64_t seed = 0;

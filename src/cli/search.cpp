@@ -124,9 +124,10 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
                 "image) and trains from fresh weights, 1-16 (default 2 on the CPU, 1 on GPUs)")
       ->check(CLI::Range(1.0, 16.0));
   a->add_option("--final-augment", o.final_augment,
-                "Final phase: the paper's random crops and flips while it trains, on or off "
-                "(default on on the CPU, where its nets see tens of epochs; on GPUs as --augment)")
-      ->check(CLI::IsMember({"on", "off"}));
+                "Final phase augmentation: off, flips (random horizontal flips; the default on "
+                "the CPU, where its nets see tens of epochs) or on (flips and the paper's pad-4 "
+                "crops; on GPUs the default follows --augment)")
+      ->check(CLI::IsMember({"off", "flips", "on"}));
   a->add_option("--max-params", o.max_params,
                 "Size limit: no individual with more trainable parameters (mutations over it are "
                 "drawn again; default none)")
@@ -198,9 +199,9 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.final_width = has("final_width", &nlohmann::json::is_number) ? st["final_width"].get<double>()
                                                                    : 1.0;
   if (!given("--final-augment") && old_run)
-    a.final_augment =
-        has("final_augment", &nlohmann::json::is_boolean) && st["final_augment"].get<bool>() ? "on"
-                                                                                             : "off";
+    a.final_augment = has("final_augment", &nlohmann::json::is_string)
+                          ? st["final_augment"].get<std::string>()
+                          : std::string("off");
   if (!given("--final-top") && has("final_top", &nlohmann::json::is_number_integer))
     a.final_top = st["final_top"];
 }
@@ -250,7 +251,9 @@ class ConsoleObserver : public SearchObserver {
                        (o.final_width != 1 ? ", " + fmt_points(o.final_width) +
                                                  "x wider, from scratch"
                                            : std::string(", from their weights")) +
-                       (o.final_augment ? ", crops and flips" : "")).c_str()
+                       (o.final_augment == 2   ? ", crops and flips"
+                        : o.final_augment == 1 ? ", flips"
+                                               : "")).c_str()
                     : "none");
     if (o.max_params > 0 || o.max_flops > 0)
       std::printf("size limits: %s%s%s (mutations over them are drawn again)\n",
@@ -380,7 +383,10 @@ int run_search_command(SearchArgs a, bool json, const CLI::App& app) {
   o.final_share = a.final_share >= 0 ? a.final_share : on_gpu ? 0 : kCpuFinalShare;
   o.final_top = a.final_top;
   o.final_width = a.final_width >= 1 ? a.final_width : on_gpu ? 1 : kCpuFinalWidth;
-  o.final_augment = !a.final_augment.empty() ? a.final_augment == "on" : on_gpu ? o.augment : true;
+  const std::string final_augment = !a.final_augment.empty() ? a.final_augment
+                                    : on_gpu ? (o.augment ? "on" : "off")
+                                             : "flips";
+  o.final_augment = final_augment == "on" ? 2 : final_augment == "flips" ? 1 : 0;
   if (o.final_share > 0 && o.time_limit <= 0) {
     if (a.final_share > 0)
       throw UsageError("--final-share " + fmt_points(a.final_share) +

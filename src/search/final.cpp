@@ -102,7 +102,8 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
       topts.time_budget = seconds;
       topts.schedule = LrSchedule::Cosine;
       topts.batch = opts.batch;
-      topts.set_augment(opts.final_augment);
+      topts.set_augment(opts.final_augment == 2);
+      topts.flip = opts.final_augment >= 1;
       topts.stop = &stop;
       {
         Model model(plan, opts.batch, ctx);
@@ -166,7 +167,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
                             {"seconds_each", seconds},
                             {"steps", n ? phase.models[0].steps : 0},
                             {"batch", opts.batch},
-                            {"augment", opts.final_augment ? "on" : "off"},
+                            {"augment", opts.final_augment == 2   ? "on"
+                                        : opts.final_augment == 1 ? "flips"
+                                                                  : "off"},
                             {"lr_decay", "cosine over the time"},
                             {"device", devices.empty() ? "" : devices[0].str()},
                             {"chosen", phase.chosen >= 0 ? nlohmann::json(phase.models[std::size_t(phase.chosen)].id) : nlohmann::json()},

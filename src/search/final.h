@@ -34,7 +34,7 @@ std::vector<std::string> distinct_best(const Population& pop, int top);
 
 // Trains `ids` (at most one per entry of `devices`, at once, each in its own thread with its own
 // context) for `seconds` each, from their search weights (or widened, from fresh ones), with a cosine rate over that time and
-// the search's batch, crops and flips when SearchOptions::final_augment; measures validation and test accuracy and writes
+// the search's batch and SearchOptions::final_augment; measures validation and test accuracy and writes
 // RUN_DIR/final/<rank>-<id>/ (dna.json, weights.evow, metrics.json) and RUN_DIR/final/retrain.json
 // (what `evo report` shows). `stop` ends the training early (the models are still measured and
 // saved). `done` hears each model as it finishes (from the model's thread, one call at a time).

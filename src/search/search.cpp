@@ -71,7 +71,9 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"final_share", o.final_share},
                 {"final_top", o.final_top},
                 {"final_width", o.final_width},
-                {"final_augment", o.final_augment}};
+                {"final_augment", o.final_augment == 2   ? "on"
+                                  : o.final_augment == 1 ? "flips"
+                                                         : "off"}};
   // Only when set: runs made before the limits existed (no key) resume as they were.
   if (o.max_params > 0) p.settings["max_params"] = o.max_params;
   // A capped training set also chooses the standardisation's mean and std (load_dataset computes
