@@ -244,14 +244,28 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
     REQUIRE(r.code == 0);
     nlohmann::json rj = nlohmann::json::parse(read_file(old_run + "/run.json"));
     REQUIRE(rj["settings"]["inheritance"] == "keep");
-    rj["settings"].erase("inheritance");
+    REQUIRE(rj["settings"]["lr_schedule"] == "cosine");  // the CPU defaults beyond the paper
+    REQUIRE(rj["settings"]["fit_filters"] == true);
+    REQUIRE(rj["settings"]["final_share"] == 0.5);  // of the default 30 minutes
+    // Nor the keys of the rules that came later: a run that predates them goes on by the paper's.
+    for (const char* key : {"inheritance", "lr_schedule", "fit_filters", "cost_tie_points",
+                            "final_share", "final_top", "final_width", "final_augment"})
+      rj["settings"].erase(key);
     std::ofstream(old_run + "/run.json", std::ios::trunc) << rj.dump();
     r = run_evo("search --gpus none --run-dir " + old_run + " --max-children 1" + small,
                 "2>/dev/null");
     INFO(r.output);
     CHECK(r.code == 0);
     CHECK(r.output.find("paper inheritance, run folder " + old_run + "\n") != std::string::npos);
+    CHECK(r.output.find("\nlearning rate constant over each child, filters of any size, cost "
+                        "ties none, final phase none\n") != std::string::npos);
   }
+  // A final phase takes a share of a time limit: without one it is a usage error, not ignored.
+  r = run_evo("search --gpus none --run-dir " + dir + "/no-limit --time-limit none "
+              "--final-share 0.4" + small);
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--final-share 0.4 needs a --time-limit") != std::string::npos);
+  CHECK(!std::filesystem::exists(dir + "/no-limit"));
 
   // evo report prints the page's path; a record it cannot read is named on stderr, not fatal.
   r = run_evo("report " + run);

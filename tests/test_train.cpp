@@ -226,6 +226,15 @@ TEST_CASE("The cosine schedule's rate is the closed form; constant is the DNA's 
   }
   CHECK(scheduled_rate(t, 0.05f, -1) == 0.05f);  // clamped to the training's ends
   CHECK(scheduled_rate(t, 0.05f, 2) == Approx(0).margin(1e-12));
+  // A linear warm-up over the first 2%: from 1% of the rate up to the schedule's.
+  t.warmup = 0.02;
+  for (int i = 0; i <= 1000; ++i) {
+    const double p = i / 1000.0;
+    INFO("progress " << p << " with warm-up");
+    const double warm = p < 0.02 ? (p + 0.0002) / 0.02 : 1.0;
+    CHECK(scheduled_rate(t, 0.05f, p) ==
+          Approx(0.05 * warm * 0.5 * (1 + std::cos(pi * p))).margin(1e-9));
+  }
   CHECK(parse_lr_schedule("cosine") == LrSchedule::Cosine);
   CHECK_THROWS_AS(parse_lr_schedule("linear"), UsageError);
 }

@@ -151,6 +151,8 @@ struct FinalModel {
   double seconds = 0;
   bool failed = false;
   std::string failure;
+  double learning_rate = NAN;         // the rate it trained at last (the DNA's, or a fifth of it
+  std::vector<std::string> retries;   // per restart after a diverged loss: why it restarted)
 };
 
 // The search calls these from its threads, one call at a time (never two at once) and in the

@@ -60,7 +60,8 @@ nlohmann::json to_json(const FinalModel& m) {
   return {{"id", m.id},           {"folder", m.folder},        {"parameters", m.params},
           {"search_val_accuracy", num(m.search_val)},           {"val_after", num(m.val)},
           {"test_after", num(m.test)},                          {"steps", m.steps},
-          {"seconds", m.seconds}, {"failed", m.failed},        {"failure", m.failure}};
+          {"seconds", m.seconds}, {"failed", m.failed},        {"failure", m.failure},
+          {"restarts", m.retries}};
 }
 
 }  // namespace
@@ -95,25 +96,40 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
                               : load_dna(pop.dna_path(m.id));
       const CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
       m.params = plan.param_count;
-      Weights weights = widened ? init_weights(plan, ctx)
-                                : load_weights(pop.weights_path(m.id), plan, device);
-      TrainOptions topts;
-      topts.steps = 100000000;  // the clock ends it
-      topts.time_budget = seconds;
-      topts.schedule = LrSchedule::Cosine;
-      topts.batch = opts.batch;
-      topts.set_augment(opts.final_augment == 2);
-      topts.flip = opts.final_augment >= 1;
-      topts.stop = &stop;
-      {
+      // A loss that turns NaN (fresh weights at an evolved rate can diverge) is not the end of
+      // the phase: the net starts again from fresh weights at a fifth of the rate, in the time
+      // left, up to kTries times; the result says so.
+      constexpr int kTries = 3;
+      const auto deadline = t0 + std::chrono::duration<double>(seconds);
+      double rate = dna.learning_rate;
+      Weights weights;
+      for (int attempt = 0; attempt < kTries; ++attempt) {
+        const double left =
+            std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+        if (attempt > 0 && left < 1) break;
+        weights = widened || attempt > 0 ? init_weights(plan, ctx)
+                                         : load_weights(pop.weights_path(m.id), plan, device);
+        TrainOptions topts;
+        topts.steps = 100000000;  // the clock ends it
+        topts.time_budget = left;
+        topts.schedule = LrSchedule::Cosine;
+        topts.warmup = widened || attempt > 0 ? 0.02 : 0;  // fresh weights warm up
+        topts.batch = opts.batch;
+        topts.set_augment(opts.final_augment == 2);
+        topts.flip = opts.final_augment >= 1;
+        topts.stop = &stop;
         Model model(plan, opts.batch, ctx);
         model.bind(weights);
-        const TrainResult tr = train_model(model, dev, ctx, topts, float(dna.learning_rate));
-        m.steps = tr.steps_done;
-        m.seconds = tr.seconds;
+        const TrainResult tr = train_model(model, dev, ctx, topts, float(rate));
+        m.steps += tr.steps_done;
+        m.seconds += tr.seconds;
         m.failed = tr.failed;
         m.failure = tr.failure;
+        if (!tr.failed) break;
+        m.retries.push_back(tr.failure);
+        rate /= 5;
       }
+      m.learning_rate = rate;
       if (!m.failed) {
         Model eval_model(plan, kEvalBatch, ctx);
         eval_model.bind(weights);
@@ -126,7 +142,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         save_weights(weights, dir + "/weights.evow");
         write_file_atomic(dir + "/dna.json", evo::to_json(dna), "DNA file");
         nlohmann::json metrics = to_json(m);
-        metrics["learning_rate"] = dna.learning_rate;
+        metrics["learning_rate"] = m.learning_rate;
+        metrics["dna_learning_rate"] = dna.learning_rate;
+        metrics["restarts"] = m.retries;
         metrics["lr_schedule"] = "cosine";
         metrics["width"] = opts.final_width;
         metrics["from"] = widened ? "scratch" : "weights";

@@ -45,9 +45,13 @@ LrSchedule parse_lr_schedule(const std::string& name) {
 }
 
 float scheduled_rate(const TrainOptions& opts, float learning_rate, double progress) {
-  if (opts.schedule == LrSchedule::Constant) return learning_rate;
   const double t = std::clamp(progress, 0.0, 1.0);
-  return float(double(learning_rate) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t)));
+  // The warm-up's first step gets a small share, not 0: a step at rate 0 would be wasted.
+  const double warm = opts.warmup > 0 && t < opts.warmup ? (t + 0.01 * opts.warmup) / opts.warmup
+                                                         : 1.0;
+  if (opts.schedule == LrSchedule::Constant) return warm == 1.0 ? learning_rate
+                                                                : float(learning_rate * warm);
+  return float(double(learning_rate) * warm * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t)));
 }
 
 bool graphs_enabled_by_default() {
