@@ -69,6 +69,36 @@ double train_and_validate(Dna dna, int steps, int max_train, bool augment, uint6
   return evaluate_model(eval, dev, "val", ctx).accuracy();
 }
 
+// h x w x 1 images whose class is which quadrant is bright (4 classes): learnable in a few dozen
+// steps, so that accuracy can be compared; random pixels elsewhere.
+Dataset quadrant_data(int n_train, int n_val, int side) {
+  Dataset data;
+  data.name = "quadrants";
+  data.classes = 4;
+  auto make = [&](int n) {
+    ImageSet s;
+    s.n = n;
+    s.h = s.w = side;
+    s.c = 1;
+    for (int i = 0; i < n; ++i) {
+      const int label = int(test::rng()() % 4);
+      for (int y = 0; y < side; ++y)
+        for (int x = 0; x < side; ++x) {
+          const int q = (y >= side / 2) * 2 + (x >= side / 2);
+          s.pixels.push_back(uint8_t(test::rng()() % 100 + (q == label ? 150 : 0)));
+        }
+      s.labels.push_back(label);
+    }
+    return s;
+  };
+  data.train = make(n_train);
+  data.val = make(n_val);
+  data.test = make(n_val);
+  data.mean = {100.f};
+  data.std = {60.f};
+  return data;
+}
+
 }  // namespace
 
 TEST_CASE("The four-conv reference DNA learns Fashion-MNIST; the initial individual does not",
@@ -242,24 +272,8 @@ TEST_CASE("The cosine schedule's rate is the closed form; constant is the DNA's 
 TEST_CASE("A time budget ends training on the clock, with its last loss checked", "[train]") {
   const uint64_t seed = test::rng()();
   INFO("seed " << seed);
-  Dataset data;
-  data.name = "noise";
-  data.classes = 3;
-  auto make = [&](int n) {
-    ImageSet s;
-    s.n = n;
-    s.h = s.w = 6;
-    s.c = 1;
-    for (int i = 0; i < n * 36; ++i) s.pixels.push_back(uint8_t(test::rng()() % 256));
-    for (int i = 0; i < n; ++i) s.labels.push_back(int(test::rng()() % 3));
-    return s;
-  };
-  data.train = make(200);
-  data.val = make(20);
-  data.test = make(20);
-  data.mean = {128.f};
-  data.std = {70.f};
-  const CompiledDna plan = compile(initial_dna(), 6, 6, 1, 3);
+  const Dataset data = quadrant_data(200, 20, 6);
+  const CompiledDna plan = compile(initial_dna(), 6, 6, 1, 4);
   Context ctx(Device::cpu(), seed);
   const DeviceDataset dev = DeviceDataset::upload(data, Device::cpu());
   Weights w = init_weights(plan, ctx);
@@ -288,36 +302,6 @@ TEST_CASE("A time budget ends training on the clock, with its last loss checked"
 // ---- data-parallel training (train_data_parallel) on emulated GPUs ------------------------------
 
 namespace {
-
-// h x w x 1 images whose class is which quadrant is bright (4 classes): learnable in a few dozen
-// steps, so that accuracy can be compared; random pixels elsewhere.
-Dataset quadrant_data(int n_train, int n_val, int side) {
-  Dataset data;
-  data.name = "quadrants";
-  data.classes = 4;
-  auto make = [&](int n) {
-    ImageSet s;
-    s.n = n;
-    s.h = s.w = side;
-    s.c = 1;
-    for (int i = 0; i < n; ++i) {
-      const int label = int(test::rng()() % 4);
-      for (int y = 0; y < side; ++y)
-        for (int x = 0; x < side; ++x) {
-          const int q = (y >= side / 2) * 2 + (x >= side / 2);
-          s.pixels.push_back(uint8_t(test::rng()() % 100 + (q == label ? 150 : 0)));
-        }
-      s.labels.push_back(label);
-    }
-    return s;
-  };
-  data.train = make(n_train);
-  data.val = make(n_val);
-  data.test = make(n_val);
-  data.mean = {100.f};
-  data.std = {60.f};
-  return data;
-}
 
 // Every weight tensor of `w`, downloaded, in key order.
 std::vector<std::vector<float>> download_all(const Weights& w) {

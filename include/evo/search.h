@@ -50,9 +50,10 @@ struct SearchOptions {
   // paper's rule (the higher accuracy wins, ties at random).
   double cost_tie = 0;
   // The final phase: this share of time_limit (0-0.9; needs a time limit) is kept for the end,
-  // when the top `final_top` distinct architectures (0: one per worker) train on from their
-  // weights, in parallel, with a cosine rate over the time left; the one with the best validation
-  // accuracy then is the run's final model (RUN_DIR/final/, final.json).
+  // when the top `final_top` distinct architectures (0: one per worker) train again, in parallel,
+  // with a cosine rate over the time left (from their weights or widened from fresh ones:
+  // final_width; augmented or not: final_augment); the one with the best validation accuracy
+  // then is the run's final model (RUN_DIR/final/, final.json).
   double final_share = 0;
   int final_top = 0;
   // The final phase's width multiplier: 1 trains the architectures on from their search weights;

@@ -111,8 +111,9 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
       ->check(CLI::Range(0.0, 100.0));
   a->add_option("--final-share", o.final_share,
                 "Share of --time-limit kept for the final phase, 0-0.9: the best distinct "
-                "architectures (one per worker) train on with a cosine rate and the best by "
-                "validation is the final model, RUN_DIR/final/ (default 0.3 on the CPU, 0 on GPUs)")
+                "architectures (one per worker) train again (see --final-width) with a cosine rate "
+                "and the best by validation is the final model, RUN_DIR/final/ (default 0.5 on "
+                "the CPU, 0 on GPUs)")
       ->check(CLI::Range(0.0, 0.9));
   a->add_option("--final-top", o.final_top,
                 "Architectures in the final phase, at most one per worker (default: one per "
@@ -164,12 +165,6 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.selection = st["selection"];
   if (!given("--sample-size") && has("sample_size", &nlohmann::json::is_number_integer))
     a.sample = st["sample_size"];
-  // A run.json without the key predates --inheritance: every child in it was made by the
-  // paper's rule, so a resumed run goes on with that rule rather than today's CPU default.
-  if (!given("--inheritance") && st.is_object() && !st.empty())
-    a.inheritance = has("inheritance", &nlohmann::json::is_string)
-                        ? st["inheritance"].get<std::string>()
-                        : std::string("paper");
   if (!given("--seed") && has("seed", &nlohmann::json::is_number_unsigned)) a.seed = st["seed"];
   if (!given("--population") && run.population > 0) a.population = run.population;
   if (!given("--max-params") && has("max_params", &nlohmann::json::is_number_integer))
@@ -178,30 +173,28 @@ void resume_settings(SearchArgs& a, const CLI::App& app) {
     a.max_flops = st["max_flops"];
   if (!given("--max-train") && has("max_train", &nlohmann::json::is_number_integer))
     a.max_train = st["max_train"];
-  // Runs from before these options (no key) resume with the paper's rules they were made by.
+  // Runs from before these options (no key) resume with the paper's rules they were made by,
+  // not today's CPU defaults: every child in them was made by those rules.
   const bool old_run = st.is_object() && !st.empty();
+  // The value an old run recorded under `key`, or the paper's `paper` when it has none.
+  auto recorded = [&](const char* key, bool (nlohmann::json::*is_type)() const noexcept,
+                      auto paper) {
+    return has(key, is_type) ? st[key].get<decltype(paper)>() : paper;
+  };
+  if (!given("--inheritance") && old_run)
+    a.inheritance = recorded("inheritance", &nlohmann::json::is_string, std::string("paper"));
   if (!given("--lr-schedule") && old_run)
-    a.lr_schedule = has("lr_schedule", &nlohmann::json::is_string)
-                        ? st["lr_schedule"].get<std::string>()
-                        : std::string("constant");
+    a.lr_schedule = recorded("lr_schedule", &nlohmann::json::is_string, std::string("constant"));
   if (!given("--fit-filters") && old_run)
-    a.fit_filters = has("fit_filters", &nlohmann::json::is_boolean) && st["fit_filters"].get<bool>()
-                        ? "on"
-                        : "off";
+    a.fit_filters = recorded("fit_filters", &nlohmann::json::is_boolean, false) ? "on" : "off";
   if (!given("--cost-tie") && old_run)
-    a.cost_tie = has("cost_tie_points", &nlohmann::json::is_number)
-                     ? st["cost_tie_points"].get<double>()
-                     : 0.0;
+    a.cost_tie = recorded("cost_tie_points", &nlohmann::json::is_number, 0.0);
   if (!given("--final-share") && old_run)
-    a.final_share = has("final_share", &nlohmann::json::is_number) ? st["final_share"].get<double>()
-                                                                   : 0.0;
+    a.final_share = recorded("final_share", &nlohmann::json::is_number, 0.0);
   if (!given("--final-width") && old_run)
-    a.final_width = has("final_width", &nlohmann::json::is_number) ? st["final_width"].get<double>()
-                                                                   : 1.0;
+    a.final_width = recorded("final_width", &nlohmann::json::is_number, 1.0);
   if (!given("--final-augment") && old_run)
-    a.final_augment = has("final_augment", &nlohmann::json::is_string)
-                          ? st["final_augment"].get<std::string>()
-                          : std::string("off");
+    a.final_augment = recorded("final_augment", &nlohmann::json::is_string, std::string("off"));
   if (!given("--final-top") && has("final_top", &nlohmann::json::is_number_integer))
     a.final_top = st["final_top"];
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -31,8 +32,15 @@ Dna widen(const Dna& dna, double k) {
 
 std::vector<std::string> distinct_best(const Population& pop, int top) {
   std::vector<IndividualRecord> alive;
-  for (IndividualRecord& r : pop.all_individuals())
-    if (r.alive() && !r.failed && std::isfinite(r.fitness)) alive.push_back(std::move(r));
+  for (const std::string& id : pop.alive_ids()) {
+    std::optional<IndividualRecord> r;
+    try {
+      r = pop.read(id);
+    } catch (const Error&) {
+      continue;  // a damaged record: not a candidate (the next search start quarantines it)
+    }
+    if (r && r->alive() && !r->failed && std::isfinite(r->fitness)) alive.push_back(std::move(*r));
+  }
   // By fitness, the earlier birth first among equals (a clone is born after its original).
   std::stable_sort(alive.begin(), alive.end(), [](const auto& a, const auto& b) {
     return a.fitness != b.fitness ? a.fitness > b.fitness : a.birth_time < b.birth_time;

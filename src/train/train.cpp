@@ -49,9 +49,11 @@ float scheduled_rate(const TrainOptions& opts, float learning_rate, double progr
   // The warm-up's first step gets a small share, not 0: a step at rate 0 would be wasted.
   const double warm = opts.warmup > 0 && t < opts.warmup ? (t + 0.01 * opts.warmup) / opts.warmup
                                                          : 1.0;
-  if (opts.schedule == LrSchedule::Constant) return warm == 1.0 ? learning_rate
-                                                                : float(learning_rate * warm);
-  return float(double(learning_rate) * warm * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t)));
+  const double shape = opts.schedule == LrSchedule::Cosine
+                           ? 0.5 * (1.0 + std::cos(3.14159265358979323846 * t))
+                           : 1.0;
+  // A float times 1.0 in double rounds back to itself: the constant rate is the DNA's, exactly.
+  return float(double(learning_rate) * warm * shape);
 }
 
 bool graphs_enabled_by_default() {
