@@ -9,6 +9,7 @@ faster of PyTorch's layouts for such nets (NCHW, issue 27; --layout channels_las
 
 usage: python3 bench/torch_train.py --dna D.json --seconds S [--threads 2] [--layout nchw]
                                     [--data /usr/share/datasets/fashion-mnist] [--seed 1]
+                                    [--batch 50] [--nesterov]
 prints {"test_accuracy": ..., "val_accuracy": ..., "steps": ..., "seconds": ..., ...}
 """
 import argparse
@@ -43,6 +44,8 @@ def main():
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--batch", type=int, default=50)
+    # Issue 26's hand-design baseline: --batch 128 --nesterov (the rate scales with the batch).
+    p.add_argument("--nesterov", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -61,7 +64,8 @@ def main():
     dna = json.load(open(a.dna))
     net = DnaNet(dna, (28, 28, 1), 10).to(memory_format=mf)
     lr = dna["learning_rate"] * a.batch / 50
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4,
+                          nesterov=a.nesterov)
     steps, start = 0, time.perf_counter()
     net.train()
     done = False
@@ -91,7 +95,8 @@ def main():
                             iy[i:i + 250]).sum().item()
         return correct / len(ix)
 
-    print(json.dumps({"dna": a.dna, "layout": a.layout, "threads": a.threads, "steps": steps,
+    print(json.dumps({"dna": a.dna, "layout": a.layout, "threads": a.threads, "batch": a.batch,
+                      "nesterov": a.nesterov, "steps": steps,
                       "seconds": seconds, "val_accuracy": accuracy(vx, vy),
                       "test_accuracy": accuracy(tx, ty), "torch": torch.__version__}))
 

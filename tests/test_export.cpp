@@ -416,6 +416,56 @@ TEST_CASE("evo export: the exported nets score evo eval's test accuracy; run fol
   CHECK(j["mean"].get<std::vector<float>>() == capped.mean);
   CHECK(j["std"].get<std::vector<float>>() == capped.std);
 
+  // A run whose search had a final phase: its final model is the run's answer, and both evo best
+  // and evo export take it. The test writes that final/ itself, with the net trained above (a
+  // DNA the search never made): RUN/final/1-fin/ and retrain.json as the phase writes them.
+  CHECK(j["model"] == "search");
+  fs::create_directories(run + "/final/1-fin");
+  fs::copy_file(dna, run + "/final/1-fin/dna.json");
+  fs::copy_file(weights, run + "/final/1-fin/weights.evow");
+  std::ofstream(run + "/final/retrain.json")
+      << R"({"phase": "search", "seconds_each": 12.5, "individuals": [{"id": "fin", )"
+      << R"("folder": "1-fin", "val_after": 0.5, "seconds": 12.5, "failed": false}]})";
+  r = run_evo("export '" + run + "' -o '" + d + "/final.onnx' --json");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  j = last_json(r.output);
+  CHECK(j["model"] == "final");
+  CHECK(j["id"] == "fin");
+  const CompiledDna skips = compile(load_dna(dna), 28, 28, 1, 10);
+  CHECK(j["parameters"] == skips.param_count);
+  CHECK(j["mean"].get<std::vector<float>>() == capped.mean);  // still the run's standardisation
+  r = run_evo("export '" + run + "' --id " + best_id + " -o '" + d + "/again.onnx' --json");
+  REQUIRE(r.code == 0);
+  CHECK(last_json(r.output)["model"] == "search");
+  // evo best measures it afresh on the run's test images: what this test measures in-process.
+  r = run_evo("best '" + run + "' --json");
+  REQUIRE(r.code == 0);
+  j = last_json(r.output);
+  CHECK(j["final_id"] == "fin");
+  CHECK(j["final_folder"] == "final/1-fin");
+  CHECK(j["final_models"] == 1);
+  CHECK(j["final_seconds"] == 12.5);
+  {
+    Context ctx(Device::cpu(), 1);
+    const DeviceDataset dev = DeviceDataset::upload(capped, Device::cpu());
+    Weights w = load_weights(weights, skips, Device::cpu());
+    Model model(skips, kEvalBatch, ctx);
+    model.bind(w);
+    CHECK(j["final_test_accuracy"] == evaluate_model(model, dev, "test", ctx).accuracy());
+  }
+  r = run_evo("best '" + run + "'");
+  CHECK(r.output.find("final model files " + run + "/final/1-fin/") != std::string::npos);
+  // A damaged summary: evo best names it and still reports the search; evo export refuses.
+  std::ofstream(run + "/final/retrain.json", std::ios::trunc) << R"({"phase": "search"})";
+  r = run_evo("best '" + run + "' --json");
+  CHECK(r.code == 0);
+  CHECK(r.output.find("retrain.json") != std::string::npos);
+  CHECK(last_json(r.output)["final_id"] == "");
+  r = run_evo("export '" + run + "' -o '" + d + "/x.onnx'");
+  CHECK(r.code == 1);
+  CHECK(r.output.find("retrain.json") != std::string::npos);
+
   // Mistakes: exit 2 (usage) or 1, a message that says what, and no file.
   r = run_evo("export '" + dna + "' -o '" + d + "/x.onnx'");
   CHECK(r.code == 2);

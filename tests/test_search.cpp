@@ -567,6 +567,17 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   Model model(plan, kEvalBatch, ctx);
   model.bind(w);
   CHECK(evaluate_model(model, dev, "test", ctx).accuracy() == s.final_test);
+  CHECK(s.final_folder == "final/" + best.folder);
+  // evo best measures the same final model again from the files, with the same result.
+  const SearchSummary again = best_of_run(o.run_dir, o.data, o.ensemble, Device::cpu(), o.seed,
+                                          o.val_fraction, o.max_train, /*final_phase=*/true);
+  CHECK(again.damaged.empty());
+  CHECK(again.final_id == s.final_id);
+  CHECK(again.final_folder == s.final_folder);
+  CHECK(again.final_val == s.final_val);
+  CHECK(again.final_test == s.final_test);
+  CHECK(again.final_models == 2);
+  CHECK(again.final_ensemble_test == s.final_ensemble_test);
   // final.json and the retrain summary (what the report reads) say the same.
   std::ifstream f(dir.path + "/final.json");
   const nlohmann::json j = nlohmann::json::parse(f);

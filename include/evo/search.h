@@ -102,6 +102,7 @@ struct SearchSummary {
   double children_per_hour = 0;
   // The final phase's result (SearchOptions::final_share); final_test is NaN when there was none.
   std::string final_id;
+  std::string final_folder;  // its files, relative to the run folder: "final/<rank>-<id>"
   double final_val = NAN, final_test = NAN, final_ensemble_test = NAN;
   int final_models = 0;
   double final_seconds = 0;
@@ -189,9 +190,18 @@ int misfit_convs(const CompiledDna& plan);
 // The end-of-run numbers for a run folder (evo best RUN_DIR): the best individual by validation
 // accuracy and its test accuracy, the top-k ensemble's, total FLOPs, children per hour. `data`,
 // `seed`, `val_fraction` and `max_train` (0: no cap) must be the run's (they choose the test
-// images, the split, and the images the standardisation's mean and std come from).
+// images, the split, and the images the standardisation's mean and std come from). With
+// `final_phase`, the models a search's final phase left in RUN_DIR/final/ are measured again
+// from their files too (the final_* fields; left as they are when there are none).
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data, int ensemble,
-                          Device device, uint64_t seed, double val_fraction, int max_train = 0);
+                          Device device, uint64_t seed, double val_fraction, int max_train = 0,
+                          bool final_phase = false);
+
+// The models a search's final phase left in RUN_DIR/final/ (its retrain.json, "phase": "search"),
+// in rank order, as they were measured then; `failed` also when one has no validation accuracy.
+// The run's final model is the first with the best `val`. Empty when the run had no final phase
+// or `evo retrain` has replaced it. Throws evo::Error naming the file when it is damaged.
+std::vector<FinalModel> read_final_phase(const std::string& run_dir);
 
 // A run folder's settings as its run.json records them ({} when there is none), and its
 // population size (0 when there is none). Throws evo::Error naming the file when it is damaged.

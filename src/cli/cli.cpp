@@ -257,6 +257,7 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
           {"ensemble_test_accuracy", number_or_null(s.ensemble_test)},
           {"children_per_hour", s.children_per_hour},
           {"final_id", s.final_id},
+          {"final_folder", s.final_folder},
           {"final_val_accuracy", number_or_null(s.final_val)},
           {"final_test_accuracy", number_or_null(s.final_test)},
           {"final_ensemble_test_accuracy", number_or_null(s.final_ensemble_test)},
@@ -294,9 +295,12 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
     std::printf("ensemble          not measured: no individual could be evaluated\n");
   if (std::isfinite(s.final_test)) {
     std::printf("final model       %s: validation accuracy %.2f%%, test accuracy %.2f%% (the "
-                "final phase: %d model%s trained on for %s)\n",
+                "final phase: %d model%s trained for %s)\n",
                 s.final_id.c_str(), 100 * s.final_val, 100 * s.final_test, s.final_models,
                 s.final_models == 1 ? "" : "s", format_duration(s.final_seconds).c_str());
+    if (!s.final_folder.empty())
+      std::printf("final model files %s/%s/ (evo export %s writes it as ONNX or PyTorch)\n",
+                  run_dir.c_str(), s.final_folder.c_str(), run_dir.c_str());
     if (s.final_models > 1 && std::isfinite(s.final_ensemble_test))
       std::printf("final ensemble    of %d: test accuracy %.2f%%\n", s.final_models,
                   100 * s.final_ensemble_test);

@@ -1,5 +1,5 @@
-// evo export: a run's best individual (or any DNA with its weights) as an ONNX model or a PyTorch
-// module, to run elsewhere. Not the writing itself (src/export/, evo/export.h): this file picks the
+// evo export: a run's final model or best individual (or any DNA with its weights) as an ONNX
+// model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h): this file picks the
 // individual, loads the data set its standardisation comes from, and names the output files.
 #include <cmath>
 #include <cstdio>
@@ -37,9 +37,10 @@ std::string stem_path(const std::string& path) {
 int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   std::string dna_path = a.source, weights_path = a.weights, id;
   double val_accuracy = NAN;
+  bool from_final = false;
   if (fs::is_directory(a.source)) {
     // A run folder: its data set, seed and split from run.json (they decide the standardisation),
-    // and its best living individual unless --id names another.
+    // and its final model, or else its best living individual, unless --id names another.
     const RunData run = run_data(a.source, cmd, {a.data, a.seed, a.val_fraction, a.max_train});
     a.data = run.data;
     a.seed = run.seed;
@@ -48,6 +49,22 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
     if (!a.weights.empty())
       throw UsageError("--weights is for a DNA file; a run folder has each individual's weights "
                        "(pick one with --id)");
+    // A run with a final phase: its final model is the run's answer (the search's own
+    // individuals, judged after 1,000 steps, are a --id away).
+    const std::vector<FinalModel> finals = a.id.empty() ? read_final_phase(a.source)
+                                                        : std::vector<FinalModel>{};
+    const FinalModel* chosen = nullptr;
+    for (const FinalModel& m : finals)
+      if (!m.failed && (!chosen || m.val > chosen->val)) chosen = &m;
+    if (chosen) {
+      id = chosen->id;
+      val_accuracy = chosen->val;
+      from_final = true;
+      dna_path = a.source + "/final/" + chosen->folder + "/dna.json";
+      weights_path = a.source + "/final/" + chosen->folder + "/weights.evow";
+    }
+  }
+  if (fs::is_directory(a.source) && !from_final) {
     Population pop(a.source);
     std::vector<std::string> damaged;
     const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
@@ -69,7 +86,7 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
     val_accuracy = pick->fitness;
     dna_path = pop.dna_path(id);
     weights_path = pop.weights_path(id);
-  } else {
+  } else if (!from_final) {
     if (a.weights.empty())
       throw UsageError("a DNA file needs its trained weights: --weights FILE (evo train writes "
                        "weights.evow)");
@@ -100,6 +117,7 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   }
   if (json) {
     print_json({{"id", id},
+                {"model", from_final ? "final" : "search"},  // the final phase's, or a search's
                 {"format", a.format},
                 {"files", files},
                 {"data", data.name},
@@ -111,7 +129,10 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
                 {"val_accuracy", std::isfinite(val_accuracy) ? nlohmann::json(val_accuracy)
                                                              : nlohmann::json()}});
   } else {
-    std::printf("exported %s (%lld parameters%s) as %s: %s\n", id.c_str(),
+    std::printf("exported %s%s (%lld parameters%s) as %s: %s\n", id.c_str(),
+                from_final ? ", the run's final model (the final phase's; --id ID for an "
+                             "individual of the search)"
+                           : "",
                 static_cast<long long>(plan.param_count),
                 std::isfinite(val_accuracy)
                     ? (", val " + std::to_string(100 * val_accuracy).substr(0, 5) + "%").c_str()
@@ -132,9 +153,11 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
 Command add_export_command(CLI::App& app, const Globals& globals) {
   const auto a = std::make_shared<ExportArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "export", "Write a run's best net (or a DNA with its weights) as ONNX or PyTorch");
+      "export", "Write a run's final model or best net (or a DNA with its weights) as ONNX or "
+                "PyTorch");
   cmd->add_option("source", a->source,
-                  "A run folder (its best individual by validation accuracy) or a DNA file")
+                  "A run folder (its final model when its search had a final phase, else its best "
+                  "individual by validation accuracy) or a DNA file")
       ->required();
   cmd->add_option("--format", a->format,
                   "onnx (opset 13: ONNX Runtime, TensorRT, ...) or pytorch (a .py file defining "
@@ -144,7 +167,8 @@ Command add_export_command(CLI::App& app, const Globals& globals) {
   cmd->add_option("-o,--out", a->out,
                   "Output file (default: ID.onnx or ID.py in the current folder; PyTorch weights "
                   "go beside it as NAME.safetensors)");
-  cmd->add_option("--id", a->id, "A run's individual other than the best");
+  cmd->add_option("--id", a->id, "A run's individual other than the one exported by default (an "
+                  "individual of the search, never a final model)");
   cmd->add_option("--weights", a->weights, "For a DNA file: its trained weights (weights.evow)");
   cmd->add_option("--data", a->data,
                   "The data set it was trained on (its mean and std standardise the input; "

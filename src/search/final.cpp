@@ -207,4 +207,91 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   return phase;
 }
 
+void measure_final_phase(const std::string& run_dir, const Dataset& data,
+                         const DeviceDataset& dev, Context& ctx, SearchSummary& s) {
+  std::vector<FinalModel> models;
+  try {
+    models = read_final_phase(run_dir);
+  } catch (const Error& e) {
+    s.damaged.push_back(e.what());
+    return;
+  }
+  std::vector<double> summed;
+  int measured = 0;
+  for (const FinalModel& m : models) {
+    if (m.failed) continue;
+    const std::string dir = run_dir + "/final/" + m.folder;
+    try {
+      const CompiledDna plan =
+          compile(load_dna(dir + "/dna.json"), dev.h, dev.w, dev.c, dev.classes);
+      Weights w = load_weights(dir + "/weights.evow", plan, ctx.device());
+      Model model(plan, kEvalBatch, ctx);
+      model.bind(w);
+      const EvalResult e = evaluate_model(model, dev, "test", ctx, true);
+      // The phase's rule: the best validation accuracy, the first by rank on a tie.
+      if (measured == 0 || m.val > s.final_val) {
+        s.final_id = m.id;
+        s.final_folder = "final/" + m.folder;
+        s.final_val = m.val;
+        s.final_test = e.accuracy();
+      }
+      if (summed.empty()) summed.assign(e.probabilities.size(), 0.0);
+      for (std::size_t i = 0; i < summed.size(); ++i) summed[i] += e.probabilities[i];
+      ++measured;
+      s.final_seconds = std::max(s.final_seconds, m.seconds);
+    } catch (const Error& e) {
+      s.damaged.push_back(dir + ": " + e.what());
+    }
+  }
+  if (measured == 0) return;
+  s.final_models = measured;
+  s.final_ensemble_test = ensemble_accuracy(summed, data.test.labels, data.classes);
+}
+
 }  // namespace evo::detail
+
+namespace evo {
+
+std::vector<FinalModel> read_final_phase(const std::string& run_dir) {
+  const std::string path = run_dir + "/final/retrain.json";
+  if (!std::filesystem::exists(path)) return {};
+  const nlohmann::json j =
+      parse_json_limited(read_file_limited(path, 1 << 20, "final-phase summary"), path);
+  auto is = [](const nlohmann::json& o, const char* key,
+               bool (nlohmann::json::*type)() const noexcept) {
+    return o.is_object() && o.contains(key) && (o[key].*type)();
+  };
+  // `evo retrain` writes no "phase": its models are not the search's answer.
+  if (!is(j, "phase", &nlohmann::json::is_string) || j["phase"] != "search") return {};
+  if (!is(j, "individuals", &nlohmann::json::is_array))
+    throw Error(path + ": no \"individuals\" list (a damaged final-phase summary; the run's "
+                "search individuals are intact)");
+  std::vector<FinalModel> models;
+  for (const nlohmann::json& r : j["individuals"]) {
+    FinalModel m;
+    if (!is(r, "id", &nlohmann::json::is_string) || !is(r, "folder", &nlohmann::json::is_string))
+      throw Error(path + ": an entry without an id and a folder: " + json_excerpt(r));
+    m.id = r["id"];
+    m.folder = r["folder"];
+    if (m.folder.empty() || m.folder.find('/') != std::string::npos || m.folder == "." ||
+        m.folder == "..")
+      throw Error(path + ": folder " + quote_excerpt(m.folder) + " is not a name in final/");
+    auto num = [&](const char* key) {
+      return is(r, key, &nlohmann::json::is_number) ? r[key].get<double>() : NAN;
+    };
+    m.search_val = num("search_val_accuracy");
+    m.val = num("val_after");
+    m.test = num("test_after");
+    const double seconds = num("seconds");
+    m.seconds = std::isfinite(seconds) ? seconds : 0;
+    if (is(r, "parameters", &nlohmann::json::is_number_integer)) m.params = r["parameters"];
+    if (is(r, "steps", &nlohmann::json::is_number_integer)) m.steps = r["steps"];
+    m.failed = (is(r, "failed", &nlohmann::json::is_boolean) && r["failed"].get<bool>()) ||
+               !std::isfinite(m.val);
+    if (is(r, "failure", &nlohmann::json::is_string)) m.failure = r["failure"];
+    models.push_back(std::move(m));
+  }
+  return models;
+}
+
+}  // namespace evo

@@ -1,6 +1,6 @@
 // The search's final phase (SearchOptions::final_share): the best few distinct architectures of
-// the population train on from their search weights for the time kept at the end, and the best of
-// them by validation accuracy is the run's final model. Private to src/search/: search.cpp calls
+// the population train again (from their search weights, or widened from fresh ones) for the time
+// kept at the end, and the best of them by validation accuracy is the run's final model. Private to src/search/: search.cpp calls
 // it once the workers have stopped. Not `evo retrain` (src/cli/retrain.cpp), which trains a
 // finished run's top K for a number of steps the user chooses, one after another.
 #pragma once
@@ -33,9 +33,9 @@ Dna widen(const Dna& dna, double k);
 std::vector<std::string> distinct_best(const Population& pop, int top);
 
 // Trains `ids` (at most one per entry of `devices`, at once, each in its own thread with its own
-// context) for `seconds` each, from their search weights (or widened, from fresh ones), with a cosine rate over that time and
-// the search's batch and SearchOptions::final_augment; measures validation and test accuracy and writes
-// RUN_DIR/final/<rank>-<id>/ (dna.json, weights.evow, metrics.json) and RUN_DIR/final/retrain.json
+// context) for `seconds` each, from their search weights (or widened, from fresh ones), with a
+// cosine rate over that time, the search's batch and SearchOptions::final_augment; measures
+// validation and test accuracy and writes RUN_DIR/final/<rank>-<id>/ (dna.json, weights.evow, metrics.json) and RUN_DIR/final/retrain.json
 // (what `evo report` shows). `stop` ends the training early (the models are still measured and
 // saved). `done` hears each model as it finishes (from the model's thread, one call at a time).
 FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>& ids,
@@ -44,5 +44,13 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
                            const Dataset& host_data, const SearchOptions& opts, double seconds,
                            const std::atomic<bool>& stop,
                            const std::function<void(const FinalModel&)>& done);
+
+// The models a search's final phase left in RUN_DIR/final/ (read_final_phase), measured again
+// on the test set of `data` (uploaded as `dev`) from their files, into s's final_* fields (evo
+// best). Leaves them as they are when the run had none; a damaged retrain.json, or a model whose
+// files cannot be read, is named in s.damaged and left out (the chosen one is then the best by
+// validation of those that could be measured).
+void measure_final_phase(const std::string& run_dir, const Dataset& data,
+                         const DeviceDataset& dev, Context& ctx, SearchSummary& s);
 
 }  // namespace evo::detail

@@ -555,7 +555,8 @@ RunSettings read_run_settings(const std::string& run_dir) {
 }
 
 SearchSummary best_of_run(const std::string& run_dir, const std::string& data_spec, int ensemble,
-                          Device device, uint64_t seed, double val_fraction, int max_train) {
+                          Device device, uint64_t seed, double val_fraction, int max_train,
+                          bool final_phase) {
   Population pop(run_dir);
   SearchSummary s;
   const std::vector<IndividualRecord> all = pop.all_individuals(&s.damaged);
@@ -606,6 +607,7 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
     }
   }
   s.ensemble_test = ensemble_accuracy(avg, data.test.labels, data.classes);
+  if (final_phase) detail::measure_final_phase(run_dir, data, dev, ctx, s);
   return s;
 }
 
@@ -762,6 +764,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     if (fin.chosen >= 0) {
       const FinalModel& m = fin.models[std::size_t(fin.chosen)];
       s.final_id = m.id;
+      s.final_folder = "final/" + m.folder;
       s.final_val = m.val;
       s.final_test = m.test;
       final_extra = {{"final_id", m.id},
