@@ -1,11 +1,13 @@
 // evo export: a run's final model or best individual (or any DNA with its weights) as an ONNX
-// model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h): this file picks the
-// individual, loads the data set its standardisation comes from, and names the output files.
+// model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h):
+// this file picks the net, loads the data set its standardisation comes from, and names the
+// output files.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "cli.h"
 #include "evo/data.h"
@@ -32,6 +34,30 @@ struct ExportArgs {
 std::string stem_path(const std::string& path) {
   const fs::path p(path);
   return (p.parent_path() / p.stem()).string();
+}
+
+// A run's individual of the search: `id`, or else its best living one by validation accuracy.
+// Returns its id, validation accuracy, DNA path and weights path.
+std::tuple<std::string, double, std::string, std::string> pick_individual(
+    const std::string& run_dir, const std::string& id) {
+  Population pop(run_dir);
+  std::vector<std::string> damaged;
+  const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
+  print_damaged("evo export", damaged);
+  const IndividualRecord* pick = nullptr;
+  for (const IndividualRecord& r : all) {
+    if (!id.empty() ? r.id == id
+                    : (r.alive() && !r.failed && (!pick || r.fitness > pick->fitness)))
+      pick = &r;
+  }
+  if (!pick)
+    throw Error(id.empty() ? "run " + run_dir + " has no trained living individual yet"
+                           : "run " + run_dir + " has no individual '" + id +
+                                 "' (evo report lists them)");
+  if (pick->failed)
+    throw Error("individual " + pick->id + " failed in training (" + pick->failure +
+                "): it has no weights worth exporting");
+  return {pick->id, pick->fitness, pop.dna_path(pick->id), pop.weights_path(pick->id)};
 }
 
 int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
@@ -62,31 +88,10 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
       from_final = true;
       dna_path = a.source + "/final/" + chosen->folder + "/dna.json";
       weights_path = a.source + "/final/" + chosen->folder + "/weights.evow";
+    } else {
+      std::tie(id, val_accuracy, dna_path, weights_path) = pick_individual(a.source, a.id);
     }
-  }
-  if (fs::is_directory(a.source) && !from_final) {
-    Population pop(a.source);
-    std::vector<std::string> damaged;
-    const std::vector<IndividualRecord> all = pop.all_individuals(&damaged);
-    print_damaged("evo export", damaged);
-    const IndividualRecord* pick = nullptr;
-    for (const IndividualRecord& r : all) {
-      if (!a.id.empty() ? r.id == a.id : (r.alive() && !r.failed &&
-                                           (!pick || r.fitness > pick->fitness)))
-        pick = &r;
-    }
-    if (!pick)
-      throw Error(a.id.empty() ? "run " + a.source + " has no trained living individual yet"
-                               : "run " + a.source + " has no individual '" + a.id +
-                                     "' (evo report lists them)");
-    if (pick->failed)
-      throw Error("individual " + pick->id + " failed in training (" + pick->failure +
-                  "): it has no weights worth exporting");
-    id = pick->id;
-    val_accuracy = pick->fitness;
-    dna_path = pop.dna_path(id);
-    weights_path = pop.weights_path(id);
-  } else if (!from_final) {
+  } else {
     if (a.weights.empty())
       throw UsageError("a DNA file needs its trained weights: --weights FILE (evo train writes "
                        "weights.evow)");
