@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +17,7 @@
 #include "evo/population.h"
 #include "cuda/emu/runtime.h"
 #include "evo/search.h"
+#include "src/search/final.h"
 #include "support.h"
 
 using namespace evo;
@@ -487,8 +489,9 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
     WARN("Fashion-MNIST is not installed (tools/setup.sh installs it): skipped");
     return;
   }
-  // Width 1: the architectures train on from their weights; 2: widened, from fresh weights.
-  const double width = GENERATE(1.0, 2.0);
+  // Width 1: the architectures train on from their weights; 2: widened, from fresh weights; 0:
+  // auto, each as wide as the time allows (probes timed, then from fresh weights unless 1).
+  const double width = GENERATE(1.0, 2.0, 0.0);
   INFO("final width " << width);
   const test::TempPath dir("final");
   SearchOptions o;
@@ -536,9 +539,21 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
       const bool reads_image = source.edges[i].type == EdgeType::Conv &&
                                source.edges[i].from == source.input;
       CHECK(mine.edges[i].depth_factor ==
-            (reads_image ? width : 1.0) * source.edges[i].depth_factor);
+            (reads_image ? m.width : 1.0) * source.edges[i].depth_factor);
     }
     CHECK(m.params == compile(mine, 28, 28, 1, 10).param_count);
+    if (width > 0) {
+      CHECK(m.width == width);
+    } else {
+      CHECK(std::count(std::begin(detail::kFinalWidths), std::end(detail::kFinalWidths),
+                       m.width) == 1);
+    }
+    // Its metrics say how wide it trained and, for auto, what the probes measured.
+    std::ifstream mf(dir.path + "/final/" + m.folder + "/metrics.json");
+    const nlohmann::json mj = nlohmann::json::parse(mf);
+    CHECK(mj.at("width") == m.width);
+    CHECK(mj.contains("width_rule") == (width == 0));
+    CHECK(m.epochs == Approx(double(m.steps) * o.batch / o.max_train));
   }
   a.learning_rate = b.learning_rate = 0;
   CHECK(to_json(a) != to_json(b));
@@ -591,6 +606,99 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   std::ifstream h(dir.path + "/run.json");
   const nlohmann::json run = nlohmann::json::parse(h);
   CHECK(run.at("settings").at("final_share") == 0.6);
-  CHECK(run.at("settings").at("final_width") == width);
+  if (width > 0)
+    CHECK(run.at("settings").at("final_width") == width);
+  else
+    CHECK(run.at("settings").at("final_width") == "auto");
+  CHECK(run.at("settings").at("final_epochs") == o.final_epochs);
+  // evo best reads the widths back from retrain.json.
+  for (const FinalModel& m : read_final_phase(o.run_dir)) {
+    const auto it = std::find_if(heard.done.begin(), heard.done.end(),
+                                 [&](const FinalModel& d) { return d.id == m.id; });
+    REQUIRE(it != heard.done.end());
+    CHECK(m.width == it->width);
+  }
   CHECK(run.at("settings").at("lr_schedule") == "constant");
+}
+
+namespace {
+
+// n random side x side x 1 images of 10 classes: what choose_width times does not depend on
+// what the images show.
+DeviceDataset random_images(int n, int side) {
+  Dataset data;
+  data.name = "random";
+  data.classes = 10;
+  auto make = [&](int count) {
+    ImageSet s;
+    s.n = count;
+    s.h = s.w = side;
+    s.c = 1;
+    for (int i = 0; i < count * side * side; ++i) s.pixels.push_back(uint8_t(test::rng()()));
+    for (int i = 0; i < count; ++i) s.labels.push_back(int32_t(test::rng()() % 10));
+    return s;
+  };
+  data.train = make(n);
+  data.val = make(20);
+  data.test = make(20);
+  data.mean = {128.f};
+  data.std = {70.f};
+  return DeviceDataset::upload(data, Device::cpu());
+}
+
+Dna two_convs() {
+  return parse_dna(R"({"format": "evo-dna/1", "learning_rate": 0.05, "input": "v0",
+    "output": "v2", "next_id": 5,
+    "vertices": [{"id": "v0", "activation": "linear"}, {"id": "v1", "activation": "bn_relu"},
+                 {"id": "v2", "activation": "bn_relu"}],
+    "edges": [{"id": "e3", "from": "v0", "to": "v1", "type": "conv", "skip": false,
+               "depth_factor": 2.0, "filter": [3, 3], "stride_scale": 1},
+              {"id": "e4", "from": "v1", "to": "v2", "type": "conv", "skip": false,
+               "depth_factor": 2.0, "filter": [3, 3], "stride_scale": 0}]})",
+                       "two_convs");
+}
+
+}  // namespace
+
+TEST_CASE("The final phase's auto width: the widest that fits the epochs and the size limits",
+          "[search]") {
+  const DeviceDataset dev = random_images(200, 12);
+  Context ctx(Device::cpu(), 5);
+  set_cpu_threads(1);
+  const std::atomic<bool> stop{false};
+  const Dna dna = two_convs();
+  auto params_at = [&](double w) {
+    return compile(detail::widen(dna, w), 12, 12, 1, 10).param_count;
+  };
+  SECTION("all the time in the world: the widest width, found by probes") {
+    const detail::WidthChoice c =
+        detail::choose_width(dna, dev, ctx, 10, 0, 1, 1e9, 0, 0, stop);
+    CHECK(c.width == 8);
+    REQUIRE_FALSE(c.probed.empty());
+    CHECK(c.probed.size() <= 4);
+    CHECK(c.probed.front().first == 2);  // the first probe is at the old default, 2x
+    CHECK(c.probed.back().first == 8);
+    CHECK(c.step_seconds > 0);
+    CHECK(c.probe_seconds > 0.9 * double(c.probed.size()));  // ~1 s each
+  }
+  SECTION("a size limit: the widest width within it") {
+    const detail::WidthChoice c =
+        detail::choose_width(dna, dev, ctx, 10, 1, 1, 1e9, params_at(3), 0, stop);
+    CHECK(c.width == 3);
+    CHECK(params_at(c.width) <= params_at(3));
+  }
+  SECTION("no time: no probe fits, the net trains on at width 1 from its weights") {
+    const detail::WidthChoice c =
+        detail::choose_width(dna, dev, ctx, 10, 2, 12, 0.5, 0, 0, stop);
+    CHECK(c.width == 1);
+    CHECK(c.step_seconds == 0);
+    CHECK(c.probed.size() == 1);
+  }
+  SECTION("a DNA whose image feeds no convolution does not widen: nothing to probe") {
+    const Dna initial = load_dna(std::string(EVO_SOURCE_DIR) + "/data/dna/initial.json");
+    const detail::WidthChoice c =
+        detail::choose_width(initial, dev, ctx, 10, 0, 1, 1e9, 0, 0, stop);
+    CHECK(c.width == 1);
+    CHECK(c.probed.empty());
+  }
 }

@@ -59,8 +59,11 @@ struct SearchOptions {
   // The final phase's width multiplier: 1 trains the architectures on from their search weights;
   // K > 1 multiplies the depth factor of every convolution that reads the input image, which
   // widens every layer after it about K times (the others' factors are ratios), and trains the
-  // widened net from fresh weights (nothing to inherit at the new width).
+  // widened net from fresh weights (nothing to inherit at the new width). 0: "auto", each
+  // architecture at the widest of 1, 1.5, 2, 3, 4, 6 and 8 whose measured speed still gives it
+  // `final_epochs` passes over the training set in the phase's time (src/search/final.cpp).
   double final_width = 1;
+  double final_epochs = 12;
   // Augmentation while the final phase trains (its nets see tens of epochs there, where the
   // search's children see one): 0 none, 1 random horizontal flips, 2 flips and the paper's pad-4
   // random crops.
@@ -147,6 +150,8 @@ struct SearchProgress {
 struct FinalModel {
   std::string id, folder;  // folder: under RUN_DIR/final/
   int64_t params = 0;
+  double width = 1;              // its width multiplier (SearchOptions::final_width, or the chosen)
+  double epochs = 0;             // passes over the training set it trained for
   double search_val = NAN;       // its fitness in the search
   double val = NAN, test = NAN;  // after the final phase
   int steps = 0;

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -28,6 +29,94 @@ Dna widen(const Dna& dna, double k) {
   for (Edge& e : wide.edges)
     if (e.type == EdgeType::Conv && e.from == wide.input) e.depth_factor *= k;
   return wide;
+}
+
+WidthChoice choose_width(const Dna& dna, const DeviceDataset& dev, Context& ctx, int batch,
+                         int augment, double epochs, double seconds, int64_t max_params,
+                         double max_flops, const std::atomic<bool>& stop) {
+  WidthChoice choice;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // The distinct widths: one that compiles to the net of a narrower one (channel counts round;
+  // a DNA whose image feeds no convolution does not widen at all) is that one; the first over a
+  // size limit ends the list (wider ones are larger still).
+  struct Rung {
+    double width, train_flops;
+  };
+  std::vector<Rung> rungs;
+  int64_t last_params = -1;
+  for (double w : kFinalWidths) {
+    const CompiledDna plan = compile(widen(dna, w), dev.h, dev.w, dev.c, dev.classes);
+    if (plan.param_count == last_params) continue;
+    if (!rungs.empty() && ((max_params > 0 && plan.param_count > max_params) ||
+                           (max_flops > 0 && plan.forward_flops > max_flops)))
+      break;
+    last_params = plan.param_count;
+    rungs.push_back({w, plan.train_flops});
+  }
+  if (rungs.size() < 2 || dev.train.n <= 0) return choice;
+
+  // Seconds per step at rung i: ~1 s of training from fresh weights, after two steps that
+  // reach the steady state (the first allocates). The rate is small (it learns nothing worth
+  // keeping, and a probe that diverges early would measure too few steps).
+  constexpr double kProbeSeconds = 1.0;
+  std::map<std::size_t, double> measured;
+  auto probe = [&](std::size_t i) {
+    const CompiledDna plan =
+        compile(widen(dna, rungs[i].width), dev.h, dev.w, dev.c, dev.classes);
+    Weights weights = init_weights(plan, ctx);
+    Model model(plan, batch, ctx);
+    model.bind(weights);
+    TrainOptions t;
+    t.batch = batch;
+    t.set_augment(augment == 2);
+    t.flip = augment >= 1;
+    t.stop = &stop;
+    t.steps = 2;
+    (void)train_model(model, dev, ctx, t, 1e-4f);
+    t.steps = 100000000;
+    t.time_budget = kProbeSeconds;
+    const TrainResult r = train_model(model, dev, ctx, t, 1e-4f);
+    const double per_step = r.steps_done > 0 ? r.seconds / r.steps_done : INFINITY;
+    measured[i] = per_step;
+    choice.probed.emplace_back(rungs[i].width, per_step);
+  };
+  // Passes over the training set in the time left after the probes so far, at `per_step`.
+  auto epochs_at = [&](double per_step) {
+    return (seconds - elapsed()) / per_step * double(batch) / double(dev.train.n);
+  };
+  // Start at 2x (the fixed default this replaces), then at the widest width the last probe's
+  // FLOP ratios predict to fit. Going wider, FLOPs overstate the cost (a step's fixed cost does
+  // not grow), going narrower they understate it; either way the next probe measures.
+  std::size_t i = 0;
+  while (i + 1 < rungs.size() && rungs[i].width < 2) ++i;
+  for (int k = 0; k < 4 && !stop.load(); ++k) {
+    probe(i);
+    std::size_t next = 0;
+    for (std::size_t j = rungs.size(); j-- > 1;) {
+      const auto it = measured.find(j);
+      const double per_step = it != measured.end()
+                                  ? it->second
+                                  : measured[i] * rungs[j].train_flops / rungs[i].train_flops;
+      if (epochs_at(per_step) >= epochs) {
+        next = j;
+        break;
+      }
+    }
+    if (next == 0 || measured.count(next)) break;
+    i = next;
+  }
+  // The widest measured width that fits; width 1 (from the search's weights) when none does.
+  for (auto it = measured.rbegin(); it != measured.rend(); ++it)
+    if (it->first > 0 && epochs_at(it->second) >= epochs) {
+      choice.width = rungs[it->first].width;
+      choice.step_seconds = it->second;
+      break;
+    }
+  choice.probe_seconds = elapsed();
+  return choice;
 }
 
 std::vector<std::string> distinct_best(const Population& pop, int top) {
@@ -66,6 +155,7 @@ nlohmann::json to_json(const FinalModel& m) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
   // The keys `evo retrain` writes, so that `evo report` shows either.
   return {{"id", m.id},           {"folder", m.folder},        {"parameters", m.params},
+          {"width", m.width},     {"epochs", m.epochs},
           {"search_val_accuracy", num(m.search_val)},           {"val_after", num(m.val)},
           {"test_after", num(m.test)},                          {"steps", m.steps},
           {"seconds", m.seconds}, {"failed", m.failed},        {"failure", m.failure},
@@ -99,16 +189,26 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
       const DeviceDataset& dev = *data.at(device.str());
       Context ctx(device, opts.seed * 1000003u + i + 1, uint32_t(i));
       if (const auto rec = pop.read(m.id)) m.search_val = rec->fitness;
-      const bool widened = opts.final_width != 1;
-      const Dna dna = widened ? widen(load_dna(pop.dna_path(m.id)), opts.final_width)
-                              : load_dna(pop.dna_path(m.id));
+      const Dna source = load_dna(pop.dna_path(m.id));
+      const auto deadline = t0 + std::chrono::duration<double>(seconds);
+      WidthChoice choice;
+      if (opts.final_width > 0) {
+        choice.width = opts.final_width;
+      } else {
+        const double left =
+            std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+        choice = choose_width(source, dev, ctx, opts.batch, opts.final_augment, opts.final_epochs,
+                              left, opts.max_params, opts.max_flops, stop);
+      }
+      m.width = choice.width;
+      const bool widened = m.width != 1;
+      const Dna dna = widened ? widen(source, m.width) : source;
       const CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
       m.params = plan.param_count;
       // A loss that turns NaN (fresh weights at an evolved rate can diverge) is not the end of
       // the phase: the net starts again from fresh weights at a fifth of the rate, in the time
       // left, up to kTries times; the result says so.
       constexpr int kTries = 3;
-      const auto deadline = t0 + std::chrono::duration<double>(seconds);
       double rate = dna.learning_rate;
       Weights weights;
       for (int attempt = 0; attempt < kTries; ++attempt) {
@@ -138,6 +238,7 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         rate /= 5;
       }
       m.learning_rate = rate;
+      m.epochs = double(m.steps) * opts.batch / std::max(1, dev.train.n);
       if (!m.failed) {
         Model eval_model(plan, kEvalBatch, ctx);
         eval_model.bind(weights);
@@ -154,7 +255,15 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         metrics["dna_learning_rate"] = dna.learning_rate;
         metrics["restarts"] = m.retries;
         metrics["lr_schedule"] = "cosine";
-        metrics["width"] = opts.final_width;
+        metrics["width"] = m.width;
+        if (opts.final_width <= 0) {
+          nlohmann::json probes = nlohmann::json::array();
+          for (const auto& [w, per_step] : choice.probed)
+            probes.push_back({{"width", w}, {"seconds_per_step", per_step}});
+          metrics["width_rule"] = {{"epochs", opts.final_epochs},
+                                   {"probes", probes},
+                                   {"probe_seconds", choice.probe_seconds}};
+        }
         metrics["from"] = widened ? "scratch" : "weights";
         metrics["device"] = device.str();
         write_file_atomic(dir + "/metrics.json", metrics.dump(2) + "\n", "metrics");
@@ -188,8 +297,11 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   nlohmann::json summary = {{"run", pop.dir()},
                             {"phase", "search"},  // written by the search's final phase
                             {"top", n},
-                            {"from", opts.final_width != 1 ? "scratch" : "weights"},
-                            {"width", opts.final_width},
+                            {"from", opts.final_width <= 0   ? "scratch when widened"
+                                     : opts.final_width != 1 ? "scratch"
+                                                             : "weights"},
+                            {"width", opts.final_width > 0 ? nlohmann::json(opts.final_width)
+                                                           : nlohmann::json("auto")},
                             {"seconds_each", seconds},
                             {"steps", n ? phase.models[0].steps : 0},
                             {"batch", opts.batch},
@@ -286,6 +398,9 @@ std::vector<FinalModel> read_final_phase(const std::string& run_dir) {
     m.seconds = std::isfinite(seconds) ? seconds : 0;
     if (is(r, "parameters", &nlohmann::json::is_number_integer)) m.params = r["parameters"];
     if (is(r, "steps", &nlohmann::json::is_number_integer)) m.steps = r["steps"];
+    const double width = num("width"), epochs = num("epochs");
+    m.width = std::isfinite(width) ? width : 1;
+    m.epochs = std::isfinite(epochs) ? epochs : 0;
     m.failed = (is(r, "failed", &nlohmann::json::is_boolean) && r["failed"].get<bool>()) ||
                !std::isfinite(m.val);
     if (is(r, "failure", &nlohmann::json::is_string)) m.failure = r["failure"];

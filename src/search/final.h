@@ -28,6 +28,28 @@ struct FinalPhase {
 // final_width): every later layer's width follows, as depth factors are ratios.
 Dna widen(const Dna& dna, double k);
 
+// The widths SearchOptions::final_width = 0 ("auto") chooses from.
+inline constexpr double kFinalWidths[] = {1, 1.5, 2, 3, 4, 6, 8};
+
+// What the auto width chose for one architecture, and what it measured to choose it.
+struct WidthChoice {
+  double width = 1;
+  double step_seconds = 0;  // measured at `width` (0: not measured, width 1 by elimination)
+  std::vector<std::pair<double, double>> probed;  // (width, seconds per step), in probe order
+  double probe_seconds = 0;                        // the probes' own time
+};
+
+// The widest of kFinalWidths at which `dna` still trains `epochs` passes over `train_images` in
+// `seconds` (less the probes' own time), at `batch` images a step with `augment` (0-2, as
+// SearchOptions::final_augment), within the size limits `max_params` and `max_flops` (forward,
+// per image; 0: none). Speed is measured, not modelled: a probe trains a width from fresh
+// weights for about a second on `ctx` (on the threads the phase trains with, so a busy machine
+// counts), and the FLOP ratio between widths only says which width to probe next; at most
+// four probes. Width 1 when no wider net fits (the net then trains on from its weights).
+WidthChoice choose_width(const Dna& dna, const DeviceDataset& dev, Context& ctx, int batch,
+                         int augment, double epochs, double seconds, int64_t max_params,
+                         double max_flops, const std::atomic<bool>& stop);
+
 // The alive individuals' ids, best first, one per architecture: two DNAs that differ only in
 // their learning rate are one architecture (the first, fitter, stands for both). At most `top`.
 std::vector<std::string> distinct_best(const Population& pop, int top);

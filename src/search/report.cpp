@@ -1275,8 +1275,14 @@ void read_retrained(const std::string& run_dir, ReportOptions& opts) {
     if (j.contains("phase") && j["phase"] == "search") {
       // The search's own final phase (final.cpp): a time budget, not a step count.
       opts.retrained_by_search = true;
-      opts.retrained_how = "the search's final phase: " + text("seconds_each") +
-                           " s each from the search's weights, a cosine rate over that time, "
+      const std::string from = text("from");
+      opts.retrained_how = "the search's final phase: " + text("seconds_each") + " s each " +
+                           (from == "weights" ? "from the search's weights"
+                            : from == "scratch"
+                                ? "from fresh weights, " + text("width") + "x wider"
+                                : "from fresh weights at a width chosen to fit the time (" +
+                                      text("width") + ")") +
+                           ", a cosine rate over that time, "
                            "batch " + text("batch") + ", augmentation " + text("augment") +
                            ", on " + text("device") + " (RUN_DIR/final/)";
       return;

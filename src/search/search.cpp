@@ -70,7 +70,9 @@ PopulationOptions population_options(const SearchOptions& o,
                 {"cost_tie_points", 100 * o.cost_tie},
                 {"final_share", o.final_share},
                 {"final_top", o.final_top},
-                {"final_width", o.final_width},
+                {"final_width", o.final_width > 0 ? nlohmann::json(o.final_width)
+                                                  : nlohmann::json("auto")},
+                {"final_epochs", o.final_epochs},
                 {"final_augment", o.final_augment == 2   ? "on"
                                   : o.final_augment == 1 ? "flips"
                                                          : "off"}};
