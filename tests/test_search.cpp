@@ -530,20 +530,31 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   // Two architectures, not two clones (the learning rate aside).
   Dna a = load_dna(dir.path + "/final/" + heard.done[0].folder + "/dna.json");
   Dna b = load_dna(dir.path + "/final/" + heard.done[1].folder + "/dna.json");
-  // Each is its individual's DNA, the convolutions that read the image `width` times deeper.
+  // Each is its individual's DNA, the convolution that reads the image's channels `width` times
+  // deeper: the in-edge of the first vertex of the compiled backbone that a conv makes.
   for (const FinalModel& m : heard.done) {
     const Dna mine = load_dna(dir.path + "/final/" + m.folder + "/dna.json");
     const Dna source = load_dna(Population(o.run_dir).dna_path(m.id));
-    REQUIRE(mine.edges.size() == source.edges.size());
-    for (std::size_t i = 0; i < mine.edges.size(); ++i) {
-      const bool reads_image = source.edges[i].type == EdgeType::Conv &&
-                               source.edges[i].from == source.input;
-      CHECK(mine.edges[i].depth_factor ==
-            (reads_image ? m.width : 1.0) * source.edges[i].depth_factor);
+    const CompiledDna sp = compile(source, 28, 28, 1, 10);
+    std::string first_conv;
+    for (std::size_t vi = 1; vi < sp.vertices.size() && first_conv.empty(); ++vi) {
+      const EdgePlan& in = sp.edges[sp.vertices[vi].in_edges.front()];
+      if (in.type == EdgeType::Conv) first_conv = in.id;
     }
+    auto reads_image = [&](const Edge& e) { return e.id == first_conv; };
+    REQUIRE(mine.edges.size() == source.edges.size());
+    for (std::size_t i = 0; i < mine.edges.size(); ++i)
+      CHECK(mine.edges[i].depth_factor ==
+            (reads_image(source.edges[i]) ? m.width : 1.0) * source.edges[i].depth_factor);
     CHECK(m.params == compile(mine, 28, 28, 1, 10).param_count);
     if (width > 0) {
-      CHECK(m.width == width);
+      // Width 1 where `width` changes no channel count (nothing reads the image's channels, or
+      // they round to the same): the net then trains on from its weights.
+      Dna scaled = source;
+      for (Edge& e : scaled.edges)
+        if (reads_image(e)) e.depth_factor *= width;
+      const bool changes = compile(scaled, 28, 28, 1, 10).param_count != sp.param_count;
+      CHECK(m.width == (changes ? width : 1.0));
     } else {
       CHECK(std::count(std::begin(detail::kFinalWidths), std::end(detail::kFinalWidths),
                        m.width) == 1);
@@ -659,6 +670,48 @@ Dna two_convs() {
 }
 
 }  // namespace
+
+TEST_CASE("widen: the first convolution on the image's path, wherever the path starts",
+          "[search]") {
+  // The image reaches the first conv through an identity edge (searches grow these), and a skip
+  // from before that conv joins after it.
+  const Dna dna = parse_dna(R"({"format": "evo-dna/1", "learning_rate": 0.05, "input": "v0",
+    "output": "v3", "next_id": 10,
+    "vertices": [{"id": "v0", "activation": "linear"}, {"id": "v1", "activation": "linear"},
+                 {"id": "v2", "activation": "bn_relu"}, {"id": "v3", "activation": "bn_relu"}],
+    "edges": [{"id": "e4", "from": "v0", "to": "v1", "type": "identity", "skip": false},
+              {"id": "e5", "from": "v1", "to": "v2", "type": "conv", "skip": false,
+               "depth_factor": 4.0, "filter": [3, 3], "stride_scale": 1},
+              {"id": "e6", "from": "v2", "to": "v3", "type": "conv", "skip": false,
+               "depth_factor": 2.0, "filter": [3, 3], "stride_scale": 0},
+              {"id": "e8", "from": "v1", "to": "v3", "type": "identity", "skip": true}]})",
+                            "identity_first");
+  for (const double k : {2.0, 3.0}) {
+    CAPTURE(k);
+    const CompiledDna narrow = compile(dna, 12, 12, 1, 10);
+    const CompiledDna wide = compile(detail::widen(dna, k), 12, 12, 1, 10);
+    REQUIRE(wide.vertices.size() == narrow.vertices.size());
+    REQUIRE(wide.edges.size() == narrow.edges.size());
+    // Every tensor after the first conv is k times deeper; the image's stays as it is.
+    for (std::size_t i = 0; i < narrow.vertices.size(); ++i) {
+      CAPTURE(narrow.vertices[i].id);
+      const int c = narrow.vertices[i].shape.c;
+      CHECK(wide.vertices[i].shape.c == (i < 2 ? 1 : int(k) * c));
+    }
+    // Every conv's output is k times deeper.
+    for (std::size_t i = 0; i < narrow.edges.size(); ++i) {
+      CAPTURE(narrow.edges[i].id);
+      if (narrow.edges[i].type == EdgeType::Conv)
+        CHECK(wide.edges[i].out.c == int(k) * narrow.edges[i].out.c);
+    }
+  }
+  // The classic form: the input feeds the first conv directly.
+  const CompiledDna two = compile(detail::widen(two_convs(), 2), 12, 12, 1, 10);
+  CHECK(two.output().shape.c == 8);  // 1 -> 4 -> 8 channels, from 1 -> 2 -> 4
+  // No conv on the backbone: nothing to widen.
+  const Dna initial = load_dna(std::string(EVO_SOURCE_DIR) + "/data/dna/initial.json");
+  CHECK(detail::widen(initial, 2) == initial);
+}
 
 TEST_CASE("The final phase's auto width: the widest that fits the epochs and the size limits",
           "[search]") {

@@ -57,8 +57,9 @@ struct SearchOptions {
   double final_share = 0;
   int final_top = 0;
   // The final phase's width multiplier: 1 trains the architectures on from their search weights;
-  // K > 1 multiplies the depth factor of every convolution that reads the input image, which
-  // widens every layer after it about K times (the others' factors are ratios), and trains the
+  // K > 1 multiplies the depth factor of the first convolution on the backbone (the one that
+  // reads the image, directly or through identity edges), which widens every layer after it
+  // about K times (the others' factors are ratios), and trains the
   // widened net from fresh weights (nothing to inherit at the new width). 0: "auto", each
   // architecture at the widest of 1, 1.5, 2, 3, 4, 6 and 8 whose measured speed still gives it
   // `final_epochs` passes over the training set in the phase's time (src/search/final.cpp).

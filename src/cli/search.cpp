@@ -124,8 +124,8 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
       ->check(CLI::Range(1, 100000));
   a->add_option("--final-width", o.final_width,
                 "Final phase: 1 trains the architectures on from their weights; K > 1 (up to 16) "
-                "widens every layer about K times (the depth factor of the convolutions that read "
-                "the image) and trains from fresh weights; auto picks for each architecture the "
+                "widens every layer about K times (the depth factor of the first convolution on the "
+                "image's path) and trains from fresh weights; auto picks for each architecture the "
                 "widest of 1, 1.5, 2, 3, 4, 6, 8 that still trains --final-epochs passes in the "
                 "time, by timing ~1 s probes (default 2 on the CPU, 1 on GPUs)")
       ->check([](const std::string& v) -> std::string {

@@ -25,9 +25,25 @@
 namespace evo::detail {
 
 Dna widen(const Dna& dna, double k) {
+  // Skips are identity edges (validate()) and a vertex's channels are its backbone in-edge's
+  // (dna_compile.cpp), so the backbone up to its first conv holds the image's channels: an
+  // identity edge before that conv (searches grow them) passes the image on unchanged. That conv
+  // sets the width every later layer's factor is a ratio of.
+  std::map<std::string, const Edge*> backbone_out;
+  for (const Edge& e : dna.edges)
+    if (!e.skip) backbone_out[e.from] = &e;
   Dna wide = dna;
-  for (Edge& e : wide.edges)
-    if (e.type == EdgeType::Conv && e.from == wide.input) e.depth_factor *= k;
+  std::set<std::string> seen;
+  for (std::string at = dna.input; seen.insert(at).second;) {
+    const auto it = backbone_out.find(at);
+    if (it == backbone_out.end()) break;  // no conv on the backbone: nothing to widen
+    if (it->second->type == EdgeType::Conv) {
+      for (Edge& e : wide.edges)
+        if (e.id == it->second->id) e.depth_factor *= k;
+      break;
+    }
+    at = it->second->to;
+  }
   return wide;
 }
 
@@ -48,7 +64,12 @@ WidthChoice choose_width(const Dna& dna, const DeviceDataset& dev, Context& ctx,
   std::vector<Rung> rungs;
   int64_t last_params = -1;
   for (double w : kFinalWidths) {
-    const CompiledDna plan = compile(widen(dna, w), dev.h, dev.w, dev.c, dev.classes);
+    CompiledDna plan;
+    try {
+      plan = compile(widen(dna, w), dev.h, dev.w, dev.c, dev.classes);
+    } catch (const DnaError&) {
+      break;  // past kMaxChannels (or kMaxDepthFactor): wider ones are too
+    }
     if (plan.param_count == last_params) continue;
     if (!rungs.empty() && ((max_params > 0 && plan.param_count > max_params) ||
                            (max_flops > 0 && plan.forward_flops > max_flops)))
@@ -200,10 +221,18 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         choice = choose_width(source, dev, ctx, opts.batch, opts.final_augment, opts.final_epochs,
                               left, opts.max_params, opts.max_flops, stop);
       }
+      // A width that changes no channel count (no conv reads the image's channels, or they
+      // round to the same) is width 1: the net trains on from its weights, not from fresh ones.
+      const CompiledDna narrow = compile(source, dev.h, dev.w, dev.c, dev.classes);
+      Dna dna = widen(source, choice.width);
+      CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
+      if (plan.param_count == narrow.param_count) {
+        choice.width = 1;
+        dna = source;
+        plan = narrow;
+      }
       m.width = choice.width;
       const bool widened = m.width != 1;
-      const Dna dna = widened ? widen(source, m.width) : source;
-      const CompiledDna plan = compile(dna, dev.h, dev.w, dev.c, dev.classes);
       m.params = plan.param_count;
       // A loss that turns NaN (fresh weights at an evolved rate can diverge) is not the end of
       // the phase: the net starts again from fresh weights at a fifth of the rate, in the time

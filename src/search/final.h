@@ -24,8 +24,9 @@ struct FinalPhase {
   double seconds = 0;
 };
 
-// `dna` with every convolution that reads the input image `k` times deeper (SearchOptions::
-// final_width): every later layer's width follows, as depth factors are ratios.
+// `dna` with its first backbone convolution (the one that reads the image's channels, from the
+// input or through identity edges) `k` times deeper (SearchOptions::final_width): every later
+// layer's width follows, as depth factors are ratios. Without a conv, `dna` as it is.
 Dna widen(const Dna& dna, double k);
 
 // The widths SearchOptions::final_width = 0 ("auto") chooses from.
