@@ -131,6 +131,10 @@ class Population {
 
   const std::string& dir() const { return root_; }
   int size() const { return size_; }
+  // Whether this object created the run (of several processes opening a new run at once, exactly
+  // one did), rather than opening one that was there: the search's random streams repeat only
+  // for the creator (src/search/search.cpp, worker_seed).
+  bool created() const { return created_; }
   const nlohmann::json& settings() const { return settings_; }
 
   // A fresh, empty staging folder for one child, with an id unique across machines:
@@ -200,6 +204,7 @@ class Population {
   int size_ = 0;
   nlohmann::json settings_;
   bool durable_ = true;
+  bool created_ = false;
   std::function<void(const std::string&)> on_warning_;
 };
 

@@ -93,6 +93,9 @@ struct SearchSummary {
   int children = 0;          // trained by this process
   int failed = 0;
   double seconds = 0;
+  // Ended by the caller's stop flag (Ctrl-C, SIGTERM) rather than by its limits: running the
+  // same command again resumes the run.
+  bool stopped = false;
   double total_flops = 0;    // of every individual in the run (training + validation)
   std::string best_id;
   double best_val = 0;

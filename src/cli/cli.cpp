@@ -248,6 +248,7 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
   return {{"children", s.children},
           {"failed", s.failed},
           {"seconds", s.seconds},
+          {"stopped", s.stopped},
           {"total_flops", s.total_flops},
           {"best_id", s.best_id},
           {"best_val_accuracy", s.best_val},
@@ -279,7 +280,11 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
     std::printf("no trained individual in %s yet\n", run_dir.c_str());
     return;
   }
-  if (s.seconds > 0)
+  if (s.seconds > 0 && s.stopped)
+    std::printf("\nsearch stopped after %.1f minutes: %d children trained here (%d failed); the "
+                "run is kept: run the same command again to resume it\n",
+                s.seconds / 60, s.children + s.failed, s.failed);
+  else if (s.seconds > 0)
     std::printf("\nsearch finished after %.1f minutes: %d children trained here (%d failed)\n",
                 s.seconds / 60, s.children + s.failed, s.failed);
   if (std::isfinite(s.best_test))

@@ -289,9 +289,15 @@ class ConsoleObserver : public SearchObserver {
   void child_done(const ChildDone& c) override {
     if (quiet_) return;
     const IndividualRecord& r = c.record;
-    std::printf("%s %-9s %s <- %-12s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
-                clock_text(c.elapsed).c_str(), c.worker.c_str(), r.id.c_str(),
-                r.parent.empty() ? "(initial)" : r.parent.substr(0, 12).c_str(),
+    // Ids in full (RUN/alive/<id>, RUN/dead/<id>): a parent must be findable from its line.
+    if (!header_done_)
+      std::printf("%-8s %-9s %-*s    %-*s %-26s %16s  %-11s  %s\n", "time", "worker",
+                  int(r.id.size()), "child", int(r.id.size()), "parent", "mutation", "params",
+                  "validation", "best so far");
+    header_done_ = true;
+    std::printf("%s %-9s %s <- %-*s %-26s %9lld params  val %6.2f%%  best %6.2f%%%s%s\n",
+                clock_text(c.elapsed).c_str(), c.worker.c_str(), r.id.c_str(), int(r.id.size()),
+                r.parent.empty() ? "(initial)" : r.parent.c_str(),
                 r.mutation.c_str(), static_cast<long long>(r.params), 100 * r.fitness,
                 100 * c.best_val, r.failed ? "  FAILED: " : "", r.failed ? r.failure.c_str() : "");
     std::fflush(stdout);
@@ -341,6 +347,7 @@ class ConsoleObserver : public SearchObserver {
 
  private:
   bool quiet_;
+  bool header_done_ = false;
 };
 
 int run_search_command(SearchArgs a, bool json, const CLI::App& app) {

@@ -311,9 +311,11 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   for (std::thread& t : threads) t.join();
 
   std::vector<double> summed;
+  int members = 0;  // the models that trained: the ensemble's size
   for (std::size_t i = 0; i < n; ++i) {
     const FinalModel& m = phase.models[i];
     if (m.failed || probabilities[i].empty()) continue;
+    ++members;
     if (phase.chosen < 0 || m.val > phase.models[std::size_t(phase.chosen)].val)
       phase.chosen = int(i);
     if (summed.empty()) summed.assign(probabilities[i].size(), 0.0);
@@ -326,9 +328,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   nlohmann::json summary = {{"run", pop.dir()},
                             {"phase", "search"},  // written by the search's final phase
                             {"top", n},
-                            {"from", opts.final_width <= 0   ? "scratch when widened"
-                                     : opts.final_width != 1 ? "scratch"
-                                                             : "weights"},
+                            // (a net that the width leaves as it was trains on from its
+                            // weights: each model's metrics say which)
+                            {"from", opts.final_width != 1 ? "scratch when widened" : "weights"},
                             {"width", opts.final_width > 0 ? nlohmann::json(opts.final_width)
                                                            : nlohmann::json("auto")},
                             {"seconds_each", seconds},
@@ -340,7 +342,7 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
                             {"lr_decay", "cosine over the time"},
                             {"device", devices.empty() ? "" : devices[0].str()},
                             {"chosen", phase.chosen >= 0 ? nlohmann::json(phase.models[std::size_t(phase.chosen)].id) : nlohmann::json()},
-                            {"ensemble_size", int(summed.empty() ? 0 : n)},
+                            {"ensemble_size", members},
                             {"ensemble_test", num(phase.ensemble_test)},
                             {"individuals", nlohmann::json::array()}};
   for (const FinalModel& m : phase.models) summary["individuals"].push_back(to_json(m));

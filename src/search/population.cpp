@@ -721,7 +721,10 @@ Population::Population(std::string dir, PopulationOptions options)
                          " is not empty and holds no run.json, so it is not an evo run folder: "
                          "choose a new or empty folder for the run");
     }
-    if (create_run(root_, options)) continue;  // read back what we wrote, like everyone else
+    if (create_run(root_, options)) {
+      created_ = true;
+      continue;  // read back what we wrote, like everyone else
+    }
     if (attempt > 100) throw Error("population: cannot create or open the run " + root_);
   }
 }

@@ -1278,8 +1278,12 @@ void read_retrained(const std::string& run_dir, ReportOptions& opts) {
       const std::string from = text("from");
       opts.retrained_how = "the search's final phase: " + text("seconds_each") + " s each " +
                            (from == "weights" ? "from the search's weights"
-                            : from == "scratch"
+                            : from == "scratch"  // runs of before 2026-12-08
                                 ? "from fresh weights, " + text("width") + "x wider"
+                            : text("width") != "auto"
+                                ? "from fresh weights, " + text("width") +
+                                      "x wider (a net without a convolution to widen: on from "
+                                      "its weights)"
                                 : "from fresh weights at a width chosen to fit the time (" +
                                       text("width") + ")") +
                            ", a cosine rate over that time, "

@@ -383,13 +383,36 @@ class WorkerStopped : public Error {
   using Error::Error;
 };
 
+// One step of SplitMix64: adjacent inputs give unrelated outputs.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The seed of worker `index`'s random streams (selection, mutation, initial weights, batches).
+// In the process that created the run, a function of --seed and the index alone: a one-worker
+// search then repeats bit for bit (the order of children is the only order there is; the CPU
+// kernels are deterministic at a given thread count). A process that opened a run already there
+// (a resume, or one of many processes on one folder) mixes in its host, pid and start time: with
+// the same --seed (every process of a run must have the run's, for its data split) two joiners
+// would otherwise draw the same tournaments and the same mutations.
+uint64_t worker_seed(const Shared& sh, int index) {
+  uint64_t s = mix64(sh.opts.seed ^ mix64(uint64_t(index) + 1));
+  if (!sh.population.created())
+    s = mix64(s ^ std::hash<std::string>{}(sh.host)) ^ mix64(uint64_t(::getpid())) ^
+        mix64(uint64_t(sh.start * 1e6));
+  return s;
+}
+
 void worker_main(Shared& sh, int index, Device device) {
   const SearchOptions& o = sh.opts;
   const std::string worker = device.str() + "/" + std::to_string(index);
   if (device.is_cpu()) set_cpu_threads(o.threads_per_worker);
-  std::mt19937_64 rng(o.seed * 1000003u + uint64_t(index) * 7919u + uint64_t(::getpid()));
-  Context ctx(device, o.seed ^ (uint64_t(::getpid()) << 20) ^ uint64_t(now_seconds() * 1e3),
-              uint32_t(index));
+  const uint64_t seed = worker_seed(sh, index);
+  std::mt19937_64 rng(seed);
+  Context ctx(device, mix64(seed), uint32_t(index));
   const DeviceDataset& data = *sh.device_data.at(device.str());
 
   TrainOptions topts;
@@ -779,6 +802,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     }
   }
   s.seconds = now_seconds() - sh.start;
+  s.stopped = user_stop.load();
   if (!s.best_id.empty() && std::isfinite(s.best_test))
     save_final_results(opts.run_dir, s.best_id, s.best_test, s.ensemble_test, s.ensemble_size,
                        final_extra);
