@@ -211,6 +211,9 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   REQUIRE(brace != std::string::npos);
   const nlohmann::json j = nlohmann::json::parse(r.output.substr(brace));
   CHECK(j["best_test_accuracy"].is_number());
+  CHECK(j["children"] == 0);      // evo best trains none
+  CHECK(j["individuals"] == 6);   // the run's: 4, then 2 more on resuming
+  CHECK(j["individuals_failed"].get<int>() <= 6);
   r = run_evo("best " + run + " --data mnist:" + dir);
   CHECK(r.code == 2);
   CHECK(r.output.find("leave out --data") != std::string::npos);

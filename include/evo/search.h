@@ -90,8 +90,11 @@ struct SearchOptions {
 };
 
 struct SearchSummary {
-  int children = 0;          // trained by this process
+  int children = 0;          // trained by this process (0 from evo best: it trains none)
   int failed = 0;
+  // Every individual in the run folder, of every process and run, the initial ones included,
+  // and how many of those failed (best_of_run counts them).
+  int individuals = 0, individuals_failed = 0;
   double seconds = 0;
   // Ended by the caller's stop flag (Ctrl-C, SIGTERM) rather than by its limits: running the
   // same command again resumes the run.

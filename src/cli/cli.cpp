@@ -249,6 +249,8 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
           {"failed", s.failed},
           {"seconds", s.seconds},
           {"stopped", s.stopped},
+          {"individuals", s.individuals},
+          {"individuals_failed", s.individuals_failed},
           {"total_flops", s.total_flops},
           {"best_id", s.best_id},
           {"best_val_accuracy", s.best_val},
@@ -287,6 +289,8 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
   else if (s.seconds > 0)
     std::printf("\nsearch finished after %.1f minutes: %d children trained here (%d failed)\n",
                 s.seconds / 60, s.children + s.failed, s.failed);
+  std::printf("run               %d individuals (%d failed), %.0f children per hour\n",
+              s.individuals, s.individuals_failed, s.children_per_hour);
   if (std::isfinite(s.best_test))
     std::printf("best individual   %s: validation accuracy %.2f%%, test accuracy %.2f%%\n",
                 s.best_id.c_str(), 100 * s.best_val, 100 * s.best_test);

@@ -586,7 +586,9 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
   SearchSummary s;
   const std::vector<IndividualRecord> all = pop.all_individuals(&s.damaged);
   double first_birth = INFINITY, last_birth = 0;
+  s.individuals = int(all.size());
   for (const IndividualRecord& r : all) {
+    s.individuals_failed += r.failed;
     s.total_flops += r.flops;
     first_birth = std::min(first_birth, r.birth_time);
     last_birth = std::max(last_birth, r.birth_time + r.train_seconds);
