@@ -5,7 +5,9 @@
 // standardisation, an unwritable path: a clear error and no file left) and the safetensors layout.
 // The Python references are installed by tools/test.sh; under it (EVO_REQUIRE_REFERENCES=1) or
 // CI a missing one fails the test rather than skipping it.
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -123,15 +125,28 @@ std::vector<Case> all_cases() {
   return cases;
 }
 
-// Trains `plan` a few steps, exports both formats into `dir`, and writes the images and evo's
-// logits on them for export_check.py.
-void export_case(const Case& cs, const fs::path& dir) {
-  const CompiledDna plan = compile(cs.dna, cs.h, cs.w, cs.c, cs.classes);
-  const Dataset data = synthetic(cs.h, cs.w, cs.c, cs.classes);
+// A case's net trained a few steps, the images export_check.py runs it on (NCHW, pixel / 255)
+// and evo's own inference logits on them.
+struct Trained {
+  CompiledDna plan;
+  Weights weights;
+  Dataset data;
+  int n = 0;
+  std::vector<float> nchw, logits;
+};
+
+// On `data` when given (an ensemble's members share theirs), else on fresh synthetic images.
+Trained train_case(const Case& cs, const Dataset* data_in = nullptr) {
+  Trained out;
+  out.plan = compile(cs.dna, cs.h, cs.w, cs.c, cs.classes);
+  out.data = data_in ? *data_in : synthetic(cs.h, cs.w, cs.c, cs.classes);
+  const CompiledDna& plan = out.plan;
+  const Dataset& data = out.data;
   const DeviceDataset dev = DeviceDataset::upload(data, Device::cpu());
   Context ctx(Device::cpu(), test::rng()());
-  Weights weights = init_weights(plan, ctx);
-  const int n = 6;
+  Weights& weights = out.weights;
+  weights = init_weights(plan, ctx);
+  const int n = out.n = 6;
   Model model(plan, 50, ctx);
   model.bind(weights);
   TrainOptions opts;
@@ -155,7 +170,8 @@ void export_case(const Case& cs, const fs::path& dir) {
   REQUIRE_FALSE(tr.failed);
 
   // evo's inference logits, on the input standardised as its data upload does it.
-  std::vector<float> nchw(std::size_t(n) * plan.input.elements());
+  std::vector<float>& nchw = out.nchw;
+  nchw.assign(std::size_t(n) * plan.input.elements(), 0.0f);
   float* x = model.input();
   const ImageSet& imgs = data.test;
   for (int i = 0; i < n; ++i)
@@ -170,19 +186,62 @@ void export_case(const Case& cs, const fs::path& dir) {
         }
   model.forward(n, false);
   ctx.synchronize();
-  const std::vector<float> logits(model.logits(), model.logits() + n * cs.classes);
+  out.logits.assign(model.logits(), model.logits() + n * cs.classes);
+  return out;
+}
 
-  fs::create_directories(dir);
-  ExportInfo info{cs.name, data.name, data.mean, data.std, data.class_names};
-  export_onnx(plan, weights, info, (dir / "model.onnx").string());
-  export_pytorch(plan, weights, info, (dir / "model.py").string(),
-                 (dir / "model.safetensors").string());
-  write_floats(dir / "images.bin", nchw);
+// The images and the logits export_check.py compares the exported files with, and case.json.
+void write_case(const fs::path& dir, const std::string& id, const Case& cs, const Trained& t,
+                const std::vector<float>& logits) {
+  write_floats(dir / "images.bin", t.nchw);
   write_floats(dir / "logits.bin", logits);
-  std::ofstream(dir / "case.json") << nlohmann::json{{"id", cs.name}, {"n", n}, {"c", cs.c},
-                                                      {"h", cs.h}, {"w", cs.w},
-                                                      {"classes", cs.classes}}
+  std::ofstream(dir / "case.json") << nlohmann::json{{"id", id},         {"n", t.n},
+                                                      {"c", cs.c},       {"h", cs.h},
+                                                      {"w", cs.w},       {"classes", cs.classes}}
                                           .dump();
+}
+
+// Trains `cs` a few steps, exports both formats into `dir`, and writes the images and evo's
+// logits on them for export_check.py.
+void export_case(const Case& cs, const fs::path& dir) {
+  const Trained t = train_case(cs);
+  fs::create_directories(dir);
+  const ExportInfo info{cs.name, t.data.name, t.data.mean, t.data.std, t.data.class_names};
+  export_onnx(t.plan, t.weights, info, (dir / "model.onnx").string());
+  export_pytorch(t.plan, t.weights, info, (dir / "model.py").string(),
+                 (dir / "model.safetensors").string());
+  write_case(dir, cs.name, cs, t, t.logits);
+}
+
+// The ensemble of `members` (trained on the same data, run on the same images) exported into `dir`, with its logits computed here in double from each member's own
+// evo logits: log of the mean of their softmax, the contract of export.h.
+void export_ensemble_case(const Case& shape, const std::vector<const Trained*>& members,
+                          const fs::path& dir) {
+  fs::create_directories(dir);
+  const Trained& first = *members[0];
+  const int n = first.n, k = shape.classes;
+  std::vector<double> mean_p(std::size_t(n) * k, 0.0);
+  for (const Trained* m : members)
+    for (int i = 0; i < n; ++i) {
+      const float* z = m->logits.data() + std::size_t(i) * k;
+      double zmax = z[0], total = 0;
+      for (int c = 1; c < k; ++c) zmax = std::max(zmax, double(z[c]));
+      for (int c = 0; c < k; ++c) total += std::exp(double(z[c]) - zmax);
+      for (int c = 0; c < k; ++c)
+        mean_p[std::size_t(i) * k + c] += std::exp(double(z[c]) - zmax) / total / members.size();
+    }
+  std::vector<float> logits(mean_p.size());
+  for (std::size_t i = 0; i < mean_p.size(); ++i) logits[i] = float(std::log(mean_p[i]));
+  std::vector<ExportNet> nets;
+  for (std::size_t j = 0; j < members.size(); ++j) {
+    REQUIRE(members[j]->nchw == first.nchw);  // the same images, or the case means nothing
+    nets.push_back({&members[j]->plan, &members[j]->weights, "member" + std::to_string(j)});
+  }
+  const ExportInfo info{"ensemble", first.data.name, first.data.mean, first.data.std,
+                        first.data.class_names};
+  export_onnx(nets, info, (dir / "model.onnx").string());
+  export_pytorch(nets, info, (dir / "model.py").string(), (dir / "model.safetensors").string());
+  write_case(dir, "ensemble", shape, first, logits);
 }
 
 using test::run_evo;
@@ -231,6 +290,14 @@ TEST_CASE("exported ONNX and PyTorch models give evo's logits (ONNX Runtime, PyT
       odd += e.type == EdgeType::Conv && e.kh != e.kw;
     }
   }
+  // An ensemble (a search's final answer) of three different architectures trained on the same
+  // data (the first three cases: initial, four_conv, skips, all 28x28x1 into 10 classes).
+  {
+    const Dataset shared = synthetic(28, 28, 1, 10);
+    std::vector<Trained> members;
+    for (int k = 0; k < 3; ++k) members.push_back(train_case(cases[std::size_t(k)], &shared));
+    export_ensemble_case(cases[0], {&members[0], &members[1], &members[2]}, root / "ensemble");
+  }
   std::printf("export: %zu DNAs, %d convolutions (%d strided, %d with KH != KW), %d skips, %d "
               "reshaped edges\n",
               cases.size(), convs, strided, odd, skips, resized);
@@ -246,7 +313,7 @@ TEST_CASE("exported ONNX and PyTorch models give evo's logits (ONNX Runtime, PyT
   std::printf("export_check.py: %s", report.c_str());
   REQUIRE(rc == 0);
   const nlohmann::json j = nlohmann::json::parse(report);
-  CHECK(j["cases"].get<int>() == int(cases.size()));
+  CHECK(j["cases"].get<int>() == int(cases.size()) + 1);  // and the ensemble
   CHECK(j["max_onnx"].get<double>() <= 1e-4);
   CHECK(j["max_torch"].get<double>() <= 1e-4);
   fs::remove_all(root);
@@ -456,6 +523,95 @@ TEST_CASE("evo export: the exported nets score evo eval's test accuracy; run fol
   }
   r = run_evo("best '" + run + "'");
   CHECK(r.output.find("final model files " + run + "/final/1-fin/") != std::string::npos);
+
+  // A final phase of two whose ensemble is the run's answer: evo export writes both members as
+  // one model (ONNX Runtime and PyTorch then score the ensemble's accuracy, measured here
+  // in-process), --single the final model alone, and evo best applies the rule
+  // (ensemble_is_answer) to the run's validation set again.
+  {
+    const std::string dna2 = source_path("data/dna/four_conv.json");
+    r = run_evo("train --dna '" + dna2 + "' --steps 60 --max-train 3000 --json --out '" + d +
+                "/t2'");
+    REQUIRE(r.code == 0);
+    fs::create_directories(run + "/final/2-fin2");
+    fs::copy_file(dna2, run + "/final/2-fin2/dna.json");
+    fs::copy_file(d + "/t2/weights.evow", run + "/final/2-fin2/weights.evow");
+    Context ctx(Device::cpu(), 1);
+    const DeviceDataset dev = DeviceDataset::upload(capped, Device::cpu());
+    const CompiledDna four = compile(load_dna(dna2), 28, 28, 1, 10);
+    double val[2], test[2];
+    std::vector<double> sum_val, sum_test;
+    int k = 0;
+    for (const auto& [plan, file] : {std::pair{&skips, weights},
+                                     std::pair{&four, d + "/t2/weights.evow"}}) {
+      Weights w = load_weights(file, *plan, Device::cpu());
+      Model model(*plan, kEvalBatch, ctx);
+      model.bind(w);
+      const EvalResult v = evaluate_model(model, dev, "val", ctx, true);
+      const EvalResult t = evaluate_model(model, dev, "test", ctx, true);
+      val[k] = v.accuracy();
+      test[k++] = t.accuracy();
+      sum_val.resize(v.probabilities.size());
+      sum_test.resize(t.probabilities.size());
+      for (std::size_t i = 0; i < sum_val.size(); ++i) sum_val[i] += v.probabilities[i];
+      for (std::size_t i = 0; i < sum_test.size(); ++i) sum_test[i] += t.probabilities[i];
+    }
+    const double ens_val = ensemble_accuracy(sum_val, capped.val.labels, 10);
+    const double ens_test = ensemble_accuracy(sum_test, capped.test.labels, 10);
+    const int best = val[1] > val[0] ? 1 : 0;
+    // The phase decides the answer (test_search checks its rule); evo export and evo best take
+    // what retrain.json says, here the ensemble whatever these two weak nets score.
+    std::ofstream(run + "/final/retrain.json", std::ios::trunc)
+        << nlohmann::json{{"phase", "search"},
+                          {"ensemble_size", 2},
+                          {"answer", "ensemble"},
+                          {"ensemble_val", ens_val},
+                          {"individuals",
+                           {{{"id", "fin"}, {"folder", "1-fin"}, {"val_after", val[0]},
+                             {"seconds", 12.5}},
+                            {{"id", "fin2"}, {"folder", "2-fin2"}, {"val_after", val[1]},
+                             {"seconds", 11}}}}}
+               .dump();
+    r = run_evo("export '" + run + "' -o '" + d + "/ens.onnx' --json");
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    j = last_json(r.output);
+    CHECK(j["model"] == "ensemble");
+    CHECK(j["members"] == nlohmann::json({"fin", "fin2"}));
+    CHECK(j["parameters"] == skips.param_count + four.param_count);
+    r = run_evo("export '" + run + "' --format pytorch -o '" + d + "/ens_net.py'");
+    REQUIRE(r.code == 0);
+    CHECK(r.output.find("final ensemble of 2") != std::string::npos);
+    r = run_evo("export '" + run + "' --single -o '" + d + "/single.onnx' --json");
+    REQUIRE(r.code == 0);
+    CHECK(last_json(r.output)["model"] == "final");
+    CHECK(last_json(r.output)["id"] == (best ? "fin2" : "fin"));
+    r = run_evo("best '" + run + "' --json");
+    REQUIRE(r.code == 0);
+    j = last_json(r.output);
+    CHECK(j["final_ensemble_val_accuracy"] == ens_val);
+    CHECK(j["final_ensemble_test_accuracy"] == ens_test);
+    CHECK(j["answer"] == "ensemble");
+    CHECK(j["answer_test_accuracy"] == ens_test);
+    CHECK(j["final_test_accuracy"] == test[best]);
+    std::printf("final ensemble of skips and four_conv: validation %.4f (members %.4f, %.4f), "
+                "test %.4f; answer %s\n",
+                ens_val, val[0], val[1], ens_test, j["answer"].get<std::string>().c_str());
+    if (have_refs) {
+      const std::string out = d + "/check_ens.json";
+      REQUIRE(shell("'" + py + "' '" + source_path("tests/export_cli_check.py") + "' '" +
+                    kFashionMnistDefaultDir + "' '" + d + "/ens.onnx' '" + d + "/ens_net.py' '" +
+                    d + "/ens_net.safetensors' > '" + out + "'") == 0);
+      const nlohmann::json c = nlohmann::json::parse(read_all(out));
+      const int expected = int(std::lround(ens_test * 10000));
+      std::printf("ensemble: evo %d of 10000 test images right; ONNX Runtime %d, PyTorch %d\n",
+                  expected, c["onnx_correct"].get<int>(), c["torch_correct"].get<int>());
+      CHECK(std::abs(c["onnx_correct"].get<int>() - expected) <= 2);
+      CHECK(std::abs(c["torch_correct"].get<int>() - expected) <= 2);
+    }
+    r = run_evo("export '" + run + "' --single --id fin -o '" + d + "/x.onnx'");
+    CHECK(r.code == 2);
+  }
   // A damaged summary: evo best names it and still reports the search; evo export refuses.
   std::ofstream(run + "/final/retrain.json", std::ios::trunc) << R"({"phase": "search"})";
   r = run_evo("best '" + run + "' --json");

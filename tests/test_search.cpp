@@ -597,6 +597,38 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   model.bind(w);
   CHECK(evaluate_model(model, dev, "test", ctx).accuracy() == s.final_test);
   CHECK(s.final_folder == "final/" + best.folder);
+  // The ensemble's validation accuracy, from both models' files, averaged here on the run's
+  // validation images (capped by --max-val); the answer is the ensemble exactly when that beats
+  // the final model's (ensemble_is_answer).
+  {
+    DataOptions capped = dopts;
+    capped.max_val = o.max_val;
+    const Dataset vdata = load_dataset(o.data, capped);
+    const DeviceDataset vdev = DeviceDataset::upload(vdata, Device::cpu());
+    std::vector<double> sum;
+    for (const FinalModel& m : heard.done) {
+      const std::string f = dir.path + "/final/" + m.folder;
+      const CompiledDna p = compile(load_dna(f + "/dna.json"), 28, 28, 1, 10);
+      Weights mw = load_weights(f + "/weights.evow", p, Device::cpu());
+      Model mm(p, kEvalBatch, ctx);
+      mm.bind(mw);
+      const EvalResult v = evaluate_model(mm, vdev, "val", ctx, true);
+      sum.resize(v.probabilities.size());
+      for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += v.probabilities[i];
+    }
+    int correct = 0;
+    for (std::size_t i = 0; i < vdata.val.labels.size(); ++i) {
+      const double* q = sum.data() + i * 10;
+      correct += int(std::max_element(q, q + 10) - q) == vdata.val.labels[i];
+    }
+    const double ens_val = double(correct) / double(vdata.val.labels.size());
+    CHECK(s.final_ensemble_val == Approx(ens_val).margin(1e-12));
+    const bool wins = ens_val > best_val;
+    CHECK(s.answer == (wins ? "ensemble" : "final model"));
+    CHECK(s.answer_test == (wins ? s.final_ensemble_test : s.final_test));
+    std::printf("final phase: models val %.4f, %.4f; ensemble val %.4f; answer %s\n",
+                heard.done[0].val, heard.done[1].val, ens_val, s.answer.c_str());
+  }
   // evo best measures the same final model again from the files, with the same result.
   const SearchSummary again = best_of_run(o.run_dir, o.data, o.ensemble, Device::cpu(), o.seed,
                                           o.val_fraction, o.max_train, /*final_phase=*/true);
@@ -607,6 +639,9 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   CHECK(again.final_test == s.final_test);
   CHECK(again.final_models == 2);
   CHECK(again.final_ensemble_test == s.final_ensemble_test);
+  CHECK(again.final_ensemble_val == s.final_ensemble_val);
+  CHECK(again.answer == s.answer);
+  CHECK(again.answer_test == s.answer_test);
   // final.json and the retrain summary (what the report reads) say the same.
   std::ifstream f(dir.path + "/final.json");
   const nlohmann::json j = nlohmann::json::parse(f);
@@ -617,6 +652,13 @@ TEST_CASE("The final phase trains the best distinct architectures and keeps the 
   CHECK(r.at("individuals").size() == 2);
   CHECK(r.at("chosen") == s.final_id);
   CHECK(r.at("ensemble_size") == 2);  // the models that trained (none failed: checked above)
+  CHECK(r.at("answer") == s.answer);
+  CHECK(r.at("ensemble_val").get<double>() == s.final_ensemble_val);
+  FinalEnsemble fe;
+  (void)read_final_phase(o.run_dir, &fe);
+  CHECK(fe.size == 2);
+  CHECK(fe.answer == (s.answer == "ensemble"));
+  CHECK(j.at("answer") == s.answer);
   // The run.json records the rules the run was made by.
   std::ifstream h(dir.path + "/run.json");
   const nlohmann::json run = nlohmann::json::parse(h);

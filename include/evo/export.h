@@ -54,6 +54,13 @@ inline constexpr const char* kOnnxUnavailable =
     "this evo was built without ONNX: install libonnx-dev, libprotobuf-dev and protobuf-compiler "
     "(tools/setup.sh does) and rebuild; --format pytorch works without it";
 
+// One net of an export: its compiled DNA, its weights and its name (an ensemble member's id).
+struct ExportNet {
+  const CompiledDna* plan = nullptr;
+  const Weights* weights = nullptr;
+  std::string id;
+};
+
 // The ONNX model of `plan` with `weights` (host or device tensors; every ParamInfo of the plan must
 // be present with its shape), checked with onnx::checker before anything is written, then written
 // atomically to `path`. Throws ExportError (or evo::Error naming the file when writing fails).
@@ -63,6 +70,16 @@ void export_onnx(const CompiledDna& plan, const Weights& weights, const ExportIn
 std::string onnx_model_bytes(const CompiledDna& plan, const Weights& weights,
                              const ExportInfo& info);
 
+// An ensemble (a search's final phase hands one over when it beats its best member on the
+// validation set) as one model of the same contract: its members side by side on the one input,
+// "probabilities" the mean of their softmax (what evo's ensemble accuracy ranks by), "logits" the
+// log of that mean (so that a softmax of it gives the mean back). The members must read the same
+// input shape into the same classes; `info` is the data set they were trained on, and info.id
+// names the ensemble. With one net, the same file as the single-net export.
+void export_onnx(const std::vector<ExportNet>& nets, const ExportInfo& info,
+                 const std::string& path);
+std::string onnx_model_bytes(const std::vector<ExportNet>& nets, const ExportInfo& info);
+
 // The PyTorch export: `py_path`, a Python file defining `class EvoNet(torch.nn.Module)` for this
 // DNA (torch and the standard library only), and `weights_path`, its state_dict in the safetensors
 // format (readable by safetensors.torch.load_file, or by the file's own 20-line reader when the
@@ -71,6 +88,11 @@ std::string onnx_model_bytes(const CompiledDna& plan, const Weights& weights,
 //     net = EvoNet.load("model.safetensors").eval()
 // Both files written atomically; the Python file names its weights file only as a default.
 void export_pytorch(const CompiledDna& plan, const Weights& weights, const ExportInfo& info,
+                    const std::string& py_path, const std::string& weights_path);
+// An ensemble as one PyTorch module: `EvoNet` holds the members (modules m0, m1, ..., each of its
+// own class EvoMember0, ...) and returns the log of their mean softmax (as export_onnx's
+// ensemble); the weights file holds every member's state_dict behind "m0.", "m1.", ...
+void export_pytorch(const std::vector<ExportNet>& nets, const ExportInfo& info,
                     const std::string& py_path, const std::string& weights_path);
 
 // The safetensors bytes of a set of named tensors, float32 (`values`) or int64 (`ints`, when

@@ -114,8 +114,14 @@ struct SearchSummary {
   std::string final_id;
   std::string final_folder;  // its files, relative to the run folder: "final/<rank>-<id>"
   double final_val = NAN, final_test = NAN, final_ensemble_test = NAN;
+  double final_ensemble_val = NAN;  // the final ensemble's validation accuracy
   int final_models = 0;
   double final_seconds = 0;
+  // The run's answer: the final ensemble when it beats the final model on the validation set
+  // (ensemble_is_answer), else the final model, else (no final phase) the best individual.
+  // answer_test is its test accuracy.
+  std::string answer;  // "ensemble", "final model" or "best individual"
+  double answer_test = NAN;
   std::string report_path;
   // Records the report at the end of run_search left out, "<path>: <reason>" (the report reads the
   // run again, so these may differ from `damaged`). Empty for best_of_run, which writes no report.
@@ -209,11 +215,31 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data, i
                           Device device, uint64_t seed, double val_fraction, int max_train = 0,
                           bool final_phase = false);
 
+// The one rule for a run's answer: the final phase's ensemble (the averaged softmax of its
+// `members` models that trained) when there are two or more and its validation accuracy is above
+// its best member's; else that best member. Why validation and not "always": an ensemble costs
+// its members' inference together, so it must earn that on data the choice may look at. (On
+// Fashion-MNIST the ensemble of two has won by 0.4-1.0 test points in every 30-minute run
+// measured: bench/results/cpu_search.md.)
+inline bool ensemble_is_answer(int members, double ensemble_val, double best_val) {
+  return members >= 2 && ensemble_val > best_val;  // false when either is NaN
+}
+
+// What a final phase's retrain.json says about its ensemble (size 0 in runs from before the
+// ensemble was measured on the validation set: then the answer is the final model).
+struct FinalEnsemble {
+  int size = 0;
+  double val = NAN, test = NAN;
+  bool answer = false;  // ensemble_is_answer, as the phase decided it
+};
+
 // The models a search's final phase left in RUN_DIR/final/ (its retrain.json, "phase": "search"),
 // in rank order, as they were measured then; `failed` also when one has no validation accuracy.
-// The run's final model is the first with the best `val`. Empty when the run had no final phase
-// or `evo retrain` has replaced it. Throws evo::Error naming the file when it is damaged.
-std::vector<FinalModel> read_final_phase(const std::string& run_dir);
+// The run's final model is the first with the best `val`; `ensemble`, when given, receives what
+// the file says about the ensemble. Empty when the run had no final phase or `evo retrain` has
+// replaced it. Throws evo::Error naming the file when it is damaged.
+std::vector<FinalModel> read_final_phase(const std::string& run_dir,
+                                         FinalEnsemble* ensemble = nullptr);
 
 // A run folder's settings as its run.json records them ({} when there is none), and its
 // population size (0 when there is none). Throws evo::Error naming the file when it is damaged.

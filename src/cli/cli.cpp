@@ -244,6 +244,13 @@ nlohmann::json number_or_null(double x) {
   return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json();
 }
 
+// "91.23%".
+std::string fmt_percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", 100 * x);
+  return buf;
+}
+
 nlohmann::json search_summary_json(const SearchSummary& s) {
   return {{"children", s.children},
           {"failed", s.failed},
@@ -264,6 +271,10 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
           {"final_val_accuracy", number_or_null(s.final_val)},
           {"final_test_accuracy", number_or_null(s.final_test)},
           {"final_ensemble_test_accuracy", number_or_null(s.final_ensemble_test)},
+          {"final_ensemble_val_accuracy", number_or_null(s.final_ensemble_val)},
+          // The run's answer (ensemble_is_answer) and its test accuracy: what evo export writes.
+          {"answer", s.answer},
+          {"answer_test_accuracy", number_or_null(s.answer_test)},
           {"final_models", s.final_models},
           {"final_seconds", s.final_seconds},
           {"damaged_records", s.damaged},
@@ -311,8 +322,19 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
       std::printf("final model files %s/%s/ (evo export %s writes it as ONNX or PyTorch)\n",
                   run_dir.c_str(), s.final_folder.c_str(), run_dir.c_str());
     if (s.final_models > 1 && std::isfinite(s.final_ensemble_test))
-      std::printf("final ensemble    of %d: test accuracy %.2f%%\n", s.final_models,
+      std::printf("final ensemble    of %d: validation accuracy %s, test accuracy %.2f%%\n",
+                  s.final_models,
+                  std::isfinite(s.final_ensemble_val)
+                      ? (fmt_percent(s.final_ensemble_val)).c_str()
+                      : "not measured",
                   100 * s.final_ensemble_test);
+    if (s.answer == "ensemble")
+      std::printf("answer            the final ensemble (its validation accuracy beats the final "
+                  "model's): test accuracy %.2f%%; evo export %s writes all %d as one model\n",
+                  100 * s.answer_test, run_dir.c_str(), s.final_models);
+    else if (s.answer == "final model")
+      std::printf("answer            the final model: test accuracy %.2f%%\n",
+                  100 * s.answer_test);
   }
   std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
               s.children_per_hour);

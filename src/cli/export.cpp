@@ -1,5 +1,5 @@
-// evo export: a run's final model or best individual (or any DNA with its weights) as an ONNX
-// model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h):
+// evo export: a run's answer (its final ensemble or final model) or best individual (or any DNA
+// with its weights) as an ONNX model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h):
 // this file picks the net, loads the data set its standardisation comes from, and names the
 // output files.
 #include <cmath>
@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "cli.h"
 #include "evo/data.h"
@@ -28,6 +29,7 @@ struct ExportArgs {
   double val_fraction = 0.1;
   int max_train = 0;
   uint64_t seed = 0;
+  bool single = false;  // the final model alone, even when the run's answer is the ensemble
 };
 
 // The path without its last extension ("model.py" -> "model").
@@ -61,12 +63,19 @@ std::tuple<std::string, double, std::string, std::string> pick_individual(
 }
 
 int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
-  std::string dna_path = a.source, weights_path = a.weights, id;
+  // The nets to write: one, or the final ensemble's members (the run's answer), each a DNA file
+  // and a weights file.
+  struct Source {
+    std::string id, dna_path, weights_path;
+  };
+  std::vector<Source> sources;
+  std::string id;
   double val_accuracy = NAN;
   bool from_final = false;
   if (fs::is_directory(a.source)) {
     // A run folder: its data set, seed and split from run.json (they decide the standardisation),
-    // and its final model, or else its best living individual, unless --id names another.
+    // and its answer (the final ensemble or the final model), or else its best living
+    // individual, unless --id names another.
     const RunData run = run_data(a.source, cmd, {a.data, a.seed, a.val_fraction, a.max_train});
     a.data = run.data;
     a.seed = run.seed;
@@ -75,54 +84,88 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
     if (!a.weights.empty())
       throw UsageError("--weights is for a DNA file; a run folder has each individual's weights "
                        "(pick one with --id)");
-    // A run with a final phase: its final model is the run's answer (the search's own
-    // individuals, judged after 1,000 steps, are a --id away).
-    const std::vector<FinalModel> finals = a.id.empty() ? read_final_phase(a.source)
-                                                        : std::vector<FinalModel>{};
+    if (!a.id.empty() && a.single)
+      throw UsageError("--single picks the final model over the final ensemble; --id already "
+                       "names one individual of the search");
+    // A run with a final phase: its answer is the final phase's (the search's own individuals,
+    // judged after 1,000 steps, are a --id away).
+    FinalEnsemble ensemble;
+    const std::vector<FinalModel> finals =
+        a.id.empty() ? read_final_phase(a.source, &ensemble) : std::vector<FinalModel>{};
     const FinalModel* chosen = nullptr;
     for (const FinalModel& m : finals)
       if (!m.failed && (!chosen || m.val > chosen->val)) chosen = &m;
-    if (chosen) {
+    auto final_source = [&](const FinalModel& m) {
+      const std::string dir = a.source + "/final/" + m.folder;
+      return Source{m.id, dir + "/dna.json", dir + "/weights.evow"};
+    };
+    if (chosen && ensemble.answer && !a.single) {
+      from_final = true;
+      for (const FinalModel& m : finals)
+        if (!m.failed) sources.push_back(final_source(m));
+      id = "ensemble";
+      val_accuracy = ensemble.val;
+    } else if (chosen) {
+      from_final = true;
+      sources.push_back(final_source(*chosen));
       id = chosen->id;
       val_accuracy = chosen->val;
-      from_final = true;
-      dna_path = a.source + "/final/" + chosen->folder + "/dna.json";
-      weights_path = a.source + "/final/" + chosen->folder + "/weights.evow";
     } else {
-      std::tie(id, val_accuracy, dna_path, weights_path) = pick_individual(a.source, a.id);
+      Source src;
+      std::tie(src.id, val_accuracy, src.dna_path, src.weights_path) =
+          pick_individual(a.source, a.id);
+      id = src.id;
+      sources.push_back(src);
     }
   } else {
     if (a.weights.empty())
       throw UsageError("a DNA file needs its trained weights: --weights FILE (evo train writes "
                        "weights.evow)");
     if (!a.id.empty()) throw UsageError("--id picks an individual of a run folder, not of a DNA file");
+    if (a.single) throw UsageError("--single is for a run folder whose answer is an ensemble");
     id = fs::path(a.source).stem().string();
+    sources.push_back({id, a.source, a.weights});
   }
+  const bool ensemble = sources.size() > 1;
 
   std::string out = a.out;
   if (out.empty()) out = id + (a.format == "onnx" ? ".onnx" : ".py");
   if (a.format == "onnx" && !onnx_export_available())
     throw ExportError(kOnnxUnavailable);  // before the data set is loaded for nothing
   // Nothing is written before everything has been read and checked.
-  const Dna dna = load_dna(dna_path);
   const Dataset data = load_data({a.data, a.seed, a.val_fraction, a.max_train});
-  const CompiledDna plan = compile(dna, data.train.h, data.train.w, data.train.c, data.classes);
-  const Weights weights = load_weights(weights_path, plan, Device::cpu());
+  std::vector<CompiledDna> plans;
+  std::vector<Weights> weights;
+  for (const Source& src : sources) {
+    plans.push_back(
+        compile(load_dna(src.dna_path), data.train.h, data.train.w, data.train.c, data.classes));
+    weights.push_back(load_weights(src.weights_path, plans.back(), Device::cpu()));
+  }
+  std::vector<ExportNet> nets;
+  int64_t params = 0;
+  for (std::size_t k = 0; k < sources.size(); ++k) {
+    nets.push_back({&plans[k], &weights[k], sources[k].id});
+    params += plans[k].param_count;
+  }
   const ExportInfo info{id, data.name, data.mean, data.std, data.class_names};
 
   nlohmann::json files = nlohmann::json::array();
   if (a.format == "onnx") {
-    export_onnx(plan, weights, info, out);
+    export_onnx(nets, info, out);
     files.push_back(out);
   } else {
     const std::string st = stem_path(out) + ".safetensors";
-    export_pytorch(plan, weights, info, out, st);
+    export_pytorch(nets, info, out, st);
     files.push_back(out);
     files.push_back(st);
   }
+  nlohmann::json members = nlohmann::json::array();
+  for (const Source& src : sources) members.push_back(src.id);
   if (json) {
     print_json({{"id", id},
-                {"model", from_final ? "final" : "search"},  // the final phase's, or a search's
+                // the final phase's ensemble or model, or a search's individual
+                {"model", ensemble ? "ensemble" : from_final ? "final" : "search"},
+                {"members", members},
                 {"format", a.format},
                 {"files", files},
                 {"data", data.name},
@@ -130,15 +173,21 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
                 {"classes", data.classes},
                 {"mean", data.mean},  // the standardisation inside the model, in pixel units
                 {"std", data.std},
-                {"parameters", plan.param_count},
+                {"parameters", params},
                 {"val_accuracy", std::isfinite(val_accuracy) ? nlohmann::json(val_accuracy)
                                                              : nlohmann::json()}});
   } else {
-    std::printf("exported %s%s (%lld parameters%s) as %s: %s\n", id.c_str(),
-                from_final ? ", the run's final model (the final phase's; --id ID for an "
-                             "individual of the search)"
-                           : "",
-                static_cast<long long>(plan.param_count),
+    std::string what = id;
+    if (ensemble) {
+      what = "the run's answer, the final ensemble of " + std::to_string(sources.size()) + " (";
+      for (std::size_t k = 0; k < sources.size(); ++k) what += (k ? ", " : "") + sources[k].id;
+      what += "; --single for the final model alone)";
+    } else if (from_final) {
+      what += ", the run's final model (the final phase's; --id ID for an individual of the "
+              "search)";
+    }
+    std::printf("exported %s (%lld parameters%s) as %s: %s\n", what.c_str(),
+                static_cast<long long>(params),
                 std::isfinite(val_accuracy)
                     ? (", val " + std::to_string(100 * val_accuracy).substr(0, 5) + "%").c_str()
                     : "",
@@ -146,9 +195,10 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
                                       ? out.c_str()
                                       : (out + " + " + files[1].get<std::string>()).c_str());
     std::printf("input: float32 [N, %d, %d, %d], pixel / 255 (standardised inside the model); "
-                "outputs: logits%s\n",
+                "outputs: logits%s%s\n",
                 data.train.c, data.train.h, data.train.w,
-                a.format == "onnx" ? " and probabilities" : "");
+                a.format == "onnx" ? " and probabilities" : "",
+                ensemble ? " (the log of the members' mean softmax)" : "");
   }
   return 0;
 }
@@ -161,8 +211,9 @@ Command add_export_command(CLI::App& app, const Globals& globals) {
       "export", "Write a run's final model or best net (or a DNA with its weights) as ONNX or "
                 "PyTorch");
   cmd->add_option("source", a->source,
-                  "A run folder (its final model when its search had a final phase, else its best "
-                  "individual by validation accuracy) or a DNA file")
+                  "A run folder (its answer when its search had a final phase: the final ensemble "
+                  "as one model, or the final model; else its best individual by validation "
+                  "accuracy) or a DNA file")
       ->required();
   cmd->add_option("--format", a->format,
                   "onnx (opset 13: ONNX Runtime, TensorRT, ...) or pytorch (a .py file defining "
@@ -174,6 +225,9 @@ Command add_export_command(CLI::App& app, const Globals& globals) {
                   "go beside it as NAME.safetensors)");
   cmd->add_option("--id", a->id, "A run's individual other than the one exported by default (an "
                   "individual of the search, never a final model)");
+  cmd->add_flag("--single", a->single,
+               "A run whose answer is its final ensemble (the final phase's models averaged, when "
+               "that beats the best of them on the validation set): write the final model alone");
   cmd->add_option("--weights", a->weights, "For a DNA file: its trained weights (weights.evow)");
   cmd->add_option("--data", a->data,
                   "The data set it was trained on (its mean and std standardise the input; "

@@ -65,6 +65,22 @@ HostTensor filter_to_oihw(const HostTensor& f) {
   return t;
 }
 
+const CompiledDna& check_members(const std::vector<ExportNet>& nets) {
+  if (nets.empty()) throw ExportError("nothing to export: no net was given");
+  for (const ExportNet& n : nets)
+    if (!n.plan || !n.weights) throw ExportError("member " + n.id + " has no DNA or no weights");
+  const CompiledDna& first = *nets[0].plan;
+  for (const ExportNet& n : nets) {
+    if (n.plan->input != first.input || n.plan->classes != first.classes)
+      throw ExportError("ensemble member " + n.id + " reads " + n.plan->input.str() + " into " +
+                        std::to_string(n.plan->classes) + " classes, but " + nets[0].id +
+                        " reads " + first.input.str() + " into " +
+                        std::to_string(first.classes) +
+                        ": an ensemble's members must share their data set");
+  }
+  return first;
+}
+
 std::vector<std::string> class_names(const CompiledDna& plan, const ExportInfo& info) {
   if (int(info.class_names.size()) == plan.classes) return info.class_names;
   std::vector<std::string> names;

@@ -34,6 +34,11 @@ std::vector<int64_t> nearest_indices(int in, int out);
 // A convolution filter from evo's [C_out, KH, KW, C_in] to ONNX's and PyTorch's [C_out, C_in, KH, KW].
 HostTensor filter_to_oihw(const HostTensor& f);
 
+// The first net of an export, after checking that there is one and that every net is whole and
+// reads the same input shape into the same classes (an ensemble's members share both). Throws
+// ExportError saying which member differs.
+const CompiledDna& check_members(const std::vector<ExportNet>& nets);
+
 // The class names to record: info's, or "0", "1", ... when it has none.
 std::vector<std::string> class_names(const CompiledDna& plan, const ExportInfo& info);
 

@@ -32,69 +32,14 @@ std::string file_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// The Python source. Vertex values are v<k>, k the vertex's position in topological order.
-std::string python_source(const CompiledDna& plan, const ExportInfo& info,
-                          const std::string& module, const std::string& weights_name) {
+// The text of `class NAME(nn.Module)` for one net: its modules, then forward() with one line per
+// edge. Vertex values are v<k>, k the vertex's position in topological order.
+std::string net_class(const CompiledDna& plan, const std::string& name) {
   std::ostringstream py;
-  const std::string id = info.id.empty() ? std::string("net") : info.id;
   const int c = plan.input.c;
-  py << "\"\"\"" << "EvoNet: DNA " << id << ", a network found by evo's evolutionary search"
-     << (info.dataset.empty() ? "" : ", trained on " + info.dataset) << ".\n\n"
-     << "Written by `evo export --format pytorch` (evo " << EVO_VERSION
-     << "). Needs PyTorch only. Load and run:\n\n"
-     << "    from " << module << " import EvoNet\n"
-     << "    net = EvoNet.load(\"" << weights_name << "\").eval()\n"
-     << "    logits = net(images)   # images: float32 [N, " << c << ", " << plan.input.h << ", "
-     << plan.input.w << "], pixel / 255\n\n"
-     << "The input standardisation is inside the model (buffers `mean` and `inv_std`); the\n"
-     << "output is the logits, one column per class of CLASSES (softmax for probabilities).\n"
-     << "The weights file is safetensors: `safetensors.torch.load_file` reads it too.\n"
-     << "\"\"\"\n"
-     << "import json\nimport os\nimport struct\n\nimport torch\nimport torch.nn.functional as F\n"
-     << "from torch import nn\n\n"
-     << "INPUT_SHAPE = (" << c << ", " << plan.input.h << ", " << plan.input.w
-     << ")  # channels, height, width\n"
-     << "CLASSES = json.loads(" << py_str(nlohmann::json(exporting::class_names(plan, info)).dump())
-     << ")\n"
-     << "DNA = json.loads(" << py_str(to_json(plan.dna)) << ")\n"
-     << "WEIGHTS = " << py_str(weights_name) << "  # the default, beside this file\n\n\n";
-
-  py << R"(def read_safetensors(path):
-    """The tensors of a safetensors file (F32 and I64, little-endian), without its package."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    tensors = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = {"F32": torch.float32, "I64": torch.int64}[t["dtype"]]
-        begin, end = t["data_offsets"]
-        raw = bytearray(data[8 + n + begin:8 + n + end])
-        tensors[name] = torch.frombuffer(raw, dtype=dtype).reshape(t["shape"])
-    return tensors
-
-
-def fit(x, h, w, c):
-    """A skip brought to its vertex's shape as evo does: nearest resize (output row i reads input
-    row floor(i * H / h), columns likewise), then channels truncated or zero-padded."""
-    _, xc, xh, xw = x.shape
-    if xh != h:
-        x = x.index_select(2, torch.arange(h, device=x.device) * xh // h)
-    if xw != w:
-        x = x.index_select(3, torch.arange(w, device=x.device) * xw // w)
-    if xc > c:
-        x = x[:, :c]
-    elif xc < c:
-        x = F.pad(x, (0, 0, 0, 0, 0, c - xc))
-    return x
-
-
-class EvoNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-)";
+  py << "class " << name << "(nn.Module):\n"
+     << "    def __init__(self):\n"
+     << "        super().__init__()\n";
   py << "        self.register_buffer(\"mean\", torch.zeros(1, " << c << ", 1, 1))\n"
      << "        self.register_buffer(\"inv_std\", torch.ones(1, " << c << ", 1, 1))\n";
   char buf[256];
@@ -149,8 +94,13 @@ class EvoNet(nn.Module):
     else
       py << "        # " << v.id << ": " << v.shape.str() << ", linear\n";
   }
-  py << "        return self.fc(v" << plan.vertices.size() - 1 << ".mean(dim=(2, 3)))\n\n"
-     << R"(    @classmethod
+  py << "        return self.fc(v" << plan.vertices.size() - 1 << ".mean(dim=(2, 3)))\n";
+  return py.str();
+}
+
+// load(): the class with the exported weights, read without the safetensors package.
+constexpr const char* kLoadMethod = R"(
+    @classmethod
     def load(cls, path=None):
         """The net with the exported weights (path: the safetensors file; default WEIGHTS beside
         this file)."""
@@ -160,29 +110,117 @@ class EvoNet(nn.Module):
         net.load_state_dict(read_safetensors(path))
         return net
 )";
+
+// The Python source of `nets` (one: EvoNet is that net; several: EvoNet is their ensemble).
+std::string python_source(const std::vector<ExportNet>& nets, const ExportInfo& info,
+                          const std::string& module, const std::string& weights_name) {
+  const CompiledDna& plan = *nets[0].plan;
+  const bool ensemble = nets.size() > 1;
+  std::ostringstream py;
+  const std::string id = info.id.empty() ? std::string("net") : info.id;
+  const int c = plan.input.c;
+  py << "\"\"\"" << "EvoNet: "
+     << (ensemble ? "an ensemble of " + std::to_string(nets.size()) + " networks (" + id +
+                        ") found by evo's evolutionary search"
+                  : "DNA " + id + ", a network found by evo's evolutionary search")
+     << (info.dataset.empty() ? "" : ", trained on " + info.dataset) << ".\n\n"
+     << "Written by `evo export --format pytorch` (evo " << EVO_VERSION
+     << "). Needs PyTorch only. Load and run:\n\n"
+     << "    from " << module << " import EvoNet\n"
+     << "    net = EvoNet.load(\"" << weights_name << "\").eval()\n"
+     << "    logits = net(images)   # images: float32 [N, " << c << ", " << plan.input.h << ", "
+     << plan.input.w << "], pixel / 255\n\n"
+     << "The input standardisation is inside the model (buffers `mean` and `inv_std`); the\n"
+     << "output is the logits, one column per class of CLASSES (softmax for probabilities).\n";
+  if (ensemble)
+    py << "The members are EvoMember0, EvoMember1, ... (net.m0, net.m1, ...); the logits are the\n"
+       << "log of the mean of their softmax, so a softmax of them is that mean.\n";
+  py << "The weights file is safetensors: `safetensors.torch.load_file` reads it too.\n"
+     << "\"\"\"\n"
+     << "import json\nimport os\nimport struct\n\nimport torch\nimport torch.nn.functional as F\n"
+     << "from torch import nn\n\n"
+     << "INPUT_SHAPE = (" << c << ", " << plan.input.h << ", " << plan.input.w
+     << ")  # channels, height, width\n"
+     << "CLASSES = json.loads(" << py_str(nlohmann::json(exporting::class_names(plan, info)).dump())
+     << ")\n";
+  if (!ensemble) {
+    py << "DNA = json.loads(" << py_str(to_json(plan.dna)) << ")\n";
+  } else {
+    nlohmann::json dnas = nlohmann::json::array();
+    for (const ExportNet& n : nets) dnas.push_back(nlohmann::json::parse(to_json(n.plan->dna)));
+    py << "DNAS = json.loads(" << py_str(dnas.dump()) << ")  # the members', in order\n";
+  }
+  py << "WEIGHTS = " << py_str(weights_name) << "  # the default, beside this file\n\n\n";
+  py << R"(def read_safetensors(path):
+    """The tensors of a safetensors file (F32 and I64, little-endian), without its package."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    tensors = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = {"F32": torch.float32, "I64": torch.int64}[t["dtype"]]
+        begin, end = t["data_offsets"]
+        raw = bytearray(data[8 + n + begin:8 + n + end])
+        tensors[name] = torch.frombuffer(raw, dtype=dtype).reshape(t["shape"])
+    return tensors
+
+
+def fit(x, h, w, c):
+    """A skip brought to its vertex's shape as evo does: nearest resize (output row i reads input
+    row floor(i * H / h), columns likewise), then channels truncated or zero-padded."""
+    _, xc, xh, xw = x.shape
+    if xh != h:
+        x = x.index_select(2, torch.arange(h, device=x.device) * xh // h)
+    if xw != w:
+        x = x.index_select(3, torch.arange(w, device=x.device) * xw // w)
+    if xc > c:
+        x = x[:, :c]
+    elif xc < c:
+        x = F.pad(x, (0, 0, 0, 0, 0, c - xc))
+    return x
+
+
+)";
+  if (!ensemble) {
+    py << net_class(plan, "EvoNet") << kLoadMethod;
+    return py.str();
+  }
+  for (std::size_t k = 0; k < nets.size(); ++k)
+    py << net_class(*nets[k].plan, "EvoMember" + std::to_string(k)) << "\n\n";
+  py << "class EvoNet(nn.Module):\n"
+     << "    def __init__(self):\n"
+     << "        super().__init__()\n";
+  for (std::size_t k = 0; k < nets.size(); ++k)
+    py << "        self.m" << k << " = EvoMember" << k << "()  # " << nets[k].id << "\n";
+  py << "\n    def forward(self, image):\n"
+     << "        p = torch.stack([F.softmax(m(image), dim=1) for m in (";
+  for (std::size_t k = 0; k < nets.size(); ++k) py << "self.m" << k << ", ";
+  py << ")]).mean(dim=0)\n"
+     << "        return torch.log(p)\n"
+     << kLoadMethod;
   return py.str();
 }
 
-}  // namespace
-
-void export_pytorch(const CompiledDna& plan, const Weights& weights, const ExportInfo& info,
-                    const std::string& py_path, const std::string& weights_path) {
+// One net's state_dict, every key behind `prefix` ("" for a lone net, "m0." ... for a member).
+void add_tensors(const CompiledDna& plan, const Weights& weights, const ExportInfo& info,
+                 const std::string& prefix, std::vector<NamedTensor>& tensors) {
   const auto w = exporting::host_weights(plan, weights);
   std::vector<float> mean, inv_std;
   exporting::standardisation(plan, info, mean, inv_std);
   const int c = plan.input.c;
-
-  std::vector<NamedTensor> tensors;
-  tensors.push_back({"mean", {1, c, 1, 1}, mean});
-  tensors.push_back({"inv_std", {1, c, 1, 1}, inv_std});
+  tensors.push_back({prefix + "mean", {1, c, 1, 1}, mean});
+  tensors.push_back({prefix + "inv_std", {1, c, 1, 1}, inv_std});
   for (const EdgePlan& e : plan.edges) {
     if (e.type != EdgeType::Conv) continue;
     exporting::HostTensor f = exporting::filter_to_oihw(w.at(e.id));
-    tensors.push_back({"conv_" + e.id + ".weight", f.shape, std::move(f.values)});
+    tensors.push_back({prefix + "conv_" + e.id + ".weight", f.shape, std::move(f.values)});
   }
   for (const VertexPlan& v : plan.vertices) {
     if (v.activation != Activation::BnRelu) continue;
-    const std::string m = "bn_" + v.id + ".";
+    const std::string m = prefix + "bn_" + v.id + ".";
     tensors.push_back({m + "weight", w.at(v.id + ".gamma").shape, w.at(v.id + ".gamma").values});
     tensors.push_back({m + "bias", w.at(v.id + ".beta").shape, w.at(v.id + ".beta").values});
     tensors.push_back({m + "running_mean", w.at(v.id + ".running_mean").shape,
@@ -192,17 +230,39 @@ void export_pytorch(const CompiledDna& plan, const Weights& weights, const Expor
     // PyTorch counts batches only to average when momentum is None; ours is fixed.
     tensors.push_back(NamedTensor::int64(m + "num_batches_tracked", {}, {0}));
   }
-  tensors.push_back({"fc.weight", w.at("fc.weight").shape, w.at("fc.weight").values});
-  tensors.push_back({"fc.bias", w.at("fc.bias").shape, w.at("fc.bias").values});
+  tensors.push_back({prefix + "fc.weight", w.at("fc.weight").shape, w.at("fc.weight").values});
+  tensors.push_back({prefix + "fc.bias", w.at("fc.bias").shape, w.at("fc.bias").values});
+}
+
+}  // namespace
+
+void export_pytorch(const CompiledDna& plan, const Weights& weights, const ExportInfo& info,
+                    const std::string& py_path, const std::string& weights_path) {
+  export_pytorch({ExportNet{&plan, &weights, info.id}}, info, py_path, weights_path);
+}
+
+void export_pytorch(const std::vector<ExportNet>& nets, const ExportInfo& info,
+                    const std::string& py_path, const std::string& weights_path) {
+  const CompiledDna& plan = exporting::check_members(nets);
+  std::vector<NamedTensor> tensors;
+  for (std::size_t k = 0; k < nets.size(); ++k)
+    add_tensors(*nets[k].plan, *nets[k].weights, info,
+                nets.size() > 1 ? "m" + std::to_string(k) + "." : "", tensors);
+  std::string dna_text = to_json(plan.dna);
+  if (nets.size() > 1) {
+    nlohmann::json dnas = nlohmann::json::array();
+    for (const ExportNet& n : nets) dnas.push_back(nlohmann::json::parse(to_json(n.plan->dna)));
+    dna_text = dnas.dump();
+  }
 
   const std::string weights_bytes =
       safetensors_bytes(tensors, {{"format", "pt"}, {"evo.id", info.id},
                                   {"evo.dataset", info.dataset},
-                                  {"evo.dna", to_json(plan.dna)}});
+                                  {nets.size() > 1 ? "evo.dnas" : "evo.dna", dna_text}});
   std::string module = file_name(py_path);
   if (module.size() > 3 && module.compare(module.size() - 3, 3, ".py") == 0)
     module.resize(module.size() - 3);
-  const std::string source = python_source(plan, info, module, file_name(weights_path));
+  const std::string source = python_source(nets, info, module, file_name(weights_path));
   // The weights first, so the Python file never names a weights file that is not there; and
   // when the Python file cannot be written, the weights just written go too (nothing half done).
   write_file_atomic(weights_path, weights_bytes, "PyTorch weights");

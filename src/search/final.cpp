@@ -195,7 +195,8 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   const auto t0 = std::chrono::steady_clock::now();
   const std::size_t n = std::min(ids.size(), devices.size());
   phase.models.resize(n);
-  std::vector<std::vector<float>> probabilities(n);
+  // Each model's softmax on the test and the validation set, for the ensemble.
+  std::vector<std::vector<float>> probabilities(n), val_probabilities(n);
   const std::string final_dir = (std::filesystem::path(pop.dir()) / "final").string();
   std::filesystem::create_directories(final_dir);
   std::mutex mutex;  // done() one call at a time
@@ -271,7 +272,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
       if (!m.failed) {
         Model eval_model(plan, kEvalBatch, ctx);
         eval_model.bind(weights);
-        m.val = evaluate_model(eval_model, dev, "val", ctx).accuracy();
+        EvalResult val = evaluate_model(eval_model, dev, "val", ctx, true);
+        m.val = val.accuracy();
+        val_probabilities[i] = std::move(val.probabilities);
         EvalResult test = evaluate_model(eval_model, dev, "test", ctx, true);
         m.test = test.accuracy();
         probabilities[i] = std::move(test.probabilities);
@@ -310,18 +313,27 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
   for (std::size_t i = 0; i < n; ++i) threads.emplace_back(train_one, i);
   for (std::thread& t : threads) t.join();
 
-  std::vector<double> summed;
+  std::vector<double> summed, summed_val;
   int members = 0;  // the models that trained: the ensemble's size
+  auto add = [](std::vector<double>& sum, const std::vector<float>& p) {
+    if (sum.empty()) sum.assign(p.size(), 0.0);
+    for (std::size_t j = 0; j < sum.size() && j < p.size(); ++j) sum[j] += p[j];
+  };
   for (std::size_t i = 0; i < n; ++i) {
     const FinalModel& m = phase.models[i];
     if (m.failed || probabilities[i].empty()) continue;
     ++members;
     if (phase.chosen < 0 || m.val > phase.models[std::size_t(phase.chosen)].val)
       phase.chosen = int(i);
-    if (summed.empty()) summed.assign(probabilities[i].size(), 0.0);
-    for (std::size_t j = 0; j < summed.size(); ++j) summed[j] += probabilities[i][j];
+    add(summed, probabilities[i]);
+    add(summed_val, val_probabilities[i]);
   }
+  phase.ensemble_size = members;
   phase.ensemble_test = ensemble_accuracy(summed, host_data.test.labels, host_data.classes);
+  phase.ensemble_val = ensemble_accuracy(summed_val, host_data.val.labels, host_data.classes);
+  phase.ensemble_answer =
+      phase.chosen >= 0 && ensemble_is_answer(members, phase.ensemble_val,
+                                              phase.models[std::size_t(phase.chosen)].val);
   phase.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
@@ -344,6 +356,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
                             {"chosen", phase.chosen >= 0 ? nlohmann::json(phase.models[std::size_t(phase.chosen)].id) : nlohmann::json()},
                             {"ensemble_size", members},
                             {"ensemble_test", num(phase.ensemble_test)},
+                            {"ensemble_val", num(phase.ensemble_val)},
+                            // The run's answer (ensemble_is_answer): what evo export writes.
+                            {"answer", phase.ensemble_answer ? "ensemble" : "final model"},
                             {"individuals", nlohmann::json::array()}};
   for (const FinalModel& m : phase.models) summary["individuals"].push_back(to_json(m));
   write_file_atomic(final_dir + "/retrain.json", summary.dump(2) + "\n", "final-phase summary");
@@ -353,8 +368,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
 void measure_final_phase(const std::string& run_dir, const Dataset& data,
                          const DeviceDataset& dev, Context& ctx, SearchSummary& s) {
   std::vector<FinalModel> models;
+  FinalEnsemble ensemble;
   try {
-    models = read_final_phase(run_dir);
+    models = read_final_phase(run_dir, &ensemble);
   } catch (const Error& e) {
     s.damaged.push_back(e.what());
     return;
@@ -389,13 +405,21 @@ void measure_final_phase(const std::string& run_dir, const Dataset& data,
   if (measured == 0) return;
   s.final_models = measured;
   s.final_ensemble_test = ensemble_accuracy(summed, data.test.labels, data.classes);
+  // The answer the phase chose, by the validation accuracies it measured on the run's own
+  // validation images (a search may cap them: --max-val, which evo best does not know), as the
+  // final model is; only the test accuracies are measured again. A member lost since leaves the
+  // ensemble; with one left, it is the answer.
+  s.final_ensemble_val = ensemble.val;
+  const bool is_ensemble = ensemble.answer && measured >= 2;
+  s.answer = is_ensemble ? "ensemble" : "final model";
+  s.answer_test = is_ensemble ? s.final_ensemble_test : s.final_test;
 }
 
 }  // namespace evo::detail
 
 namespace evo {
 
-std::vector<FinalModel> read_final_phase(const std::string& run_dir) {
+std::vector<FinalModel> read_final_phase(const std::string& run_dir, FinalEnsemble* ensemble) {
   const std::string path = run_dir + "/final/retrain.json";
   if (!std::filesystem::exists(path)) return {};
   const nlohmann::json j =
@@ -436,6 +460,14 @@ std::vector<FinalModel> read_final_phase(const std::string& run_dir) {
                !std::isfinite(m.val);
     if (is(r, "failure", &nlohmann::json::is_string)) m.failure = r["failure"];
     models.push_back(std::move(m));
+  }
+  if (ensemble) {
+    *ensemble = FinalEnsemble{};
+    if (is(j, "ensemble_size", &nlohmann::json::is_number_integer))
+      ensemble->size = j["ensemble_size"];
+    if (is(j, "ensemble_val", &nlohmann::json::is_number)) ensemble->val = j["ensemble_val"];
+    if (is(j, "ensemble_test", &nlohmann::json::is_number)) ensemble->test = j["ensemble_test"];
+    ensemble->answer = is(j, "answer", &nlohmann::json::is_string) && j["answer"] == "ensemble";
   }
   return models;
 }

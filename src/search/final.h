@@ -21,6 +21,9 @@ struct FinalPhase {
   std::vector<FinalModel> models;
   int chosen = -1;  // index into models: the best validation accuracy (-1: none trained)
   double ensemble_test = NAN;  // averaged softmax of every model that trained
+  double ensemble_val = NAN;   // the same on the validation set
+  int ensemble_size = 0;       // the models that trained
+  bool ensemble_answer = false;  // ensemble_is_answer: the ensemble is the run's answer
   double seconds = 0;
 };
 

@@ -634,6 +634,8 @@ SearchSummary best_of_run(const std::string& run_dir, const std::string& data_sp
     }
   }
   s.ensemble_test = ensemble_accuracy(avg, data.test.labels, data.classes);
+  s.answer = "best individual";  // unless the run has a final phase:
+  s.answer_test = s.best_test;
   if (final_phase) detail::measure_final_phase(run_dir, data, dev, ctx, s);
   return s;
 }
@@ -788,6 +790,7 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
     s.final_models = int(fin.models.size());
     s.final_seconds = fin.seconds;
     s.final_ensemble_test = fin.ensemble_test;
+    s.final_ensemble_val = fin.ensemble_val;
     if (fin.chosen >= 0) {
       const FinalModel& m = fin.models[std::size_t(fin.chosen)];
       s.final_id = m.id;
@@ -801,8 +804,14 @@ SearchSummary run_search(const SearchOptions& opts_in, const std::atomic<bool>& 
                      {"final_models", s.final_models},
                      {"final_seconds", fin.seconds}};
       if (std::isfinite(fin.ensemble_test)) final_extra["final_ensemble_test"] = fin.ensemble_test;
+      if (std::isfinite(fin.ensemble_val)) final_extra["final_ensemble_val"] = fin.ensemble_val;
+      s.answer = fin.ensemble_answer ? "ensemble" : "final model";
+      s.answer_test = fin.ensemble_answer ? fin.ensemble_test : m.test;
+      final_extra["answer"] = s.answer;
+      final_extra["answer_test_accuracy"] = s.answer_test;
     }
   }
+
   s.seconds = now_seconds() - sh.start;
   s.stopped = user_stop.load();
   if (!s.best_id.empty() && std::isfinite(s.best_test))
