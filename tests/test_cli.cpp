@@ -63,6 +63,38 @@ TEST_CASE("Unknown options and bad values are usage errors with exit code 2", "[
   CHECK(r.output.find("--time-limit is not an option of evo show") != std::string::npos);
 }
 
+// README's table of exit codes, per subcommand: 2 when the command line is wrong (an unknown
+// option, a path that is not a run folder), 1 when a file it names is wrong (a DNA that does not
+// parse) or the work fails.
+TEST_CASE("Exit codes: every subcommand follows README's table", "[cli]") {
+  const std::string dir = evo::test::temp_dir("cli-exit");
+  const std::string bad = dir + "/bad.json";
+  { std::ofstream(bad) << "{\"vertices\": ["; }
+  const std::string nowhere = dir + "/no-run";
+  for (const char* sub : {"search", "train", "retrain", "eval", "show", "mutate", "report",
+                          "best", "export", "status", "doctor"}) {
+    const Run r = run_evo(std::string(sub) + " --no-such-option");
+    INFO("evo " << sub << ": " << r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find("--help") != std::string::npos);  // CLI11's pointer to the options
+  }
+  for (const char* sub : {"retrain", "report", "best", "export", "status"}) {
+    const Run r = run_evo(std::string(sub) + " " + nowhere);
+    INFO("evo " << sub << " on a missing folder: " << r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(nowhere) != std::string::npos);
+  }
+  for (const std::string& cmd :
+       {"show " + bad, "mutate " + bad + " --mutation identity", "train --dna " + bad + " --steps 1",
+        "eval --dna " + bad + " --weights " + bad, "export " + bad + " --weights " + bad}) {
+    const Run r = run_evo(cmd);
+    INFO("evo " << cmd << ": " << r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find(bad) != std::string::npos);  // the message names the file
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("Asking for a GPU that is not there is a clear error with exit code 2", "[cli]") {
   const evo::GpuInventory inv = evo::discover_gpus();
   const Run r = run_evo("--gpus " + std::to_string(inv.count));
@@ -71,14 +103,17 @@ TEST_CASE("Asking for a GPU that is not there is a clear error with exit code 2"
   CHECK(r.output.find("--gpus none") != std::string::npos);
 }
 
-TEST_CASE("evo status reports the devices and the data", "[cli]") {
-  Run r = run_evo("status");
-  CHECK(r.code == 0);
-  CHECK(r.output.find("cpu      ready") != std::string::npos);
-  CHECK(r.output.find("emu      ready") != std::string::npos);
-  r = run_evo("status --json");
-  CHECK(r.code == 0);
-  CHECK(r.output.find("\"backends\"") != std::string::npos);
+TEST_CASE("evo doctor (and evo status without a run) reports the devices and the data", "[cli]") {
+  for (const char* cmd : {"doctor", "status"}) {
+    Run r = run_evo(cmd);
+    INFO(cmd << ": " << r.output);
+    CHECK(r.code == 0);
+    CHECK(r.output.find("cpu      ready") != std::string::npos);
+    CHECK(r.output.find("emu      ready") != std::string::npos);
+    r = run_evo(std::string(cmd) + " --json");
+    CHECK(r.code == 0);
+    CHECK(r.output.find("\"backends\"") != std::string::npos);
+  }
 }
 
 TEST_CASE("evo show prints a DNA's layers, and bad DNA files are clear errors", "[cli]") {
@@ -139,7 +174,8 @@ TEST_CASE("Out-of-range and malformed option values exit 2 before anything is cr
       {"--time-limit nan", "--time-limit"},    {"--time-limit inf", "--time-limit"},
       {"--time-limit 0x10", "--time-limit"},   {"--time-limit=", "--time-limit"},
       {"--time-limit 1e3", "--time-limit"},    {"--time-limit -5m", "--time-limit"},
-      {"--time-limit 400d", "at most a year"}, {"--population 0", "--population"},
+      {"--time-limit 400d", "at most a year"}, {"--time-limit 45", "45s, 45m or 45h"},
+      {"--time-limit 1h30", "1h30s, 1h30m"},   {"--population 0", "--population"},
       {"--population -5", "--population"},     {"--population 1", "--population"},
       {"--steps 0", "--steps"},                {"--steps -1", "--steps"},
       {"--seed -1", "--seed"},                 {"--workers 0", "--workers"},
@@ -155,7 +191,10 @@ TEST_CASE("Out-of-range and malformed option values exit 2 before anything is cr
     CHECK(r.output.find(says) != std::string::npos);
     CHECK(!std::filesystem::exists(run));  // no run.json a corrected command would meet
   }
-  Run r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --batch 0");
+  Run r = run_evo("best " + run + " --ensemble 0");  // was taken as 1 without a word
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--ensemble") != std::string::npos);
+  r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --batch 0");
   CHECK(r.code == 2);
   r = run_evo("train --dna " EVO_SOURCE_DIR "/data/dna/initial.json --steps 0");
   CHECK(r.code == 2);
@@ -169,7 +208,7 @@ TEST_CASE("Out-of-range and malformed option values exit 2 before anything is cr
   CHECK(r.output.find(file) != std::string::npos);
   CHECK(r.output.find("step") == std::string::npos);  // no training progress was printed
   // Durations that are fine get past the option check (to the data set's error).
-  for (const char* ok : {"90s", "1h30m", "1.5h", "45", "none"}) {
+  for (const char* ok : {"90s", "1h30m", "1.5h", "45s", "0", "none"}) {
     r = run_evo("search --gpus none --data imagenet --run-dir " + run + " --time-limit " + ok);
     INFO(ok << ": " << r.output);
     CHECK(r.output.find("imagenet") != std::string::npos);
@@ -218,6 +257,26 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.code == 2);
   CHECK(r.output.find("leave out --data") != std::string::npos);
 
+  // evo status: the same run from its folder, without training or measuring anything.
+  r = run_evo("status " + run + " --json");
+  REQUIRE(r.code == 0);
+  {
+    const nlohmann::json st = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+    CHECK(st["individuals"] == 6);
+    CHECK(st["best_id"] == j["best_id"]);
+    CHECK(st["best_val_accuracy"] == j["best_val_accuracy"]);
+    CHECK(st["alive"] == 3);
+    CHECK(st["training"].empty());
+    CHECK(st["live"] == false);  // finished: no child in training
+    CHECK(st["final"]["state"] == "none");
+    // Recorded when the run was created, never compared: the limit (none given: 30m on the CPU).
+    CHECK(st["time_limit"] == 1800);
+  }
+  r = run_evo("status " + run);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("children    6 (") != std::string::npos);
+  CHECK(r.output.find("population  3 alive") != std::string::npos);
+
   // The best's weights damaged: not "0.00%", but why it was not measured.
   const std::string best_id = j["best_id"];
   std::ofstream(run + "/alive/" + best_id + "/weights.evow", std::ios::trunc) << "junk";
@@ -233,7 +292,8 @@ TEST_CASE("resume takes run.json's settings; evo best reads the run's own data",
   CHECK(r.output.rfind("evo search: fashion-mnist (500 train / 200 val images), population 3, "
                        "10 steps per child (no crops or flips), 1 worker, tournament selection, "
                        "paper inheritance, run folder " + run + "\n", 0) == 0);
-  CHECK(r.output.find("\nresuming a population of 3 individuals\n") != std::string::npos);
+  CHECK(r.output.find("\nresuming a population of 3 individuals (best so far ") !=
+        std::string::npos);
   CHECK(r.output.find(" params  val ") != std::string::npos);
   CHECK(r.output.find("\nsearch finished after ") != std::string::npos);
   CHECK(r.output.find("\nreport            " + run + "/report.html\n") != std::string::npos);
@@ -340,6 +400,12 @@ TEST_CASE("evo retrain trains a run's top individuals further; evo train --gpus 
     CHECK(nlohmann::json::parse(read_file(folder + "/metrics.json"))["test_after"] ==
           ind["test_after"]);
   }
+  // A second retrain would replace the first: refused (exit 2, the file untouched) without
+  // --force.
+  r = run_evo("retrain " + run + " --top 1 --steps 5 --threads 1");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("--force") != std::string::npos);
+  CHECK(nlohmann::json::parse(read_file(run + "/final/retrain.json")) == j);
   // evo report shows them.
   r = run_evo("report " + run);
   REQUIRE(r.code == 0);

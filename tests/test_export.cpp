@@ -7,6 +7,7 @@
 // CI a missing one fails the test rather than skipping it.
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -505,6 +506,25 @@ TEST_CASE("evo export: the exported nets score evo eval's test accuracy; run fol
   r = run_evo("export '" + run + "' --id " + best_id + " -o '" + d + "/again.onnx' --json");
   REQUIRE(r.code == 0);
   CHECK(last_json(r.output)["model"] == "search");
+  // Without -o the PyTorch file is named so that Python can import it (an id is digits and
+  // dashes, which `import` cannot take), in the current folder.
+  {
+    const fs::path cwd = fs::current_path();
+    fs::current_path(dir);
+    r = run_evo("export '" + run + "' --id " + best_id + " --format pytorch --json");
+    fs::current_path(cwd);
+    REQUIRE(r.code == 0);
+    const std::string file = last_json(r.output)["files"][0];
+    std::string module = file.substr(0, file.size() - 3);
+    CHECK(file.size() > 3);
+    CHECK(file.compare(file.size() - 3, 3, ".py") == 0);
+    CHECK(module.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
+          std::string::npos);
+    CHECK(!std::isdigit(static_cast<unsigned char>(module[0])));
+    REQUIRE(fs::exists(dir / file));
+    if (have_refs)
+      CHECK(shell("cd '" + d + "' && '" + py + "' -c 'import " + module + "' > /dev/null 2>&1") == 0);
+  }
   // evo best measures it afresh on the run's test images: what this test measures in-process.
   r = run_evo("best '" + run + "' --json");
   REQUIRE(r.code == 0);

@@ -791,6 +791,95 @@ TEST_CASE("recover judges workers on other machines by their heartbeat, and pids
   require_consistent(inspect(run, 4));
 }
 
+TEST_CASE("claim_final: one holder; a live one is respected, a dead or older one replaced",
+          "[population]") {
+  TempDir tmp;
+  const std::string run = tmp.path + "/run";
+  PopulationOptions o;
+  o.size = 2;
+  o.durable = false;
+  Population pop(run, o);
+  const std::string claim = run + "/final.claim";
+  using C = Population::FinalClaim;
+  std::string holder;
+  const double t0 = 1.7e9;
+
+  // Another process (a fork, alive while it waits on a pipe) claims first: we are refused, as a
+  // process on another machine is while its claim has a heartbeat.
+  int fds[2], done_fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  REQUIRE(::pipe(done_fds) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    Population p(run);
+    std::string h;
+    const bool won = p.claim_final(t0, 600, &h) == C::kClaimed;
+    const char c = won ? 'y' : 'n';
+    if (::write(fds[1], &c, 1) != 1) ::_exit(6);
+    char wait = 0;
+    if (::read(done_fds[0], &wait, 1) != 1) ::_exit(7);  // until the parent has looked
+    if (wait == 'f') p.finish_final();
+    ::_exit(0);  // no destructors: as if it ended here
+  }
+  ::close(fds[1]);
+  ::close(done_fds[0]);
+  char won = 0;
+  REQUIRE(::read(fds[0], &won, 1) == 1);
+  REQUIRE(won == 'y');
+  CHECK(pop.claim_final(t0, 600, &holder) == C::kHeld);
+  CHECK(holder.find("pid " + std::to_string(pid)) != std::string::npos);
+  // It finishes: a search that began before that (t0) skips its own final phase; it reads as
+  // done, not held, though the process is still there.
+  REQUIRE(::write(done_fds[1], "f", 1) == 1);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(exit_code(status) == 0);
+  CHECK(fs::exists(claim + "/done.json"));
+  CHECK(pop.claim_final(t0, 600, &holder) == C::kDone);
+  // A search that began after it (a resume of the finished run) replaces it and holds it.
+  const double later = json_file(claim + "/done.json")->at("finished").get<double>() + 1;
+  CHECK(pop.claim_final(later, 600, &holder) == C::kClaimed);
+  CHECK(json_file(claim + "/owner.json")->at("pid") == int(::getpid()));
+  CHECK_FALSE(fs::exists(claim + "/done.json"));
+  CHECK(pop.heartbeat_final());
+
+  // A holder that died mid-phase (its pid gone; the fork above has exited) is replaced.
+  nlohmann::json owner = *json_file(claim + "/owner.json");
+  owner["pid"] = int(pid);
+  std::ofstream(claim + "/owner.json") << owner.dump();
+  CHECK(pop.claim_final(t0, 600, &holder) == C::kClaimed);
+  CHECK(json_file(claim + "/owner.json")->at("pid") == int(::getpid()));
+  // Elsewhere: judged by the claim's heartbeat (its folder's mtime) against stale_seconds.
+  owner["host"] = "elsewhere";
+  std::ofstream(claim + "/owner.json") << owner.dump();
+  CHECK(pop.claim_final(t0, 600, &holder) == C::kHeld);
+  CHECK(holder == "elsewhere pid " + std::to_string(pid));
+  timespec times[2];
+  ::clock_gettime(CLOCK_REALTIME, &times[0]);
+  times[0].tv_sec -= 1000;
+  times[1] = times[0];
+  REQUIRE(::utimensat(AT_FDCWD, claim.c_str(), times, 0) == 0);
+  CHECK(pop.claim_final(t0, 600, &holder) == C::kClaimed);
+  // Nothing of the replaced claims is left behind in staging/.
+  for (const auto& e : fs::directory_iterator(run + "/staging"))
+    CHECK(e.path().filename().string().rfind(".trash-", 0) != 0);
+  // Many threads claiming a free claim at once: exactly one wins.
+  fs::remove_all(claim);
+  std::atomic<int> winners{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      Population p(run);
+      std::string h;
+      if (p.claim_final(t0, 600, &h) == C::kClaimed) ++winners;
+    });
+  for (std::thread& t : threads) t.join();
+  CHECK(winners == 1);
+  require_consistent(inspect(run, 2));
+}
+
 TEST_CASE("collect_garbage removes dead weights after the grace period", "[population]") {
   TempDir tmp;
   const std::string run = tmp.path + "/run";

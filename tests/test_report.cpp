@@ -15,7 +15,10 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <set>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "evo/dna.h"
 #include "evo/population.h"
@@ -624,6 +627,13 @@ TEST_CASE("report: write_report reads a run folder and writes the page atomicall
   CHECK(finished.find("best's test acc</span><b>97.13%</b>") != std::string::npos);
   CHECK(finished.find("ensemble test acc</span><b>98.21%</b>") != std::string::npos);
   CHECK(finished.find("averaged softmax of the top 5") != std::string::npos);
+  CHECK(finished.find("answer's test acc") == std::string::npos);  // final.json names none
+  // A run with a final phase records its answer: a card of its own.
+  save_final_results(dir, best, 0.97134, 0.98211, 5,
+                     {{"answer", "ensemble"}, {"answer_test_accuracy", 0.99017}});
+  write_report(dir, out);
+  CHECK(read_text(out).find("answer's test acc</span><b>99.02%</b>") != std::string::npos);
+  CHECK(read_text(out).find("what evo export writes: the ensemble") != std::string::npos);
   save_final_results(dir, "someone-else", 0.97134, 0.98211, 5);
   write_report(dir, out);
   CHECK(read_text(out).find("97.13%") == std::string::npos);
@@ -653,6 +663,98 @@ TEST_CASE("report: write_report reads a run folder and writes the page atomicall
   CHECK(!fs::exists(missing + ".html"));
   CHECK_THAT(message_of([&] { write_report(dir, (tmp.path / "no/such/folder.html").string()); }),
              Catch::Contains("cannot write"));
+}
+
+TEST_CASE("report: trials.csv has one row per individual, read back by Python's csv", "[report]") {
+  TempDir tmp;
+  const std::string dir = (tmp.path / "run").string();
+  const Dna dna = load_dna(kSkipsDna);
+  PopulationOptions po;
+  po.size = 5;
+  po.durable = false;
+  po.settings = {{"data", "fashion-mnist"}, {"steps", 100}};
+  Population pop(dir, po);
+  double t = kT0;
+  for (int i = 0; i < 12; ++i) {
+    Population::Staging child = pop.begin_child();
+    std::string parent;
+    if (pop.take_free_slot(child) == FreeSlot::kNone) {
+      const std::vector<std::string> alive = pop.alive_ids();
+      parent = alive[test::rng()() % alive.size()];
+      const std::string victim = alive[test::rng()() % alive.size()];
+      REQUIRE(pop.kill(child, victim));
+    }
+    save_dna(dna, child.dna_path());
+    std::ofstream(child.weights_path()) << "not real weights";
+    IndividualRecord r;
+    r.parent = parent;
+    r.mutation = i < 5 ? "initial" : "ALTER-LEARNING-RATE";
+    // Text that CSV must quote: commas, quotes, a line break.
+    r.detail = "rate 0.1 -> 0.05, \"halved\"\nsecond line";
+    r.fitness = uniform(0.1, 0.9);
+    r.failed = i == 7;
+    if (r.failed) {
+      r.fitness = 0;
+      r.failure = "training loss is NaN at step 11, at rate 0.5";
+    }
+    t += uniform(1, 100);
+    r.birth_time = t;
+    r.params = 1000 + i;
+    r.steps = 100;
+    r.flops = 1.5e9 * (i + 1);
+    r.train_seconds = uniform(1, 5);
+    r.learning_rate = uniform(0.01, 0.1);
+    r.worker = "cpu/" + std::to_string(i % 2);
+    pop.publish(std::move(child), r);
+  }
+  const std::vector<IndividualRecord> all = pop.all_individuals();
+  REQUIRE(all.size() == 12);
+  const ReportWritten w = write_report(dir);
+  CHECK(w.trials_path == dir + "/trials.csv");
+  CHECK(w.damaged.empty());
+
+  // Python's csv module, an independent reader, turns the file into JSON.
+  const std::string json_path = (tmp.path / "rows.json").string();
+  REQUIRE(test::shell("/usr/bin/python3 -c 'import csv, json, sys; "
+                      "print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline=\"\")))))' '" +
+                      w.trials_path + "' > '" + json_path + "'") == 0);
+  const nlohmann::json rows = nlohmann::json::parse(read_text(json_path));
+  REQUIRE(rows.size() == all.size());
+  double last_birth = -1, first_birth = INFINITY;
+  for (const IndividualRecord& r : all) first_birth = std::min(first_birth, r.birth_time);
+  std::set<std::string> seen;
+  for (const nlohmann::json& row : rows) {
+    const std::string id = row.at("id");
+    INFO("row " << row.dump());
+    const auto it = std::find_if(all.begin(), all.end(),
+                                 [&](const IndividualRecord& r) { return r.id == id; });
+    REQUIRE(it != all.end());
+    CHECK(seen.insert(id).second);
+    const IndividualRecord& r = *it;
+    CHECK(row.at("parent") == r.parent);
+    CHECK(row.at("mutation") == r.mutation);
+    CHECK(row.at("detail") == r.detail);
+    CHECK(row.at("failure") == r.failure);
+    CHECK(row.at("worker") == r.worker);
+    CHECK(row.at("killed_by") == r.killed_by);
+    CHECK(row.at("failed") == (r.failed ? "1" : "0"));
+    CHECK(row.at("alive") == (r.alive() ? "1" : "0"));
+    if (r.failed)
+      CHECK(row.at("val_accuracy") == "");  // a failed child has no accuracy, not 0
+    else
+      CHECK(std::stod(row.at("val_accuracy").get<std::string>()) == r.fitness);
+    CHECK(row.at("test_accuracy") == "");  // not measured
+    CHECK(std::stoll(row.at("params").get<std::string>()) == r.params);
+    CHECK(std::stod(row.at("flops").get<std::string>()) == r.flops);
+    CHECK(std::stod(row.at("learning_rate").get<std::string>()) == r.learning_rate);
+    const double birth = std::stod(row.at("birth_time").get<std::string>());
+    CHECK(birth == r.birth_time);
+    CHECK(std::stod(row.at("born_s").get<std::string>()) == birth - first_birth);
+    CHECK(birth > last_birth);  // by birth
+    last_birth = birth;
+    CHECK((row.at("death_time") == "") == r.alive());
+  }
+  CHECK(rows[0].at("born_s") == "0");
 }
 
 // The page as a browser draws it: each plot's marks must appear in the screenshot, in their own

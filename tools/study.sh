@@ -23,7 +23,8 @@
 #   tools/study.sh studies/pop 3 'pop8=--population 8' 'pop16=--population 16' -- --time-limit 15m
 #
 # The table's accuracies are evo's own JSON (best_val_accuracy: the best alive at the end; final:
-# the model of the final phase, --final-share, "—" for runs without one), the
+# the model of the final phase, --final-share, "—" for runs without one; answer: the run's answer,
+# the final ensemble when it wins on validation, else the final model), the
 # page's come from the run folders (the best validation accuracy of any child ever); they agree
 # unless selection killed the best. Settings that `evo search` does not keep in run.json (e.g.
 # --max-train, --time-limit) cannot group the page's runs: give them in COMMON_ARGS, or expect the
@@ -140,16 +141,18 @@ def stat(results, key, scale, fmt):
 
 pct = lambda x: "%.2f" % x
 print("| setting | options | runs | best val acc (%) | best test acc (%) | ensemble test acc (%) "
-      "| final test acc (%) | final ensemble test (%) | children | children / hour | total FLOPs |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+      "| final test acc (%) | final ensemble test (%) | answer test acc (%) | children | children / hour "
+      "| total FLOPs |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for name, (args, results) in rows.items():
-    print("| %s | `%s` | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    print("| %s | `%s` | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         name, args or "(defaults)", len(results),
         stat(results, "best_val_accuracy", 100, pct),
         stat(results, "best_test_accuracy", 100, pct),
         stat(results, "ensemble_test_accuracy", 100, pct),
         stat(results, "final_test_accuracy", 100, pct),
         stat(results, "final_ensemble_test_accuracy", 100, pct),
+        stat(results, "answer_test_accuracy", 100, pct),
         stat(results, "children", 1, lambda x: "%.0f" % x),
         stat(results, "children_per_hour", 1, lambda x: "%.0f" % x),
         stat(results, "total_flops", 1, lambda x: "%.2e" % x)))

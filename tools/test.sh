@@ -3,11 +3,28 @@
 # kernels again under AddressSanitizer (build-asan/), there also in reverse and random thread
 # orders, then the libFuzzer targets for a bounded time (tools/fuzz.sh, build-fuzz/).
 # Not benchmarks.
+#
+# usage: tools/test.sh                      the whole suite (what .ci/run runs)
+#        tools/test.sh --repeat N [REGEX]   ctest N times (only the tests matching REGEX, a ctest
+#                                           -R pattern), each with fresh random seeds, then how many
+#                                           runs each failing test failed and the seeds that
+#                                           repeat them; exits 1 when any run failed. For a new or
+#                                           changed test before it lands: a flaky test costs one.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${EVO_BUILD_DIR:-$root/build}"
 jobs="${EVO_JOBS:-$(nproc)}"
+repeat=0
+pattern=""
+if [ "${1:-}" = "--repeat" ]; then
+  [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "usage: tools/test.sh --repeat N [REGEX] (N >= 1)" >&2; exit 2; }
+  repeat="$2"
+  pattern="${3:-}"
+elif [ $# -gt 0 ]; then
+  echo "usage: tools/test.sh [--repeat N [REGEX]]" >&2
+  exit 2
+fi
 
 # Debian packages the tests need, installed with sudo when not root.
 apt_install() {
@@ -45,6 +62,28 @@ fi
 export EVO_TEST_PYTHON="$pyenv/bin/python"
 # Every test above runs its reference; none may skip for want of one.
 export EVO_REQUIRE_REFERENCES=1
+
+if [ "$repeat" -gt 0 ]; then
+  # Each run draws new seeds (every test program prints "random seed S (replay with --rng-seed
+  # S)"); a failing run's log is kept, so its seed repeats the failure.
+  logs="$(mktemp -d)"
+  failed_runs=0
+  for ((i = 1; i <= repeat; i++)); do
+    log="$logs/run-$i.log"
+    if ctest --test-dir "$build" --output-on-failure -j "$jobs" ${pattern:+-R "$pattern"} >"$log" 2>&1; then
+      echo "test: run $i of $repeat passed"
+    else
+      failed_runs=$((failed_runs + 1))
+      echo "test: run $i of $repeat FAILED:" \
+           "$(grep -E '^[0-9/ ]*Test +#[0-9]+: .*\*\*\*Failed' "$log" | sed -E 's/.*: ([A-Za-z0-9_]+) .*/\1/' | tr '\n' ' ')" \
+           "(seeds: $(grep -oE 'replay with --rng-seed [0-9]+' "$log" | awk '{print $4}' | sort -u | tr '\n' ' '); log $log)"
+    fi
+  done
+  echo "test: $((repeat - failed_runs)) of $repeat runs passed${pattern:+ (tests matching $pattern)}"
+  [ "$failed_runs" -eq 0 ] && rm -rf "$logs"
+  [ "$failed_runs" -eq 0 ]
+  exit
+fi
 
 echo "== ctest ($build)"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

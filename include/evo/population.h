@@ -75,6 +75,9 @@ struct PopulationOptions {
   // in run.json by the creator; a later process whose settings disagree on a key that both have
   // is refused. A JSON object.
   nlohmann::json settings = nlohmann::json::object();
+  // What the creator records beside its settings and no later process is compared on (the time
+  // limit it was started with: a resume may ask for another). run.json's "created_with".
+  nlohmann::json recorded = nlohmann::json::object();
   // fsync files and folders before each rename, so that a power failure (not only a crash of the
   // process) keeps the folder consistent. Off makes tests faster; a crash is survived either way.
   bool durable = true;
@@ -136,6 +139,8 @@ class Population {
   // for the creator (src/search/search.cpp, worker_seed).
   bool created() const { return created_; }
   const nlohmann::json& settings() const { return settings_; }
+  // run.json's "created_with" (PopulationOptions::recorded of its creator; {} in older runs).
+  const nlohmann::json& recorded() const { return recorded_; }
 
   // A fresh, empty staging folder for one child, with an id unique across machines:
   // "<unix ms>-<host>-<pid>-<counter>" (sorts by creation time).
@@ -167,6 +172,15 @@ class Population {
   std::size_t dead_count() const;
   std::size_t free_count() const;
   Census census() const;
+  // The children being trained now, by whom: one entry per staging folder (its id, and its
+  // owner.json's host, pid and since; a folder without a readable owner.json has host "").
+  struct Training {
+    std::string id, host;
+    int pid = 0;
+    double since = NAN;      // when the child was begun (Unix seconds)
+    double heartbeat = NAN;  // its folder's last change (mtime), the worker's last heartbeat
+  };
+  std::vector<Training> training() const;
 
   // The individual's record, alive (death_time NaN) or dead; nullopt when it is in neither (never
   // existed, or caught for a moment between the two by a kill).
@@ -194,6 +208,27 @@ class Population {
   // stale_seconds. Returns how many children were discarded.
   std::size_t recover(double stale_seconds);
 
+  // The right to run the search's final phase into RUN/final/: one process of the many that may
+  // share a run holds it at a time (RUN/final.claim/, its owner.json, renamed into place whole:
+  // of several claimants exactly one rename succeeds, as a kill's does). `search_started` is
+  // when this process's search began (Unix seconds). The claim is:
+  //   kClaimed  this process holds it now: run the phase, heartbeat_final() while it trains,
+  //             finish_final() when final/ is written;
+  //   kHeld     a live process holds it (on this machine: its pid and start time; elsewhere: a
+  //             heartbeat within stale_seconds): its final phase is the run's answer, skip ours;
+  //   kDone     a final phase finished after this process's search began: the sibling's answer
+  //             already covers our search, skip ours.
+  // A claim whose holder died, or one finished before this search began (an earlier run of the
+  // same folder, now resumed), is replaced. `holder` says who holds or held it ("host pid").
+  enum class FinalClaim { kClaimed, kHeld, kDone };
+  FinalClaim claim_final(double search_started, double stale_seconds, std::string* holder);
+  // Tells other machines that the holder is alive (touches RUN/final.claim). False when the claim
+  // is gone (taken over by a process that judged this one dead); never throws.
+  bool heartbeat_final() const;
+  // Marks the claim done (RUN/final.claim/done.json, the time): later claimants whose searches
+  // began before it skip their final phases; a resume after it runs one again.
+  void finish_final();
+
   // Removes weights.evow of individuals dead for at least min_dead_seconds (the grace lets a
   // worker that chose a parent just before it was killed still load its weights). Returns how
   // many files it removed.
@@ -203,6 +238,7 @@ class Population {
   std::string root_;
   int size_ = 0;
   nlohmann::json settings_;
+  nlohmann::json recorded_ = nlohmann::json::object();
   bool durable_ = true;
   bool created_ = false;
   std::function<void(const std::string&)> on_warning_;

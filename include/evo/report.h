@@ -53,6 +53,10 @@ struct ReportOptions {
   double final_best_test = std::numeric_limits<double>::quiet_NaN();
   double final_ensemble_test = std::numeric_limits<double>::quiet_NaN();
   int final_ensemble_size = 0;
+  // The run's answer (final.json "answer": "ensemble", "final model" or "best individual") and
+  // its test accuracy; empty / NaN for runs from before the answer was recorded.
+  std::string final_answer;
+  double final_answer_test = std::numeric_limits<double>::quiet_NaN();
   // The run's size limits (evo search --max-params / --max-flops; write_report: run.json's
   // settings "max_params" and "max_flops"); 0: none. The accuracy-against-parameters plot draws
   // max_params as a dashed line; max_flops has no line there (its x is parameters) and shows in
@@ -97,14 +101,24 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
 struct ReportWritten {
   std::string path;
   std::vector<std::string> damaged;
+  std::string trials_path;  // write_report: RUN_DIR/trials.csv ("" when it could not be written)
 };
+
+// The trial log of a run: one CSV row per individual ever trained, by birth (RFC 4180: a header
+// row; fields with a comma, quote or line break quoted, quotes doubled; a value not measured is
+// empty). Columns: id, parent, mutation, born_s (seconds since the run's first birth),
+// birth_time and death_time (Unix seconds), alive, failed, val_accuracy, test_accuracy, params,
+// steps, train_seconds, flops (training + validation), learning_rate, worker, host, killed_by,
+// failure, detail. Loads as it is in pandas (pd.read_csv) or a spreadsheet.
+std::string trials_csv(const std::vector<IndividualRecord>& individuals);
 
 // Reads the run folder (its individuals, run.json's settings with the input shape and classes, the
 // best individual's DNA) and writes render_report's page to out_path atomically (a temporary file
 // in the same folder, then rename), so a browser or a second writer never sees half a page.
 // out_path "" is default_report_path(run_dir): this is the one place the default is chosen, so
-// callers print the returned path. Throws evo::Error when run_dir is not a run folder or the
-// page cannot be written.
+// callers print the returned path. It also writes trials_csv's log to RUN_DIR/trials.csv (also
+// atomically; a run folder it cannot write into is named in `damaged`, the page still written).
+// Throws evo::Error when run_dir is not a run folder or the page cannot be written.
 ReportWritten write_report(const std::string& run_dir, const std::string& out_path = "");
 
 // What the end of a search measured on the test set, kept in RUN_DIR/final.json (written

@@ -123,6 +123,7 @@ struct SearchSummary {
   std::string answer;  // "ensemble", "final model" or "best individual"
   double answer_test = NAN;
   std::string report_path;
+  std::string trials_path;  // RUN_DIR/trials.csv, one row per individual ("" when not written)
   // Records the report at the end of run_search left out, "<path>: <reason>" (the report reads the
   // run again, so these may differ from `damaged`). Empty for best_of_run, which writes no report.
   std::vector<std::string> report_damaged;
@@ -136,6 +137,7 @@ struct SearchStart {
   std::string data_name;  // "fashion-mnist", ...
   int train_images = 0, val_images = 0;
   std::size_t resumed = 0;    // individuals alive in the run folder when this process started
+  double resumed_best = 0;    // then, the run's best validation accuracy so far (alive or dead)
   std::size_t recovered = 0;  // unfinished children of dead workers discarded at the start
   // Alive individuals whose record could not be read, moved to RUN_DIR/damaged/ (their slots are
   // refilled by selection): "<id>: <reason>" (Population::quarantine_damaged).

@@ -38,7 +38,10 @@ Command add_best_command(CLI::App& app, const Globals& globals) {
                                               "final phase (RUN_DIR/final/) when it had one");
   best->add_option("run_dir", a->run_dir, "Run folder")->required();
   best->add_option("--data", a->data, "The run's data set (default: the one in run.json)");
-  best->add_option("--ensemble", a->ensemble, "Ensemble size")->capture_default_str();
+  best->add_option("--ensemble", a->ensemble,
+                   "Ensemble size: the top K individuals of the search, their softmax averaged")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   add_device_option(best, a->device);
   add_seed_option(best, a->seed, "The run's seed (default: the one in run.json)");
   return {best, [a, best, &globals] { return run_best(*a, globals.json, *best); }};

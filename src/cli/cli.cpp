@@ -103,8 +103,10 @@ TrainResult train_at(const TrainPlace& place, const CompiledDna& plan, Weights& 
   return train_model(model, dev, ctx, opts, learning_rate);
 }
 
-// "30m", "2h", "1h30m", "90s", "45" (seconds), "1.5h", or "none"/"0" (no limit). Plain decimal
-// numbers only: no sign, exponent, hex, NaN or infinity, and at most a year.
+// "30m", "2h", "1h30m", "90s", "1.5h", "2d", or "none"/"0" (no limit). Every number carries its
+// unit: a bare "45" is refused (tools disagree on whether it means seconds or minutes, and a run
+// that stops after 45 s instead of 45 minutes loses an hour). Plain decimal numbers only: no
+// sign, exponent, hex, NaN or infinity, and at most a year.
 double parse_duration(const std::string& text, const std::string& what) {
   const auto bad = [&] {
     return UsageError(what + " '" + text.substr(0, 40) +
@@ -120,12 +122,15 @@ double parse_duration(const std::string& text, const std::string& what) {
       ++i;
     const std::string number = text.substr(start, i - start);
     if (number.empty() || number.find('.') != number.rfind('.') || number == ".") throw bad();
-    double unit = 1;
-    if (i < text.size()) {
-      const char u = text[i++];
-      if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
-      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
+    if (i >= text.size()) {
+      // A number without its unit: say what each would mean.
+      const std::string head = text.substr(0, std::min<std::size_t>(text.size(), 40));
+      throw UsageError(what + " '" + head + "': give the unit: " + head + "s, " + head + "m or " +
+                       head + "h (seconds, minutes or hours)");
     }
+    const char u = text[i++];
+    if (u != 'd' && u != 'h' && u != 'm' && u != 's') throw bad();
+    const double unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : 1;
     total += std::stod(number) * unit;
   }
   if (!(total > 0) || total > 366 * 86400.0)
@@ -278,7 +283,8 @@ nlohmann::json search_summary_json(const SearchSummary& s) {
           {"final_models", s.final_models},
           {"final_seconds", s.final_seconds},
           {"damaged_records", s.damaged},
-          {"report", s.report_path}};
+          {"report", s.report_path},
+          {"trials", s.trials_path}};
 }
 
 }  // namespace
@@ -339,6 +345,9 @@ void print_search_summary(const SearchSummary& s, const std::string& run_dir, bo
   std::printf("run totals        %.3g FLOPs, %.0f children per hour\n", s.total_flops,
               s.children_per_hour);
   if (!s.report_path.empty()) std::printf("report            %s\n", s.report_path.c_str());
+  if (!s.trials_path.empty())
+    std::printf("trial log         %s (one row per individual, for pandas or a spreadsheet)\n",
+                s.trials_path.c_str());
 }
 
 }  // namespace evo::cli

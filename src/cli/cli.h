@@ -56,7 +56,8 @@ struct Command {
   X(report)                 \
   X(best)                   \
   X(export)                 \
-  X(status)
+  X(status)                 \
+  X(doctor)
 
 #define EVO_CLI_DECLARE(name) Command add_##name##_command(CLI::App& app, const Globals& globals);
 EVO_CLI_COMMANDS(EVO_CLI_DECLARE)
@@ -158,6 +159,9 @@ void print_json(const nlohmann::json& j);
 // The records a command left out because they could not be read, one stderr line each:
 // "<who>: left out a damaged record: <path>: <reason>".
 void print_damaged(const std::string& who, const std::vector<std::string>& damaged);
+
+// evo doctor's page (doctor.cpp): `evo status` without a run folder prints it too.
+int run_doctor(bool json);
 
 // The end of `evo search` and `evo best`: the best individual, the ensemble, the run's totals
 // (human lines on stdout, the damaged records on stderr), or with json the same as one object.

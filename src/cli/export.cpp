@@ -2,6 +2,7 @@
 // with its weights) as an ONNX model or a PyTorch module, to run elsewhere. Not the writing itself (src/export/, evo/export.h):
 // this file picks the net, loads the data set its standardisation comes from, and names the
 // output files.
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +32,16 @@ struct ExportArgs {
   uint64_t seed = 0;
   bool single = false;  // the final model alone, even when the run's answer is the ensemble
 };
+
+// A name Python can import for the module of `id`: ids are digits and dashes
+// ("1733650000123-4"), which `import` cannot take, so "evo_1733650000123_4"; every character
+// outside [A-Za-z0-9_] becomes '_', and a leading digit gets the "evo_" prefix.
+std::string python_module_name(const std::string& id) {
+  std::string name;
+  for (char c : id) name += std::isalnum(static_cast<unsigned char>(c)) || c == '_' ? c : '_';
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) name = "evo_" + name;
+  return name;
+}
 
 // The path without its last extension ("model.py" -> "model").
 std::string stem_path(const std::string& path) {
@@ -72,6 +83,8 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   std::string id;
   double val_accuracy = NAN;
   bool from_final = false;
+  if (!fs::exists(a.source))
+    throw UsageError(a.source + ": no such run folder or DNA file");
   if (fs::is_directory(a.source)) {
     // A run folder: its data set, seed and split from run.json (they decide the standardisation),
     // and its answer (the final ensemble or the final model), or else its best living
@@ -129,17 +142,19 @@ int run_export(ExportArgs a, bool json, const CLI::App& cmd) {
   const bool ensemble = sources.size() > 1;
 
   std::string out = a.out;
-  if (out.empty()) out = id + (a.format == "onnx" ? ".onnx" : ".py");
+  if (out.empty()) out = a.format == "onnx" ? id + ".onnx" : python_module_name(id) + ".py";
   if (a.format == "onnx" && !onnx_export_available())
     throw ExportError(kOnnxUnavailable);  // before the data set is loaded for nothing
-  // Nothing is written before everything has been read and checked.
+  // Nothing is written before everything has been read and checked; the DNAs first (a bad one
+  // is said before the data set loads for nothing).
+  std::vector<Dna> dnas;
+  for (const Source& src : sources) dnas.push_back(load_dna(src.dna_path));
   const Dataset data = load_data({a.data, a.seed, a.val_fraction, a.max_train});
   std::vector<CompiledDna> plans;
   std::vector<Weights> weights;
-  for (const Source& src : sources) {
-    plans.push_back(
-        compile(load_dna(src.dna_path), data.train.h, data.train.w, data.train.c, data.classes));
-    weights.push_back(load_weights(src.weights_path, plans.back(), Device::cpu()));
+  for (std::size_t k = 0; k < sources.size(); ++k) {
+    plans.push_back(compile(dnas[k], data.train.h, data.train.w, data.train.c, data.classes));
+    weights.push_back(load_weights(sources[k].weights_path, plans.back(), Device::cpu()));
   }
   std::vector<ExportNet> nets;
   int64_t params = 0;

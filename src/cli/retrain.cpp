@@ -22,6 +22,7 @@
 #include "evo/dna.h"
 #include "evo/io.h"
 #include "evo/population.h"
+#include "evo/search.h"
 #include "evo/train.h"
 
 namespace evo::cli {
@@ -37,6 +38,7 @@ struct RetrainArgs {
   int batch = 50;
   int periods = 10;  // validation checks (and learning-rate levels) over the steps
   uint64_t seed = 0;
+  bool force = false;  // replace what RUN_DIR/final/ holds
 };
 
 // The learning rate's factor in period p of n: cosine decay (Loshchilov & Hutter 2017) held
@@ -87,6 +89,23 @@ int run_retrain(const RetrainArgs& a, bool json, const CLI::App& cmd) {
   const Device device = place.first();
   Population pop(a.run_dir);  // throws a UsageError when it is not a run folder
   const RunData run = run_data(a.run_dir, cmd, {a.data, a.seed, 0.1});
+  // RUN_DIR/final/ holds one answer: a search's final phase (the run's answer, what evo export
+  // writes) or an earlier retrain. Replacing either takes --force, before anything is trained.
+  const std::string summary_path =
+      (std::filesystem::path(a.run_dir) / "final" / "retrain.json").string();
+  if (!a.force && std::filesystem::exists(summary_path)) {
+    bool search_phase = false;
+    try {
+      search_phase = !read_final_phase(a.run_dir).empty();
+    } catch (const Error&) {
+      // damaged: still something a user may want kept
+    }
+    throw UsageError(a.run_dir + "/final/ already holds " +
+                     (search_phase ? std::string("the search's final phase (the run's answer, "
+                                                 "what evo export writes)")
+                                   : std::string("an earlier evo retrain")) +
+                     ": --force replaces it (copy the folder aside first to keep it)");
+  }
 
   // The top K as `evo best` ranks them: alive, not failed, by validation accuracy.
   std::vector<std::string> damaged;
@@ -285,6 +304,9 @@ Command add_retrain_command(CLI::App& app, const Globals& globals) {
       ->check(CLI::IsMember({"best", "last"}))->capture_default_str();
   cmd->add_option("--data", a->data, "The run's data set (default: the one in run.json)");
   add_seed_option(cmd, a->seed, "The run's seed (default: the one in run.json)");
+  cmd->add_flag("--force", a->force,
+                "Replace what RUN_DIR/final/ holds (a search's final phase or an earlier "
+                "retrain); without it, evo retrain refuses");
   add_place_options(cmd, a->place);
   return {cmd, [a, cmd, &globals] { return run_retrain(*a, globals.json, *cmd); }};
 }

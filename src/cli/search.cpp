@@ -81,8 +81,8 @@ void add_search_options(CLI::App* a, SearchArgs& o) {
   a->add_option("--run-dir", o.run_dir, "Population folder (may be shared by many machines; an "
                                         "existing population is resumed)")->capture_default_str();
   a->add_option("--time-limit", o.time_limit,
-                "Stop after this long: 30m, 2h, 1h30m, 90s, none (default: none on GPUs, 30m on "
-                "the CPU)")
+                "Stop after this long: 30m, 2h, 1h30m, 90s, none; every number needs its unit "
+                "(default: none on GPUs, 30m on the CPU)")
       ->check(kDuration);
   a->add_option("--max-children", o.max_children, "Stop after this process trained this many")
       ->check(CLI::NonNegativeNumber);
@@ -280,7 +280,9 @@ class ConsoleObserver : public SearchObserver {
                   o.max_params > 0 && o.max_flops > 0 ? ", " : "",
                   o.max_flops > 0 ? ("at most " + std::to_string(int64_t(o.max_flops)) +
                                      " forward FLOPs per image").c_str() : "");
-    if (st.resumed) std::printf("resuming a population of %zu individuals\n", st.resumed);
+    if (st.resumed)
+      std::printf("resuming a population of %zu individuals (best so far %.2f%%)\n", st.resumed,
+                  100 * st.resumed_best);
     if (st.recovered)
       std::printf("discarded %zu unfinished children of dead workers\n", st.recovered);
     std::fflush(stdout);

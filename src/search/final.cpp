@@ -256,6 +256,9 @@ FinalPhase run_final_phase(const Population& pop, const std::vector<std::string>
         topts.set_augment(opts.final_augment == 2);
         topts.flip = opts.final_augment >= 1;
         topts.stop = &stop;
+        // The claim on the final phase stays fresh for the other machines of the run
+        // (Population::claim_final); a claim that is gone changes nothing here.
+        topts.on_progress = [&pop](int, double, double) { (void)pop.heartbeat_final(); };
         Model model(plan, opts.batch, ctx);
         model.bind(weights);
         const TrainResult tr = train_model(model, dev, ctx, topts, float(rate));

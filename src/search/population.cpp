@@ -648,6 +648,7 @@ bool create_run(const std::string& root, const PopulationOptions& o) {
     const nlohmann::json run = {{"format", kRunFormat},
                                 {"population_size", o.size},
                                 {"settings", o.settings},
+                                {"created_with", o.recorded},
                                 {"created", unix_now()},
                                 {"creator", owner_json()}};
     write_text(tmp + "/run.json", run.dump(2) + "\n", false);
@@ -695,6 +696,8 @@ Population::Population(std::string dir, PopulationOptions options)
                          std::string(kRunFormat) + "\")");
       const double n = get_number(run, "population_size", 0, source);
       settings_ = run.contains("settings") ? run.at("settings") : nlohmann::json::object();
+      if (run.contains("created_with") && run.at("created_with").is_object())
+        recorded_ = run.at("created_with");
       size_ = std::isfinite(n) && n >= 1 && n < 1e9 ? int(n) : 0;
       if (size_ <= 0) throw UsageError(source + ": population_size should be positive");
       if (options.size != 0 && options.size != size_)
@@ -907,6 +910,34 @@ Population::Census Population::census() const {
   return c;
 }
 
+std::vector<Population::Training> Population::training() const {
+  std::vector<Training> out;
+  for (const std::string& name : list_names(root_ + "/staging")) {
+    const std::string dir = root_ + "/staging/" + name;
+    Training t;
+    t.id = name;
+    try {
+      const auto st = stat_of(dir);
+      if (!st) continue;  // published or discarded meanwhile
+      t.heartbeat = to_seconds(st->st_mtim);
+      if (auto text = read_text(dir + "/owner.json")) {
+        const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+        if (j.is_object()) {
+          t.host = j.value("host", std::string());
+          t.pid = j.value("pid", 0);
+          t.since = j.value("since", NAN);
+        }
+      }
+    } catch (const Gone&) {
+      continue;
+    } catch (const nlohmann::json::exception&) {
+      // a wrong type in owner.json: listed without its owner
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 std::optional<IndividualRecord> Population::read(const std::string& id) const {
   check_id(id, root_);
   for (const char* where : {"/alive/", "/dead/"}) {
@@ -1061,6 +1092,83 @@ std::size_t Population::recover(double stale_seconds) {
     }
   }
   return discarded;
+}
+
+Population::FinalClaim Population::claim_final(double search_started, double stale_seconds,
+                                               std::string* holder) {
+  const std::string claim = root_ + "/final.claim";
+  const std::string staging = root_ + "/staging";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (const auto st = stat_of(claim)) {
+      // Someone's claim: read whose, and whether it is finished.
+      std::optional<nlohmann::json> owner, done;
+      try {
+        if (auto text = read_text(claim + "/owner.json")) {
+          nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+          if (j.is_object()) owner = std::move(j);
+        }
+        if (auto text = read_text(claim + "/done.json")) {
+          nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+          if (j.is_object()) done = std::move(j);
+        }
+      } catch (const Gone&) {
+        continue;  // replaced meanwhile: look again
+      }
+      if (holder && owner)
+        *holder = owner->value("host", std::string("?")) + " pid " +
+                  std::to_string(owner->value("pid", 0));
+      const double finished = done ? done->value("finished", 0.0) : NAN;
+      if (done && finished >= search_started) return FinalClaim::kDone;
+      const bool alive = !done && owner &&
+                         owner_alive(*owner, to_seconds(st->st_mtim), fs_now(staging),
+                                     stale_seconds);
+      if (alive) return FinalClaim::kHeld;
+      // Finished before this search began, or its holder died (or it is damaged: no owner): ours
+      // to replace. Renamed away first, so of two replacers one wins and the other looks again.
+      const std::string trash = staging + "/.trash-" + unique_id();
+      if (::rename(claim.c_str(), trash.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        throw Error("population: cannot move the final-phase claim " + claim + " aside: " +
+                    sys_text(errno));
+      }
+      remove_tree(trash);
+      continue;
+    }
+    // No claim: ours, built under a hidden name with its owner.json and renamed into place whole
+    // (a rename onto a folder that holds files fails: another claimant was first).
+    const std::string tmp = staging + "/.new-" + unique_id();
+    if (::mkdir(tmp.c_str(), 0755) != 0)
+      throw Error("population: cannot create " + tmp + ": " + sys_text(errno));
+    nlohmann::json owner = owner_json();
+    owner["search_started"] = search_started;
+    try {
+      write_text(tmp + "/owner.json", owner.dump(2) + "\n", durable_);
+    } catch (...) {
+      remove_tree(tmp);
+      throw;
+    }
+    if (::rename(tmp.c_str(), claim.c_str()) == 0) {
+      if (durable_) fsync_path(root_, true);
+      if (holder) *holder = owner.value("host", std::string("?")) + " pid " +
+                            std::to_string(owner.value("pid", 0));
+      return FinalClaim::kClaimed;
+    }
+    const int e = errno;
+    remove_tree(tmp);
+    if (e != EEXIST && e != ENOTEMPTY)
+      throw Error("population: cannot claim the final phase (" + claim + "): " + sys_text(e));
+  }
+  throw Error("population: cannot claim the final phase of " + root_ +
+              ": its claim changed hands 100 times in a row");
+}
+
+bool Population::heartbeat_final() const {
+  return ::utimensat(AT_FDCWD, (root_ + "/final.claim").c_str(), nullptr, 0) == 0;
+}
+
+void Population::finish_final() {
+  const nlohmann::json done = {{"finished", unix_now()}};
+  write_atomic(root_ + "/final.claim", "done.json", done.dump() + "\n", durable_);
 }
 
 std::size_t Population::collect_garbage(double min_dead_seconds) {

@@ -1039,8 +1039,11 @@ std::string render_report(const std::vector<IndividualRecord>& individuals,
                                                     : "&mdash;",
             opts.final_ensemble_size > 0
                 ? "averaged softmax of the top " + std::to_string(opts.final_ensemble_size)
-                : std::string())
-    << "</div>\n";
+                : std::string());
+  if (!opts.final_answer.empty() && std::isfinite(opts.final_answer_test))
+    o << card("answer's test acc", percent(opts.final_answer_test),
+              "the run's answer, what evo export writes: the " + opts.final_answer);
+  o << "</div>\n";
 
   o << "<figure>\n"
     << figure_one(run)
@@ -1204,19 +1207,20 @@ void write_atomically(const std::string& path, const std::string& text) {
   write_file_atomic(path, text, "report");
 }
 
-// The same checks for `evo report` with one folder or many: a clear error naming the folder.
+// The same checks for `evo report` with one folder or many: a clear error naming the folder (a
+// usage error, exit 2, as every subcommand's for a path that is not a run folder).
 void check_run_folder(const std::string& run_dir) {
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec))
-    throw Error("report: '" + run_dir + "' is not a folder; give a search's --run-dir");
+    throw UsageError("report: '" + run_dir + "' is not a folder; give a search's --run-dir");
   if (!fs::is_regular_file(fs::path(run_dir) / "run.json", ec))
-    throw Error("report: '" + run_dir + "' is not a run folder (it has no run.json); give a " +
+    throw UsageError("report: '" + run_dir + "' is not a run folder (it has no run.json); give a " +
                 "search's --run-dir");
 }
 
 struct FinalResults {
-  std::string best_id;
-  double best_test = kNaN, ensemble_test = kNaN;
+  std::string best_id, answer;
+  double best_test = kNaN, ensemble_test = kNaN, answer_test = kNaN;
   int ensemble_size = 0;
 };
 
@@ -1238,6 +1242,9 @@ FinalResults read_final(const std::string& run_dir) {
         f.ensemble_test = j["ensemble_test"].get<double>();
       if (j.contains("ensemble_size") && j["ensemble_size"].is_number_integer())
         f.ensemble_size = j["ensemble_size"].get<int>();
+      if (j.contains("answer") && j["answer"].is_string()) f.answer = j["answer"].get<std::string>();
+      if (j.contains("answer_test_accuracy") && j["answer_test_accuracy"].is_number())
+        f.answer_test = j["answer_test_accuracy"].get<double>();
     }
   } catch (const std::exception&) {
   }
@@ -1299,7 +1306,69 @@ void read_retrained(const std::string& run_dir, ReportOptions& opts) {
   }
 }
 
+// A CSV field (RFC 4180): as it is, or quoted with its quotes doubled when it holds a comma, a
+// quote or a line break.
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+// A number with all the digits that tell it apart (17 significant), or "" when not measured.
+std::string csv_number(double x) {
+  if (!std::isfinite(x)) return "";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
 }  // namespace
+
+std::string trials_csv(const std::vector<IndividualRecord>& individuals) {
+  std::vector<const IndividualRecord*> rows;
+  double first = INFINITY;
+  for (const IndividualRecord& r : individuals) {
+    rows.push_back(&r);
+    if (std::isfinite(r.birth_time)) first = std::min(first, r.birth_time);
+  }
+  // By birth (an individual not yet born, NaN, last), then by id: the same file for the same run.
+  std::stable_sort(rows.begin(), rows.end(), [](const IndividualRecord* a, const IndividualRecord* b) {
+    const bool fa = std::isfinite(a->birth_time), fb = std::isfinite(b->birth_time);
+    if (fa != fb) return fa;
+    if (fa && a->birth_time != b->birth_time) return a->birth_time < b->birth_time;
+    return a->id < b->id;
+  });
+  std::string out =
+      "id,parent,mutation,born_s,birth_time,death_time,alive,failed,val_accuracy,test_accuracy,"
+      "params,steps,train_seconds,flops,learning_rate,worker,host,killed_by,failure,detail\n";
+  for (const IndividualRecord* r : rows) {
+    const std::vector<std::string> f = {
+        csv_field(r->id),
+        csv_field(r->parent),
+        csv_field(r->mutation),
+        csv_number(std::isfinite(r->birth_time) ? r->birth_time - first : NAN),
+        csv_number(r->birth_time),
+        csv_number(r->death_time),
+        r->alive() ? "1" : "0",
+        r->failed ? "1" : "0",
+        r->failed ? "" : csv_number(r->fitness),
+        csv_number(r->test_accuracy),
+        std::to_string(r->params),
+        std::to_string(r->steps),
+        csv_number(r->train_seconds),
+        csv_number(r->flops),
+        csv_number(r->learning_rate),
+        csv_field(r->worker),
+        csv_field(r->host),
+        csv_field(r->killed_by),
+        csv_field(r->failure),
+        csv_field(r->detail)};
+    for (std::size_t i = 0; i < f.size(); ++i) out += (i ? "," : "") + f[i];
+    out += "\n";
+  }
+  return out;
+}
 
 ReportWritten write_report(const std::string& run_dir, const std::string& out_path) {
   check_run_folder(run_dir);
@@ -1314,6 +1383,18 @@ ReportWritten write_report(const std::string& run_dir, const std::string& out_pa
   if (pop.settings().is_object())
     for (const auto& [key, value] : pop.settings().items())
       opts.settings.emplace_back(key, setting_text(value));
+  // How long the run was meant to take (run.json "created_with", its creator's --time-limit; a
+  // resume may have run with another).
+  if (pop.recorded().contains("time_limit") && pop.recorded()["time_limit"].is_number()) {
+    const double t = pop.recorded()["time_limit"].get<double>();
+    const long m = std::lround(t / 60);
+    opts.settings.emplace_back("time_limit",
+                               !(t > 0)  ? std::string("none")
+                               : t < 120 ? strf("%.0fs", t)
+                               : m < 60  ? strf("%ldm", m)
+                               : m % 60  ? strf("%ldh%02ldm", m / 60, m % 60)
+                                         : strf("%ldh", m / 60));
+  }
   input_from_settings(pop.settings(), opts);
   limits_from_settings(pop.settings(), opts);
 
@@ -1337,12 +1418,23 @@ ReportWritten write_report(const std::string& run_dir, const std::string& out_pa
   opts.final_best_test = fin.best_test;
   opts.final_ensemble_test = fin.ensemble_test;
   opts.final_ensemble_size = fin.ensemble_size;
+  opts.final_answer = fin.answer;
+  opts.final_answer_test = fin.answer_test;
   read_retrained(run_dir, opts);
   if (!missing.empty())
     opts.best_dna_note = opts.best_dna ? "The best DNA could not be read (" + missing +
                                              "); drawn instead: " + opts.best_dna_id + "'s."
                                        : "Its DNA could not be read: " + missing;
   write_atomically(written.path, render_report(all, opts));
+  // The trial log beside it; a run folder this process may not write into (a report written
+  // elsewhere with --out) keeps the page and says why the log is missing.
+  const std::string trials = (fs::path(run_dir) / "trials.csv").string();
+  try {
+    write_file_atomic(trials, trials_csv(all), "trial log");
+    written.trials_path = trials;
+  } catch (const Error& e) {
+    written.damaged.push_back(trials + ": not written: " + e.what());
+  }
   return written;
 }
 
